@@ -1,0 +1,147 @@
+"""WebSocket transport of the data plane: typed messages over trio-websocket.
+
+``Peer`` wraps one connection and speaks ``protocol.Message`` objects. Errors of the
+websocket layer become ``PeerGone`` at this boundary, so callers handle one exception for
+"the other side went away", whatever the cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import trio
+import trio_websocket
+
+from swarmctl import protocol
+from swarmctl.errors import AddressError, ConnectionFailed, ProtocolError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+DISCONNECT_TIMEOUT_S = 2.0
+
+
+class PeerGone(Exception):
+    """The connection closed or broke."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:PORT`` for IPv6) into host and port."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise AddressError(f"invalid address {text!r}: expected HOST:PORT, for example 127.0.0.1:7400")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise AddressError(f"invalid port {port} in {text!r}: it must be between 0 and 65535")
+    return host.strip("[]"), port
+
+
+def parse_addresses(text: str) -> list[tuple[str, int]]:
+    """Split a comma-separated list of ``HOST:PORT``."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise AddressError(f"invalid address list {text!r}: expected HOST:PORT[,HOST:PORT...]")
+    return [parse_address(part) for part in parts]
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Peer:
+    """One WebSocket connection carrying protocol messages."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, name: str) -> None:
+        self._ws = ws
+        self.name = name
+        self._send_lock = trio.Lock()
+
+    async def send(self, message: protocol.Message) -> None:
+        frame = protocol.encode(message)
+        try:
+            async with self._send_lock:
+                await self._ws.send_message(frame)
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(f"{self.name}: connection closed") from exc
+
+    async def receive(self) -> protocol.Message:
+        try:
+            frame = await self._ws.get_message()
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(f"{self.name}: connection closed") from exc
+        if isinstance(frame, str):
+            raise ProtocolError(f"{self.name} sent a text frame; swarmctl frames are binary msgpack")
+        return protocol.decode(frame)
+
+    async def aclose(self) -> None:
+        await self._ws.aclose()
+
+
+async def serve(handler, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve WebSocket connections on HOST:PORT; ``handler(Peer)`` runs per connection.
+
+    Reports the bound port through ``task_status`` (useful with port 0).
+    """
+
+    async def on_request(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        remote = ws.remote
+        name = f"{remote.address}:{remote.port}" if hasattr(remote, "address") else str(remote)
+        peer = Peer(ws, name)
+        try:
+            await handler(peer)
+        except PeerGone:
+            pass
+
+    server = await trio_websocket.serve_websocket(
+        on_request,
+        host,
+        port,
+        ssl_context=None,
+        handler_nursery=None,
+        max_message_size=protocol.MAX_FRAME_BYTES,
+        task_status=_PortReporter(task_status),
+    )
+    return server
+
+
+class _PortReporter:
+    """Adapts trio-websocket's ``started(server)`` to report the bound port."""
+
+    def __init__(self, task_status) -> None:
+        self._task_status = task_status
+
+    def started(self, server) -> None:
+        self._task_status.started(server.port)
+
+
+@asynccontextmanager
+async def connect(addresses: Sequence[tuple[str, int]]) -> AsyncIterator[Peer]:
+    """Open a connection to the first of ``addresses`` that accepts one."""
+    failures = []
+    for host, port in addresses:
+        address = format_address(host, port)
+        stack = AsyncExitStack()
+        try:
+            ws = await stack.enter_async_context(
+                trio_websocket.open_websocket(
+                    host,
+                    port,
+                    "/",
+                    use_ssl=False,
+                    max_message_size=protocol.MAX_FRAME_BYTES,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    disconnect_timeout=DISCONNECT_TIMEOUT_S,
+                )
+            )
+        except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
+            failures.append(f"{address}: {exc or type(exc).__name__}")
+            continue
+
+        async with stack:
+            yield Peer(ws, address)
+        return
+
+    raise ConnectionFailed("could not connect to " + "; ".join(failures))

@@ -1,0 +1,322 @@
+"""Messages of the data plane and their msgpack encoding.
+
+Every frame is one msgpack map ``{"k": KIND, ...fields}``. The first frame on a connection is
+a ``Hello`` that carries ``PROTOCOL_VERSION``; the coordinator answers ``Welcome`` or
+``Reject``. A frame larger than ``MAX_FRAME_BYTES``, of an unknown kind, or with missing or
+unknown fields raises ``ProtocolError``: a peer of another version fails loudly at the first
+frame instead of misreading later ones.
+
+Results travel as plain dicts (``CaseResult.to_wire()``), so that this module stays the one
+place that knows the wire shape of every message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+from swarmctl.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+# One frame must hold a batch of results with their captured output. Output is capped per
+# test on the executor (see OUTPUT_CAP_BYTES), and batches are cut at BATCH_BYTES, so a frame
+# stays far below this limit; the limit only stops a broken or hostile peer.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024
+BUNDLE_CHUNK_BYTES = 1024 * 1024
+
+ROLE_EXECUTOR = "executor"
+ROLE_CLIENT = "client"
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteSpec:
+    """What an executor needs to run a suite: the bundle and how to run it."""
+
+    kind: str  # "pytest" or "command"
+    bundle: str  # sha256 of the bundle archive
+    name: str  # the suite folder as the user named it, for display
+    python: str = "python3"  # the suite's interpreter, resolved on the executor's PATH
+    pytest_args: tuple[str, ...] = ()
+    timeout: float | None = None  # per-test limit in seconds, enforced by the executor
+
+    def to_wire(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pytest_args"] = list(self.pytest_args)
+        return data
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> SuiteSpec:
+        values = dict(data)
+        values["pytest_args"] = tuple(values.get("pytest_args") or ())
+        return cls(**values)
+
+
+class Message:
+    """Base of every frame; ``KIND`` names it on the wire."""
+
+    KIND: ClassVar[str]
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def _message(kind: str):
+    def register(cls):
+        cls.KIND = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return register
+
+
+# --- connection set-up -------------------------------------------------------------------
+
+
+@_message("hello")
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    version: int
+    role: str
+    node_id: str
+    slots: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    software: str = ""
+    hostname: str = ""
+    pid: int = 0
+
+
+@_message("welcome")
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    version: int
+    coordinator_id: str
+    term: int
+
+
+@_message("reject")
+@dataclass(frozen=True, slots=True)
+class Reject(Message):
+    reason: str
+
+
+@_message("error")
+@dataclass(frozen=True, slots=True)
+class ErrorReply(Message):
+    """A request failed; ``code`` follows pytest's exit codes (4 usage error, 3 internal)."""
+
+    message: str
+    code: int = 3
+
+
+# --- executor <-> coordinator ------------------------------------------------------------
+
+
+@_message("heartbeat")
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    free_slots: int
+    load: float = 0.0
+
+
+@_message("prepare")
+@dataclass(frozen=True, slots=True)
+class PrepareSuite(Message):
+    """Warm the slots' workers for a run; ``collect`` asks this executor for the case list."""
+
+    run_id: str
+    suite: dict[str, Any]
+    collect: bool
+
+
+@_message("collected")
+@dataclass(frozen=True, slots=True)
+class Collected(Message):
+    """The collection of a run: node ids in order, plus collection-time results.
+
+    ``exit_code`` is non-zero when pytest stopped before it could collect (4 for a usage
+    error, 3 for an internal error); ``error`` then holds its output.
+    """
+
+    run_id: str
+    case_ids: list[str]
+    collect_results: list[dict[str, Any]]
+    deselected: int = 0
+    exit_code: int = 0
+    error: str = ""
+
+
+@_message("assign")
+@dataclass(frozen=True, slots=True)
+class Assign(Message):
+    run_id: str
+    shard_id: int
+    attempt: int
+    term: int
+    suite: dict[str, Any]
+    case_ids: list[str]
+    collection_digest: str  # sha256 of the run's collected node ids, to compare with the worker's
+
+
+@_message("results")
+@dataclass(frozen=True, slots=True)
+class ResultBatch(Message):
+    """Results in the order they finished; each item is ``[run_id, shard_id, attempt, result]``."""
+
+    seq: int
+    items: list[list[Any]]
+
+
+@_message("ack")
+@dataclass(frozen=True, slots=True)
+class ResultAck(Message):
+    """The batch ``seq`` is durably stored; the executor may forget it."""
+
+    seq: int
+
+
+@_message("shard_done")
+@dataclass(frozen=True, slots=True)
+class ShardDone(Message):
+    run_id: str
+    shard_id: int
+    attempt: int
+    error: str = ""
+
+
+@_message("cancel_shard")
+@dataclass(frozen=True, slots=True)
+class CancelShard(Message):
+    run_id: str
+    shard_id: int
+    attempt: int
+    reason: str
+
+
+# --- bundles ---------------------------------------------------------------------------
+
+
+@_message("bundle_query")
+@dataclass(frozen=True, slots=True)
+class BundleQuery(Message):
+    digest: str
+    size: int = 0
+
+
+@_message("bundle_status")
+@dataclass(frozen=True, slots=True)
+class BundleStatus(Message):
+    digest: str
+    present: bool
+
+
+@_message("bundle_fetch")
+@dataclass(frozen=True, slots=True)
+class BundleFetch(Message):
+    digest: str
+
+
+@_message("bundle_chunk")
+@dataclass(frozen=True, slots=True)
+class BundleChunk(Message):
+    digest: str
+    data: bytes
+    last: bool
+
+
+# --- client <-> coordinator --------------------------------------------------------------
+
+
+@_message("submit")
+@dataclass(frozen=True, slots=True)
+class SubmitRun(Message):
+    suite: dict[str, Any]
+    strategy: str = "even"
+    case_ids: list[str] | None = None  # given for command suites, whose manifest the client read
+
+
+@_message("accepted")
+@dataclass(frozen=True, slots=True)
+class RunAccepted(Message):
+    run_id: str
+
+
+@_message("progress")
+@dataclass(frozen=True, slots=True)
+class RunProgress(Message):
+    """How far a run is, with the outcomes recorded since the last progress frame."""
+
+    run_id: str
+    status: str
+    total: int
+    done: int
+    executors: int
+    outcomes: list[list[str]]  # [case_id, outcome]
+
+
+@_message("run_results")
+@dataclass(frozen=True, slots=True)
+class RunResults(Message):
+    """Part of a finished run's results, in collection order; ``RunComplete`` follows the last part."""
+
+    run_id: str
+    results: list[dict[str, Any]]
+
+
+@_message("complete")
+@dataclass(frozen=True, slots=True)
+class RunComplete(Message):
+    run_id: str
+    exit_code: int
+    wall_s: float
+    started_at: float
+    deselected: int
+    error: str
+    executors: list[str]
+
+
+@_message("cancel_run")
+@dataclass(frozen=True, slots=True)
+class CancelRun(Message):
+    run_id: str
+    reason: str
+
+
+def encode(message: Message) -> bytes:
+    data = {"k": message.KIND}
+    for f in dataclasses.fields(message):
+        data[f.name] = getattr(message, f.name)
+    frame = msgpack.packb(data, use_bin_type=True)
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            f"{message.KIND} frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"
+        )
+    return frame
+
+
+def decode(frame: bytes) -> Message:
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")
+    try:
+        data = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ProtocolError(f"malformed frame: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("k"), str):
+        raise ProtocolError("malformed frame: expected a map with a string field 'k'")
+
+    kind = data.pop("k")
+    cls = _REGISTRY.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ProtocolError(f"{kind} frame has unknown fields {sorted(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ProtocolError(f"{kind} frame is missing fields: {exc}") from exc
