@@ -1,0 +1,125 @@
+"""Commands: the only way coordinator state changes.
+
+The leader decides a command (with the time and ids already filled in, so that applying it is
+deterministic), appends it to the command log and applies it to its SQLite state. A standby
+that applies the same log in the same order ends with the same state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgpack
+
+from swarmctl.errors import StoreError
+
+
+class Command:
+    KIND: ClassVar[str]
+
+
+_REGISTRY: dict[str, type[Command]] = {}
+
+
+def _command(kind: str):
+    def register(cls):
+        cls.KIND = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return register
+
+
+@_command("run_submitted")
+@dataclass(frozen=True, slots=True)
+class RunSubmitted(Command):
+    run_id: str
+    at: float
+    suite: dict[str, Any]
+    strategy: str
+    case_ids: list[str] | None  # known at submission for command suites
+
+
+@_command("run_collected")
+@dataclass(frozen=True, slots=True)
+class RunCollected(Command):
+    """The run's cases: node ids to run, plus collection-time results (module skips, errors)."""
+
+    run_id: str
+    at: float
+    case_ids: list[str]
+    collect_results: list[dict[str, Any]]
+    deselected: int
+    executor: str
+
+
+@_command("shards_planned")
+@dataclass(frozen=True, slots=True)
+class ShardsPlanned(Command):
+    run_id: str
+    shards: list[list[int]]  # case indexes per shard
+
+
+@_command("shard_assigned")
+@dataclass(frozen=True, slots=True)
+class ShardAssigned(Command):
+    run_id: str
+    shard_id: int
+    attempt: int
+    executor: str
+    term: int
+    at: float
+
+
+@_command("results_recorded")
+@dataclass(frozen=True, slots=True)
+class ResultsRecorded(Command):
+    """Results of one batch; each item is ``[run_id, shard_id, attempt, executor, result]``."""
+
+    at: float
+    items: list[list[Any]]
+
+
+@_command("shard_finished")
+@dataclass(frozen=True, slots=True)
+class ShardFinished(Command):
+    run_id: str
+    shard_id: int
+    attempt: int
+    at: float
+
+
+@_command("shard_requeued")
+@dataclass(frozen=True, slots=True)
+class ShardRequeued(Command):
+    """Put back the cases of a shard attempt that have no result yet, as a new attempt."""
+
+    run_id: str
+    shard_id: int
+    attempt: int
+    reason: str
+    at: float
+
+
+@_command("run_finished")
+@dataclass(frozen=True, slots=True)
+class RunFinished(Command):
+    run_id: str
+    at: float
+    status: str  # finished, interrupted, failed
+    exit_code: int
+    error: str
+
+
+def encode_command(command: Command) -> tuple[str, bytes]:
+    body = {f.name: getattr(command, f.name) for f in dataclasses.fields(command)}
+    return command.KIND, msgpack.packb(body, use_bin_type=True)
+
+
+def decode_command(kind: str, body: bytes) -> Command:
+    cls = _REGISTRY.get(kind)
+    if cls is None:
+        raise StoreError(f"command log holds an unknown command kind {kind!r}; it was written by a newer swarmctl")
+    return cls(**msgpack.unpackb(body, raw=False))

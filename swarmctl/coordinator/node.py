@@ -1,0 +1,440 @@
+"""The coordinator node: the Trio shell around the state machine and the scheduler.
+
+One task per connection reads frames and turns them into commands; every decision is taken
+synchronously between two awaits, so the in-memory view never changes under a decision.
+Frames to a peer go through that peer's outbox (an unbounded channel drained by one writer
+task), so a slow executor or client never stalls the coordinator.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from swarmctl import __version__, protocol
+from swarmctl.bundle import BundleCache, iter_chunks
+from swarmctl.cluster.transport import Peer, PeerGone, serve
+from swarmctl.coordinator import commands as cmd
+from swarmctl.coordinator import store
+from swarmctl.coordinator.scheduler import ExecutorView, pick_assignments
+from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
+from swarmctl.coordinator.strategies import get_strategy
+from swarmctl.errors import BundleError, ProtocolError, SwarmError
+from swarmctl.executor.runners.pytest_runner import collection_digest
+from swarmctl.reports.summary import exit_code_for
+from swarmctl.results import ERROR, CaseResult
+
+log = logging.getLogger(__name__)
+
+TERM = 1  # a single coordinator leads term 1; elections will raise it
+HEARTBEAT_TIMEOUT_S = 15.0
+MAX_SHARD_ATTEMPTS = 3  # a shard that loses its executor this often gets error results instead
+
+
+@dataclass(eq=False)
+class Session:
+    peer: Peer
+    hello: protocol.Hello
+    outbox: trio.MemorySendChannel
+    last_seen: float
+    view: ExecutorView | None = None  # executors only
+    runs: set[str] = field(default_factory=set)  # clients: runs they watch
+
+    @property
+    def node_id(self) -> str:
+        return self.hello.node_id
+
+    def send(self, message: protocol.Message) -> None:
+        try:
+            self.outbox.send_nowait(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the session is closing; its reader task cleans up
+
+
+class Coordinator:
+    def __init__(self, data_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.data_dir = data_dir
+        self.coordinator_id = f"coordinator-{secrets.token_hex(3)}"
+        self.machine = StateMachine(store.connect(data_dir / "state.db"))
+        self.bundles = BundleCache(data_dir / "bundles")
+        self.clock = clock
+        self.executors: dict[str, Session] = {}
+        self.clients: list[Session] = []
+        self.collectors: dict[str, str] = {}  # run_id -> executor asked to collect it
+        self._requeue_after_restart()
+
+    # --- serving ---------------------------------------------------------------------------
+
+    async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            bound_port = await nursery.start(serve, self._handle, host, port)
+            nursery.start_soon(self._watch_heartbeats)
+            log.info("coordinator %s listening on %s:%d, state in %s", self.coordinator_id, host, bound_port, self.data_dir)
+            task_status.started(bound_port)
+
+    async def _handle(self, peer: Peer) -> None:
+        try:
+            hello = await peer.receive()
+        except ProtocolError as exc:
+            log.warning("%s: rejected: %s", peer.name, exc)
+            return
+        if not isinstance(hello, protocol.Hello) or hello.version != protocol.PROTOCOL_VERSION:
+            reason = (
+                f"expected hello of protocol version {protocol.PROTOCOL_VERSION}, got {hello!r}; "
+                "run the same swarmctl version on every node"
+            )
+            log.warning("%s: rejected: %s", peer.name, reason)
+            await peer.send(protocol.Reject(reason))
+            return
+        await peer.send(protocol.Welcome(protocol.PROTOCOL_VERSION, self.coordinator_id, TERM))
+
+        send, receive = trio.open_memory_channel(math.inf)
+        session = Session(peer, hello, send, trio.current_time())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write, session, receive)
+            try:
+                if hello.role == protocol.ROLE_EXECUTOR:
+                    await self._serve_executor(session, nursery)
+                else:
+                    await self._serve_client(session, nursery)
+            except (PeerGone, ProtocolError) as exc:
+                log.info("%s %s disconnected: %s", hello.role, hello.node_id, exc)
+            finally:
+                self._session_closed(session)
+                nursery.cancel_scope.cancel()
+
+    async def _write(self, session: Session, receive: trio.MemoryReceiveChannel) -> None:
+        try:
+            async for message in receive:
+                await session.peer.send(message)
+        except PeerGone:
+            pass
+
+    # --- executors ------------------------------------------------------------------------
+
+    async def _serve_executor(self, session: Session, nursery: trio.Nursery) -> None:
+        hello = session.hello
+        if hello.node_id in self.executors:
+            log.warning("executor %s connected again; dropping its previous connection", hello.node_id)
+            await self.executors[hello.node_id].peer.aclose()
+        session.view = ExecutorView(hello.node_id, max(1, hello.slots), trio.current_time())
+        self.executors[hello.node_id] = session
+        log.info("executor %s joined: %d slots, labels %s, from %s", hello.node_id, hello.slots, hello.labels, session.peer.name)
+        self._find_collectors()
+        self._schedule()
+
+        while True:
+            message = await session.peer.receive()
+            session.last_seen = trio.current_time()
+            match message:
+                case protocol.Heartbeat():
+                    pass
+                case protocol.Collected():
+                    self._on_collected(session, message)
+                case protocol.ResultBatch():
+                    self._on_results(session, message)
+                case protocol.ShardDone():
+                    self._on_shard_done(session, message)
+                case protocol.BundleFetch():
+                    nursery.start_soon(self._send_bundle, session, message.digest)
+                case _:
+                    raise ProtocolError(f"executor {hello.node_id} sent unexpected {message.KIND}")
+
+    def _session_closed(self, session: Session) -> None:
+        session.outbox.close()
+        if session.view is None:
+            if session in self.clients:
+                self.clients.remove(session)
+            return
+        if self.executors.get(session.node_id) is not session:
+            return
+        del self.executors[session.node_id]
+        log.warning("executor %s lost; requeueing its %d shards", session.node_id, len(session.view.running))
+        for run_id, shard_id in sorted(session.view.running):
+            self._requeue(run_id, shard_id, f"executor {session.node_id} lost")
+        for run_id, executor_id in list(self.collectors.items()):
+            if executor_id == session.node_id:
+                del self.collectors[run_id]
+        self._find_collectors()
+        self._schedule()
+
+    async def _watch_heartbeats(self) -> None:
+        while True:
+            await trio.sleep(1)
+            now = trio.current_time()
+            for session in list(self.executors.values()):
+                if now - session.last_seen > HEARTBEAT_TIMEOUT_S:
+                    log.warning(
+                        "executor %s silent for %.0fs (limit %.0fs); closing its connection",
+                        session.node_id, now - session.last_seen, HEARTBEAT_TIMEOUT_S,
+                    )
+                    self._session_closed(session)
+                    await session.peer.aclose()
+
+    async def _send_bundle(self, session: Session, digest: str) -> None:
+        try:
+            path = self.bundles.archive_path(digest)
+            if not path.exists():
+                raise BundleError(f"bundle {digest} is not stored on this coordinator")
+            chunks = list(iter_chunks(path, protocol.BUNDLE_CHUNK_BYTES)) or [b""]
+            for i, chunk in enumerate(chunks):
+                await session.peer.send(protocol.BundleChunk(digest, chunk, i == len(chunks) - 1))
+        except BundleError as exc:
+            log.error("executor %s asked for bundle %s: %s", session.node_id, digest, exc)
+            session.send(protocol.ErrorReply(str(exc)))
+
+    # --- collection -------------------------------------------------------------------
+
+    def _find_collectors(self) -> None:
+        """Ask an executor to collect every run that waits for its case list."""
+        for run in self.machine.runs.values():
+            if run.status is not RunStatus.COLLECTING or run.run_id in self.collectors:
+                continue
+            if not self.executors:
+                log.info("run %s waits for an executor to collect it", run.run_id)
+                continue
+            collector = min(self.executors.values(), key=lambda s: (len(s.view.running), s.view.joined_at))
+            self.collectors[run.run_id] = collector.node_id
+            for session in self.executors.values():
+                session.send(protocol.PrepareSuite(run.run_id, run.suite, session is collector))
+            log.info("run %s: collecting on executor %s", run.run_id, collector.node_id)
+
+    def _on_collected(self, session: Session, message: protocol.Collected) -> None:
+        run = self.machine.runs.get(message.run_id)
+        if run is None or run.status is not RunStatus.COLLECTING:
+            return
+        if self.collectors.get(run.run_id) != session.node_id:
+            return
+        del self.collectors[run.run_id]
+
+        if message.exit_code != 0:
+            self._finish(run, RunStatus.FAILED, message.exit_code, message.error or "collection failed")
+            return
+        new = self.machine.apply(
+            cmd.RunCollected(run.run_id, self.clock(), message.case_ids, message.collect_results, message.deselected, session.node_id),
+            TERM,
+        )
+        self._publish(new)
+        log.info("run %s: collected %d tests on %s", run.run_id, len(message.case_ids), session.node_id)
+
+        errors = [r for r in message.collect_results if r["outcome"] == ERROR]
+        pytest_args = run.suite.get("pytest_args") or []
+        if errors and "--continue-on-collection-errors" not in pytest_args:
+            noun = "error" if len(errors) == 1 else "errors"
+            self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {len(errors)} {noun} during collection")
+            return
+        if not message.case_ids:
+            self._finish(run, RunStatus.FINISHED, 1 if errors else 5, "" if errors else "no tests ran")
+            return
+        self._plan(run)
+
+    def _plan(self, run: RunState) -> None:
+        slots = sum(s.view.slots for s in self.executors.values()) or 1
+        shards = get_strategy(run.strategy).plan(run.case_ids, run.runnable_ids(), slots)
+        self.machine.apply(cmd.ShardsPlanned(run.run_id, shards), TERM)
+        log.info("run %s: %d cases in %d shards for %d slots (%s)", run.run_id, len(run.runnable_ids()), len(shards), slots, run.strategy)
+        self._schedule()
+
+    # --- assignment and results ------------------------------------------------------
+
+    def _schedule(self) -> None:
+        views = [s.view for s in self.executors.values()]
+        for run_id, shard_id, executor_id in pick_assignments(self.machine.runs.values(), views):
+            run = self.machine.runs[run_id]
+            shard = run.shards[shard_id]
+            attempt = shard.attempt + 1
+            self.machine.apply(cmd.ShardAssigned(run_id, shard_id, attempt, executor_id, TERM, self.clock()), TERM)
+            session = self.executors[executor_id]
+            session.view.running.add((run_id, shard_id))
+            session.send(
+                protocol.Assign(
+                    run_id, shard_id, attempt, TERM, run.suite,
+                    [run.case_ids[i] for i in shard.cases], self._digest(run),
+                )
+            )
+            log.debug("run %s: shard %d attempt %d -> %s (%d cases)", run_id, shard_id, attempt, executor_id, len(shard.cases))
+
+    def _digest(self, run: RunState) -> str:
+        ids = [run.case_ids[i] for i in run.runnable_ids()]
+        return collection_digest(ids)
+
+    def _on_results(self, session: Session, message: protocol.ResultBatch) -> None:
+        items = [[run_id, shard_id, attempt, session.node_id, result] for run_id, shard_id, attempt, result in message.items]
+        new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM)
+        session.send(protocol.ResultAck(message.seq))
+        self._publish(new)
+        for run_id in {run_id for run_id, _ in new}:
+            self._check_complete(self.machine.runs[run_id])
+
+    def _on_shard_done(self, session: Session, message: protocol.ShardDone) -> None:
+        run = self.machine.runs.get(message.run_id)
+        key = (message.run_id, message.shard_id)
+        session.view.running.discard(key)
+        if run is None or not run.active:
+            self._schedule()
+            return
+        shard = run.shards[message.shard_id]
+        if shard.attempt != message.attempt or shard.status is not ShardStatus.ASSIGNED:
+            self._schedule()
+            return  # a fenced attempt: the shard was requeued meanwhile
+        missing = [i for i in shard.cases if i not in run.done]
+        if missing:
+            reason = message.error or f"executor {session.node_id} ended the shard without results for {len(missing)} cases"
+            self._requeue(run.run_id, shard.shard_id, reason)
+        else:
+            self.machine.apply(cmd.ShardFinished(run.run_id, shard.shard_id, message.attempt, self.clock()), TERM)
+        self._check_complete(run)
+        self._schedule()
+
+    def _requeue(self, run_id: str, shard_id: int, reason: str) -> None:
+        run = self.machine.runs.get(run_id)
+        if run is None or not run.active:
+            return
+        shard = run.shards[shard_id]
+        if shard.status is not ShardStatus.ASSIGNED:
+            return
+        if shard.attempt >= MAX_SHARD_ATTEMPTS:
+            self._give_up(run, shard_id, reason)
+            return
+        log.warning("run %s: shard %d attempt %d requeued: %s", run_id, shard_id, shard.attempt, reason)
+        self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock()), TERM)
+
+    def _give_up(self, run: RunState, shard_id: int, reason: str) -> None:
+        shard = run.shards[shard_id]
+        message = f"not run: the shard was lost {shard.attempt} times, last because {reason}"
+        log.error("run %s: shard %d: %s", run.run_id, shard_id, message)
+        items = [
+            [run.run_id, shard_id, shard.attempt, shard.executor or "",
+             CaseResult(run.case_ids[i], ERROR, when="setup", message=message, longrepr=message).to_wire()]
+            for i in shard.cases if i not in run.done
+        ]
+        self._publish(self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM))
+        self.machine.apply(cmd.ShardFinished(run.run_id, shard_id, shard.attempt, self.clock()), TERM)
+        self._check_complete(run)
+
+    def _check_complete(self, run: RunState) -> None:
+        if run.status is RunStatus.RUNNING and len(run.done) == run.total:
+            self._finish(run, RunStatus.FINISHED, exit_code_for(self.machine.results(run.run_id)), "")
+
+    def _finish(self, run: RunState, status: RunStatus, exit_code: int, error: str) -> None:
+        for session in self.executors.values():
+            for run_id, shard_id in list(session.view.running):
+                if run_id == run.run_id:
+                    shard = run.shards[shard_id]
+                    session.send(protocol.CancelShard(run_id, shard_id, shard.attempt, error or status))
+                    session.view.running.discard((run_id, shard_id))
+        self.collectors.pop(run.run_id, None)
+        self.machine.apply(cmd.RunFinished(run.run_id, self.clock(), status, exit_code, error), TERM)
+        wall = (run.finished_at or self.clock()) - run.submitted_at
+        log.info("run %s %s with exit code %d in %.2fs%s", run.run_id, status, exit_code, wall, f": {error}" if error else "")
+        watchers = [client for client in self.clients if run.run_id in client.runs]
+        if watchers:
+            frames = [protocol.RunResults(run.run_id, part) for part in _parts(self.machine.results(run.run_id))]
+            frames.append(
+                protocol.RunComplete(run.run_id, exit_code, wall, run.submitted_at, run.deselected, error, sorted(run.executors))
+            )
+            for client in watchers:
+                for frame in frames:
+                    client.send(frame)
+        del self.machine.runs[run.run_id]
+        self._schedule()
+
+    def _publish(self, new: list[tuple[str, CaseResult]]) -> None:
+        by_run: dict[str, list[list[str]]] = {}
+        for run_id, result in new:
+            by_run.setdefault(run_id, []).append([result.case_id, result.outcome])
+        for run_id, outcomes in by_run.items():
+            run = self.machine.runs[run_id]
+            progress = protocol.RunProgress(run_id, run.status, run.total, len(run.done), len(self.executors), outcomes)
+            for client in self.clients:
+                if run_id in client.runs:
+                    client.send(progress)
+
+    def _requeue_after_restart(self) -> None:
+        for run in list(self.machine.runs.values()):
+            for shard in run.shards.values():
+                if shard.status is ShardStatus.ASSIGNED:
+                    self._requeue(run.run_id, shard.shard_id, "coordinator restarted")
+
+    # --- clients -----------------------------------------------------------------------
+
+    async def _serve_client(self, session: Session, nursery: trio.Nursery) -> None:
+        self.clients.append(session)
+        writers: dict[str, object] = {}
+        while True:
+            message = await session.peer.receive()
+            match message:
+                case protocol.BundleQuery():
+                    session.send(protocol.BundleStatus(message.digest, self.bundles.has_archive(message.digest)))
+                case protocol.BundleChunk():
+                    self._receive_bundle_chunk(session, writers, message)
+                case protocol.SubmitRun():
+                    self._submit(session, message)
+                case protocol.CancelRun():
+                    run = self.machine.runs.get(message.run_id)
+                    if run is not None and run.active:
+                        self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {message.reason}")
+                case _:
+                    raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
+
+    def _receive_bundle_chunk(self, session: Session, writers: dict, message: protocol.BundleChunk) -> None:
+        try:
+            writer = writers.get(message.digest)
+            if writer is None:
+                writer = writers[message.digest] = self.bundles.open_writer(message.digest)
+            writer.write(message.data)
+            if message.last:
+                del writers[message.digest]
+                writer.commit()
+                session.send(protocol.BundleStatus(message.digest, True))
+                log.info("stored bundle %s from client %s", message.digest[:12], session.node_id)
+        except BundleError as exc:
+            writers.pop(message.digest, None)
+            session.send(protocol.ErrorReply(str(exc), 3))
+
+    def _submit(self, session: Session, message: protocol.SubmitRun) -> None:
+        try:
+            suite = protocol.SuiteSpec.from_wire(message.suite)
+            get_strategy(message.strategy)
+            if not self.bundles.has_archive(suite.bundle):
+                raise BundleError(f"bundle {suite.bundle} was not uploaded before the run was submitted")
+        except (SwarmError, TypeError) as exc:
+            session.send(protocol.ErrorReply(str(exc), getattr(exc, "exit_code", 4)))
+            return
+
+        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock())) + "-" + secrets.token_hex(3)
+        self.machine.apply(cmd.RunSubmitted(run_id, self.clock(), suite.to_wire(), message.strategy, message.case_ids), TERM)
+        session.runs.add(run_id)
+        session.send(protocol.RunAccepted(run_id))
+        log.info("run %s submitted by %s: %s suite %s", run_id, session.node_id, suite.kind, suite.name)
+
+        run = self.machine.runs[run_id]
+        if run.status is RunStatus.RUNNING:
+            if run.total == 0:
+                self._finish(run, RunStatus.FINISHED, 5, "no tests ran")
+            else:
+                self._plan(run)
+        else:
+            self._find_collectors()
+
+
+def _parts(results: list[CaseResult]) -> list[list[dict]]:
+    """Cut results into frames of about ``BATCH_BYTES`` each."""
+    parts: list[list[dict]] = [[]]
+    size = 0
+    for result in results:
+        wire = result.to_wire()
+        item_size = 200 + len(result.longrepr) + len(result.stdout) + len(result.stderr) + len(result.message)
+        if parts[-1] and size + item_size > protocol.BATCH_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(wire)
+        size += item_size
+    return parts

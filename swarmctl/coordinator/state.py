@@ -1,0 +1,306 @@
+"""The coordinator's state machine: commands in, SQLite rows and an in-memory view out.
+
+``StateMachine.apply`` is deterministic: everything it needs (ids, times, the term) is in the
+command. It writes the command to the log and its effect to the tables in one transaction,
+then updates the in-memory view that the scheduler reads. On start the view is rebuilt from
+the tables, so a restarted coordinator continues where the last committed command left it.
+
+Exactly-once results: the first committed result for a case wins. A later copy of the same
+case (a reassigned shard whose first executor was only slow, a resent batch) is counted in
+``runs.duplicates`` and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sqlite3
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+
+from swarmctl.coordinator import commands as cmd
+from swarmctl.errors import StoreError
+from swarmctl.results import CaseResult
+
+log = logging.getLogger(__name__)
+
+
+class RunStatus(enum.StrEnum):
+    COLLECTING = "collecting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+class ShardStatus(enum.StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    DONE = "done"
+
+
+@dataclass(slots=True)
+class ShardState:
+    run_id: str
+    shard_id: int
+    cases: list[int]
+    attempt: int = 0
+    status: ShardStatus = ShardStatus.QUEUED
+    executor: str | None = None
+
+
+@dataclass(slots=True)
+class RunState:
+    run_id: str
+    submitted_at: float
+    suite: dict[str, Any]
+    strategy: str
+    status: RunStatus
+    case_ids: list[str] = field(default_factory=list)
+    collect_only: set[int] = field(default_factory=set)  # indexes of collection-time results
+    done: set[int] = field(default_factory=set)  # indexes with a recorded result
+    shards: dict[int, ShardState] = field(default_factory=dict)
+    queue: deque[int] = field(default_factory=deque)  # queued shard ids, oldest first
+    index: dict[str, int] = field(default_factory=dict)  # case id -> index
+    deselected: int = 0
+    duplicates: int = 0
+    exit_code: int | None = None
+    error: str = ""
+    finished_at: float | None = None
+    executors: set[str] = field(default_factory=set)
+
+    @property
+    def total(self) -> int:
+        return len(self.case_ids)
+
+    @property
+    def active(self) -> bool:
+        return self.status in (RunStatus.COLLECTING, RunStatus.RUNNING)
+
+    def runnable_ids(self) -> list[int]:
+        return [i for i in range(len(self.case_ids)) if i not in self.collect_only]
+
+
+class StateMachine:
+    """Applies commands to SQLite and keeps the in-memory view of runs and shards."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.runs: dict[str, RunState] = {}
+        row = conn.execute("SELECT max(idx) FROM log").fetchone()
+        self.last_index = row[0] or 0
+        self._load()
+
+    # --- applying commands ---------------------------------------------------------------
+
+    def apply(self, command: cmd.Command, term: int = 0) -> list[tuple[str, CaseResult]]:
+        """Apply ``command`` durably; return the results it recorded that were new."""
+        kind, body = cmd.encode_command(command)
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(
+                "INSERT INTO log (idx, term, kind, body) VALUES (?, ?, ?, ?)",
+                (self.last_index + 1, term, kind, body),
+            )
+            effects = self._dispatch(command)
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.conn.execute("ROLLBACK")
+            self._load()  # the in-memory view may have moved ahead of the rolled-back rows
+            raise StoreError(f"cannot apply {kind} command: {exc}") from exc
+        self.last_index += 1
+        return effects
+
+    def _dispatch(self, command: cmd.Command) -> list[tuple[str, CaseResult]]:
+        match command:
+            case cmd.RunSubmitted():
+                self._run_submitted(command)
+            case cmd.RunCollected():
+                return self._run_collected(command)
+            case cmd.ShardsPlanned():
+                self._shards_planned(command)
+            case cmd.ShardAssigned():
+                self._shard_assigned(command)
+            case cmd.ResultsRecorded():
+                return self._results_recorded(command.at, command.items)
+            case cmd.ShardFinished():
+                self._shard_finished(command)
+            case cmd.ShardRequeued():
+                self._shard_requeued(command)
+            case cmd.RunFinished():
+                self._run_finished(command)
+            case _:
+                raise StoreError(f"no handler for command {command!r}")
+        return []
+
+    def _run_submitted(self, c: cmd.RunSubmitted) -> None:
+        run = RunState(c.run_id, c.at, c.suite, c.strategy, RunStatus.COLLECTING)
+        self.conn.execute(
+            "INSERT INTO runs (run_id, submitted_at, status, suite, strategy) VALUES (?, ?, ?, ?, ?)",
+            (c.run_id, c.at, run.status, msgpack.packb(c.suite), c.strategy),
+        )
+        self.runs[c.run_id] = run
+        if c.case_ids is not None:
+            self._set_cases(run, c.case_ids, [], 0)
+
+    def _run_collected(self, c: cmd.RunCollected) -> list[tuple[str, CaseResult]]:
+        run = self.runs[c.run_id]
+        self._set_cases(run, c.case_ids, [r["case_id"] for r in c.collect_results], c.deselected)
+        items = [[c.run_id, -1, 1, c.executor, r] for r in c.collect_results]
+        return self._results_recorded(c.at, items)
+
+    def _set_cases(self, run: RunState, case_ids: list[str], collect_ids: list[str], deselected: int) -> None:
+        all_ids = collect_ids + case_ids
+        run.case_ids = all_ids
+        run.collect_only = set(range(len(collect_ids)))
+        run.index = {case_id: i for i, case_id in reversed(list(enumerate(all_ids)))}
+        run.deselected = deselected
+        run.status = RunStatus.RUNNING
+        self.conn.executemany(
+            "INSERT INTO cases (run_id, idx, case_id, collect_only) VALUES (?, ?, ?, ?)",
+            ((run.run_id, i, case_id, i in run.collect_only) for i, case_id in enumerate(all_ids)),
+        )
+        self.conn.execute(
+            "UPDATE runs SET status = ?, total = ?, deselected = ? WHERE run_id = ?",
+            (run.status, run.total, deselected, run.run_id),
+        )
+
+    def _shards_planned(self, c: cmd.ShardsPlanned) -> None:
+        run = self.runs[c.run_id]
+        for shard_id, cases in enumerate(c.shards):
+            run.shards[shard_id] = ShardState(c.run_id, shard_id, list(cases))
+            run.queue.append(shard_id)
+        self.conn.executemany(
+            "INSERT INTO shards (run_id, shard_id, cases, attempt, state) VALUES (?, ?, ?, 0, ?)",
+            ((c.run_id, i, msgpack.packb(cases), ShardStatus.QUEUED) for i, cases in enumerate(c.shards)),
+        )
+
+    def _shard_assigned(self, c: cmd.ShardAssigned) -> None:
+        run = self.runs[c.run_id]
+        shard = run.shards[c.shard_id]
+        shard.attempt, shard.status, shard.executor = c.attempt, ShardStatus.ASSIGNED, c.executor
+        if c.shard_id in run.queue:
+            run.queue.remove(c.shard_id)
+        run.executors.add(c.executor)
+        self.conn.execute(
+            "UPDATE shards SET attempt = ?, state = ?, executor = ? WHERE run_id = ? AND shard_id = ?",
+            (c.attempt, shard.status, c.executor, c.run_id, c.shard_id),
+        )
+        self.conn.execute(
+            "INSERT INTO attempts (run_id, shard_id, attempt, executor, term, assigned_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (c.run_id, c.shard_id, c.attempt, c.executor, c.term, c.at),
+        )
+
+    def _results_recorded(self, at: float, items: list[list[Any]]) -> list[tuple[str, CaseResult]]:
+        new: list[tuple[str, CaseResult]] = []
+        rows = []
+        duplicates: dict[str, int] = {}
+        for run_id, shard_id, attempt, executor, data in items:
+            run = self.runs.get(run_id)
+            if run is None:
+                log.warning("result for unknown run %s ignored", run_id)
+                continue
+            result = CaseResult.from_wire(data)
+            idx = run.index.get(result.case_id)
+            if idx is None:
+                log.warning("run %s: result for unknown case %r ignored", run_id, result.case_id)
+                continue
+            if idx in run.done or not run.active:
+                duplicates[run_id] = duplicates.get(run_id, 0) + 1
+                continue
+            result = _stamp(result, executor, attempt)
+            run.done.add(idx)
+            run.executors.add(executor)
+            rows.append(
+                (run_id, idx, result.case_id, result.outcome, result.duration, executor, attempt, at,
+                 msgpack.packb(result.to_wire(), use_bin_type=True))
+            )
+            new.append((run_id, result))
+        self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        for run_id, count in duplicates.items():
+            self.runs[run_id].duplicates += count
+            self.conn.execute("UPDATE runs SET duplicates = duplicates + ? WHERE run_id = ?", (count, run_id))
+            log.info("run %s: %d duplicate results ignored (first result wins)", run_id, count)
+        return new
+
+    def _shard_finished(self, c: cmd.ShardFinished) -> None:
+        shard = self.runs[c.run_id].shards[c.shard_id]
+        shard.status = ShardStatus.DONE
+        self.conn.execute(
+            "UPDATE shards SET state = ? WHERE run_id = ? AND shard_id = ?", (shard.status, c.run_id, c.shard_id)
+        )
+        self._end_attempt(c.run_id, c.shard_id, c.attempt, c.at, "finished")
+
+    def _shard_requeued(self, c: cmd.ShardRequeued) -> None:
+        run = self.runs[c.run_id]
+        shard = run.shards[c.shard_id]
+        shard.cases = [i for i in shard.cases if i not in run.done]
+        shard.executor = None
+        shard.status = ShardStatus.QUEUED if shard.cases else ShardStatus.DONE
+        if shard.status is ShardStatus.QUEUED:
+            run.queue.appendleft(c.shard_id)  # ahead of unstarted shards: it is the oldest work
+        self.conn.execute(
+            "UPDATE shards SET cases = ?, state = ?, executor = NULL WHERE run_id = ? AND shard_id = ?",
+            (msgpack.packb(shard.cases), shard.status, c.run_id, c.shard_id),
+        )
+        self._end_attempt(c.run_id, c.shard_id, c.attempt, c.at, c.reason)
+
+    def _end_attempt(self, run_id: str, shard_id: int, attempt: int, at: float, reason: str) -> None:
+        self.conn.execute(
+            "UPDATE attempts SET ended_at = ?, end_reason = ? WHERE run_id = ? AND shard_id = ? AND attempt = ?",
+            (at, reason, run_id, shard_id, attempt),
+        )
+
+    def _run_finished(self, c: cmd.RunFinished) -> None:
+        run = self.runs[c.run_id]
+        run.status, run.exit_code, run.error, run.finished_at = RunStatus(c.status), c.exit_code, c.error, c.at
+        run.queue.clear()
+        self.conn.execute(
+            "UPDATE runs SET status = ?, exit_code = ?, error = ?, finished_at = ? WHERE run_id = ?",
+            (run.status, c.exit_code, c.error, c.at, c.run_id),
+        )
+
+    # --- reading ------------------------------------------------------------------------
+
+    def results(self, run_id: str) -> list[CaseResult]:
+        """Every recorded result of a run, in case order."""
+        rows = self.conn.execute("SELECT body FROM results WHERE run_id = ? ORDER BY idx", (run_id,))
+        return [CaseResult.from_wire(msgpack.unpackb(body, raw=False)) for (body,) in rows]
+
+    def _load(self) -> None:
+        """Rebuild the in-memory view of unfinished runs from the tables."""
+        self.runs.clear()
+        active = (RunStatus.COLLECTING, RunStatus.RUNNING)
+        rows = self.conn.execute(
+            "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates FROM runs "
+            "WHERE status IN (?, ?) ORDER BY submitted_at",
+            active,
+        ).fetchall()
+        for run_id, submitted_at, suite, strategy, status, deselected, duplicates in rows:
+            run = RunState(run_id, submitted_at, msgpack.unpackb(suite, raw=False), strategy, RunStatus(status))
+            run.deselected, run.duplicates = deselected, duplicates
+            for idx, case_id, collect_only in self.conn.execute(
+                "SELECT idx, case_id, collect_only FROM cases WHERE run_id = ? ORDER BY idx", (run_id,)
+            ):
+                run.case_ids.append(case_id)
+                run.index.setdefault(case_id, idx)
+                if collect_only:
+                    run.collect_only.add(idx)
+            run.done = {idx for (idx,) in self.conn.execute("SELECT idx FROM results WHERE run_id = ?", (run_id,))}
+            for shard_id, cases, attempt, state, executor in self.conn.execute(
+                "SELECT shard_id, cases, attempt, state, executor FROM shards WHERE run_id = ? ORDER BY shard_id",
+                (run_id,),
+            ):
+                shard = ShardState(run_id, shard_id, msgpack.unpackb(cases), attempt, ShardStatus(state), executor)
+                run.shards[shard_id] = shard
+                if shard.status is ShardStatus.QUEUED:
+                    run.queue.append(shard_id)
+            self.runs[run_id] = run
+
+
+def _stamp(result: CaseResult, executor: str, attempt: int) -> CaseResult:
+    """Fill in where the result was produced: the executor knows it, the worker does not."""
+    return replace(result, executor=executor, attempt=attempt)

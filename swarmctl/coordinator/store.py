@@ -1,0 +1,100 @@
+"""SQLite storage of the coordinator: schema, connection settings and read queries.
+
+Writes happen only in ``state.StateMachine.apply``, one transaction per command, so the
+command log and the tables it produced never disagree. ``synchronous=FULL`` makes a
+committed transaction survive a power loss: results are acknowledged to executors only
+after their transaction commits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from swarmctl.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    idx INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    submitted_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    suite BLOB NOT NULL,
+    strategy TEXT NOT NULL,
+    total INTEGER NOT NULL DEFAULT 0,
+    deselected INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS cases (
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    case_id TEXT NOT NULL,
+    collect_only INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS shards (
+    run_id TEXT NOT NULL,
+    shard_id INTEGER NOT NULL,
+    cases BLOB NOT NULL,
+    attempt INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    executor TEXT,
+    PRIMARY KEY (run_id, shard_id)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL,
+    shard_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    executor TEXT NOT NULL,
+    term INTEGER NOT NULL,
+    assigned_at REAL NOT NULL,
+    ended_at REAL,
+    end_reason TEXT,
+    PRIMARY KEY (run_id, shard_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    case_id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    duration REAL NOT NULL,
+    executor TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (run_id, idx)
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the state database at ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {row[0]}, this swarmctl reads version {SCHEMA_VERSION}; "
+                "use the swarmctl that wrote it, or move the file away to start empty"
+            )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the state database {path}: {exc}") from exc
+    return conn
