@@ -1,0 +1,375 @@
+"""The pytest runner: one warm pytest worker process per executor slot.
+
+A worker collects the suite once and then runs the node ids it is sent, so a shard costs no
+interpreter start and no collection. The worker runs in its own session (process group), with
+stdout and stderr in a log file rather than a pipe: a test that forks, or leaves a daemon
+behind, can hold a pipe open for minutes, and the runner must not wait for that.
+
+A test is finished when its result arrives or when the worker exits. When the worker dies in
+the middle of a test (segfault, ``os._exit``, SIGKILL from the OOM killer), that test gets an
+``error`` naming the signal or exit code, with the worker's last output (faulthandler prints
+the crashing stack there), and the caller restarts the worker for the rest of the shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from swarmctl.results import ERROR, FAILED, CaseResult
+
+log = logging.getLogger(__name__)
+
+OUTPUT_CAP_CHARS = 256 * 1024  # per stream and test; the start and the end are kept
+CRASH_LOG_TAIL_BYTES = 64 * 1024
+KILL_GRACE_S = 2.0
+STACK_DUMP_WAIT_S = 0.5
+
+_WORKER_SOURCE = importlib.resources.files("swarmctl.executor.runners").joinpath("pytest_worker.py").read_text()
+
+
+class WorkerStartFailed(Exception):
+    """The worker exited before it finished collecting; ``output`` holds what it printed."""
+
+    def __init__(self, exit_code: int | None, output: str) -> None:
+        super().__init__(f"pytest worker exited with {describe_exit(exit_code)} before collecting")
+        self.exit_code = exit_code
+        self.output = output
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    case_ids: list[str]
+    collect_results: list[dict]
+    deselected: int
+
+    @property
+    def digest(self) -> str:
+        return collection_digest(self.case_ids)
+
+
+def collection_digest(case_ids: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for case_id in case_ids:
+        digest.update(case_id.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Name how a process ended: ``signal SIGSEGV (11)`` or ``exit code 3``."""
+    if returncode is None:
+        return "an unknown status"
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"signal {name} ({number})"
+    return f"exit code {returncode}"
+
+
+def crash_hint(returncode: int | None) -> str:
+    if returncode == -signal.SIGKILL:
+        return (
+            " SIGKILL is often sent by the kernel's out-of-memory killer (see `dmesg`), "
+            "but any process may have sent it."
+        )
+    return ""
+
+
+class PytestWorker:
+    """A pytest process that collected the suite once and runs batches of node ids."""
+
+    def __init__(self, process: trio.Process, commands_fd: int, events: trio.MemoryReceiveChannel, log_path: Path):
+        self.process = process
+        self._commands_fd = commands_fd
+        self._events = events
+        self.log_path = log_path
+        self.collection: Collection | None = None
+        self.exit_code: int | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        nursery: trio.Nursery,
+        *,
+        python: str,
+        suite_dir: Path,
+        pytest_args: Sequence[str],
+        log_path: Path,
+    ) -> PytestWorker:
+        """Start a worker and wait until it has collected the suite."""
+        commands_read, commands_write = os.pipe()
+        events_read, events_write = os.pipe()
+        argv = [
+            python,
+            "-c",
+            _WORKER_SOURCE,
+            "--events-fd",
+            str(events_write),
+            "--commands-fd",
+            str(commands_read),
+            "--output-cap",
+            str(OUTPUT_CAP_CHARS),
+            "--",
+            *pytest_args,
+        ]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(log_path, "wb") as log_file:
+                process = await trio.lowlevel.open_process(
+                    argv,
+                    cwd=suite_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(events_write, commands_read),
+                    start_new_session=True,
+                    env=env,
+                )
+        except OSError as exc:
+            for fd in (commands_read, commands_write, events_read, events_write):
+                os.close(fd)
+            raise WorkerStartFailed(None, f"cannot start {python!r}: {exc}") from exc
+        finally:
+            pass
+        os.close(commands_read)
+        os.close(events_write)
+        os.set_blocking(events_read, False)
+
+        send, receive = trio.open_memory_channel(math.inf)
+        worker = cls(process, commands_write, receive, log_path)
+        nursery.start_soon(_pump_events, process, events_read, send)
+        log.info("started pytest worker pid %d in %s", process.pid, suite_dir)
+
+        event = await receive.receive()
+        if event.get("op") != "collected":
+            worker.exit_code = event.get("code")
+            await worker.kill()
+            raise WorkerStartFailed(worker.exit_code, read_tail(log_path, CRASH_LOG_TAIL_BYTES))
+        worker.collection = Collection(event["ids"], event["collect_results"], event["deselected"])
+        return worker
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_code is None and self.process.returncode is None
+
+    async def run(
+        self,
+        case_ids: Sequence[str],
+        on_result: Callable[[CaseResult], None],
+        *,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Run ``case_ids`` in order and return the ids that did not run.
+
+        A test that crashes the worker or runs past ``timeout`` seconds gets its result here;
+        the tests after it are returned so the caller can run them on a new worker.
+        """
+        self._send_command({"op": "run", "ids": list(case_ids)})
+        finished = 0
+        current: str | None = None
+        log_offset = 0
+        deadline = math.inf
+
+        while True:
+            with trio.move_on_at(deadline) as scope:
+                event = await self._events.receive()
+            if scope.cancelled_caught:
+                assert current is not None
+                on_result(await self._stop_hung_test(current, timeout, log_offset))
+                return list(case_ids[finished + 1 :])
+
+            match event["op"]:
+                case "start":
+                    current = event["id"]
+                    log_offset = file_size(self.log_path)
+                    deadline = trio.current_time() + timeout if timeout else math.inf
+                case "result":
+                    on_result(CaseResult.from_wire(event["result"]))
+                    finished += 1
+                    current, deadline = None, math.inf
+                case "batch_done":
+                    return []
+                case "exit":
+                    self.exit_code = event["code"]
+                    if current is None:
+                        # Died between tests (in a fixture teardown or at exit); nothing ran.
+                        return list(case_ids[finished:])
+                    on_result(self._crash_result(current, log_offset))
+                    return list(case_ids[finished + 1 :])
+
+    def _crash_result(self, case_id: str, log_offset: int) -> CaseResult:
+        how = describe_exit(self.exit_code)
+        output = read_from(self.log_path, log_offset, CRASH_LOG_TAIL_BYTES)
+        message = f"worker crashed with {how} while running this test.{crash_hint(self.exit_code)}"
+        log.warning("%s: %s", case_id, message)
+        return CaseResult(
+            case_id=case_id,
+            outcome=ERROR,
+            when="call",
+            message=message,
+            longrepr=message + ("\n\nworker output before the crash:\n" + output if output else ""),
+        )
+
+    async def _stop_hung_test(self, case_id: str, timeout: float | None, log_offset: int) -> CaseResult:
+        # Ask faulthandler for every thread's stack first, so the report shows where it hung.
+        try:
+            os.kill(self.process.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+        await trio.sleep(STACK_DUMP_WAIT_S)
+        stacks = read_from(self.log_path, log_offset, CRASH_LOG_TAIL_BYTES)
+        await self.kill()
+        message = f"Timeout (>{timeout:.1f}s) from swarmctl --timeout"
+        log.warning("%s: %s; worker pid %d stopped", case_id, message, self.process.pid)
+        return CaseResult(
+            case_id=case_id,
+            outcome=FAILED,
+            when="call",
+            duration=timeout or 0.0,
+            message=message,
+            longrepr=message + ("\n\nstacks of the worker when the limit passed:\n" + stacks if stacks else ""),
+        )
+
+    def _send_command(self, command: dict) -> None:
+        data = (json.dumps(command) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._commands_fd, view) :]
+
+    async def stop(self) -> None:
+        """Ask the worker to finish its session, then make sure its process group is gone."""
+        if self.alive:
+            try:
+                self._send_command({"op": "stop"})
+            except OSError:
+                pass
+            with trio.move_on_after(KILL_GRACE_S):
+                await self.process.wait()
+        await self.kill()
+
+    async def kill(self) -> None:
+        """Stop the worker's whole process group: SIGTERM, then SIGKILL after a grace period."""
+        await kill_process_group(self.process, KILL_GRACE_S)
+        if self._commands_fd >= 0:
+            os.close(self._commands_fd)
+            self._commands_fd = -1
+
+
+async def kill_process_group(process: trio.Process, grace: float) -> None:
+    pgid = process.pid  # the worker leads its own session, so its pid is the group id
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        with trio.move_on_after(grace):
+            await process.wait()
+        if sig == signal.SIGTERM and process.returncode is not None and not group_alive(pgid):
+            break
+    with trio.CancelScope(shield=True):
+        await process.wait()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def _pump_events(process: trio.Process, fd: int, send: trio.MemorySendChannel) -> None:
+    """Forward the worker's event lines, then its exit, to ``send``.
+
+    Reads until the process exits rather than until end-of-file, then drains what is left
+    in the pipe without blocking.
+    """
+    buffer = bytearray()
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_exit() -> None:
+                await process.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_exit)
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                chunk = read_available(fd)
+                if chunk is None:
+                    # End of file: every writer is gone, so the process has exited or soon will.
+                    await process.wait()
+                    break
+                buffer += chunk
+                _forward_lines(buffer, send)
+
+        chunk = read_available(fd)
+        if chunk:
+            buffer += chunk
+            _forward_lines(buffer, send)
+        send.send_nowait({"op": "exit", "code": process.returncode})
+    finally:
+        os.close(fd)
+
+
+def read_available(fd: int) -> bytes | None:
+    """Read what the pipe holds now; ``None`` at end of file."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            return b"".join(chunks) if chunks else None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _forward_lines(buffer: bytearray, send: trio.MemorySendChannel) -> None:
+    while True:
+        end = buffer.find(b"\n")
+        if end < 0:
+            return
+        line = bytes(buffer[:end])
+        del buffer[: end + 1]
+        if line:
+            send.send_nowait(json.loads(line))
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def read_from(path: Path, offset: int, limit: int) -> str:
+    """Read what was written to ``path`` after ``offset``, keeping the last ``limit`` bytes."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(offset, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def read_tail(path: Path, limit: int) -> str:
+    return read_from(path, 0, limit)

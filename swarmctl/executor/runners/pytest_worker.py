@@ -1,0 +1,278 @@
+"""The warm pytest worker: runs inside the suite's own interpreter, standard library only.
+
+The executor starts this file as ``PYTHON -c SOURCE --events-fd W --commands-fd R -- ARGS``
+with the suite folder as working directory. It runs ``pytest.main(ARGS)`` with a plugin that
+replaces pytest's run loop: after collection it sends the collected node ids, then runs the
+node ids it receives, one batch at a time, until told to stop. Each message is one line of
+JSON on a pipe of its own, so nothing a test prints can be mistaken for a message.
+
+Events sent (worker -> executor):
+    {"op": "collected", "ids": [...], "collect_results": [...], "deselected": N}
+    {"op": "start", "id": NODEID}
+    {"op": "result", "result": {...}}            fields of swarmctl.results.CaseResult
+    {"op": "batch_done"}
+Commands received (executor -> worker):
+    {"op": "run", "ids": [...]}
+    {"op": "stop"}
+
+The executor decides that a test finished when its result arrives or the worker exits,
+never when this pipe reaches end-of-file: a test that forks keeps the pipe open in the child.
+"""
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+import time
+
+TRUNCATION_MARKER = "\n[... {} characters truncated by swarmctl ...]\n"
+
+
+def truncate_middle(text, cap):
+    """Keep the start and the end of ``text`` within ``cap`` characters, marking the cut."""
+    if len(text) <= cap:
+        return text
+    half = cap // 2
+    return text[:half] + TRUNCATION_MARKER.format(len(text) - 2 * half) + text[-half:]
+
+
+class Channel:
+    """JSON lines over two pipes."""
+
+    def __init__(self, events_fd, commands_fd):
+        self._events = os.fdopen(events_fd, "wb", buffering=0)
+        self._commands = os.fdopen(commands_fd, "rb")
+
+    def send(self, message):
+        data = (json.dumps(message, ensure_ascii=True) + "\n").encode("ascii")
+        view = memoryview(data)
+        while view:
+            written = self._events.write(view)
+            view = view[written:]
+
+    def receive(self):
+        line = self._commands.readline()
+        if not line:
+            return {"op": "stop"}
+        return json.loads(line)
+
+
+def short_message(report):
+    """One line that says why a test did not pass, as pytest's short summary does."""
+    if hasattr(report, "wasxfail") and report.wasxfail:
+        return report.wasxfail
+    longrepr = report.longrepr
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return crash.message.splitlines()[0] if crash.message else ""
+    lines = [line for line in str(longrepr).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def longrepr_text(report):
+    if report.longrepr is None:
+        return ""
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        path, lineno, reason = report.longrepr
+        return f"{path}:{lineno}: {reason}"
+    return report.longreprtext
+
+
+class WorkerPlugin:
+    def __init__(self, channel, output_cap):
+        self.channel = channel
+        self.output_cap = output_cap
+        self.config = None
+        self.collect_results = []
+        self.deselected = 0
+        self.reports = []
+
+    def pytest_configure(self, config):
+        self.config = config
+
+    def pytest_deselected(self, items):
+        self.deselected += len(items)
+
+    def pytest_collectreport(self, report):
+        # A file that fails to import, or skips itself at module level, has no test items:
+        # pytest reports it under the file's own node id, and so do we.
+        if report.passed:
+            return
+        outcome = "error" if report.failed else "skipped"
+        self.collect_results.append(
+            {
+                "case_id": report.nodeid,
+                "outcome": outcome,
+                "when": "collect",
+                "message": short_message(report),
+                "longrepr": longrepr_text(report),
+            }
+        )
+
+    def pytest_runtest_logreport(self, report):
+        self.reports.append(report)
+
+    def pytest_runtestloop(self, session):
+        items = session.items
+        by_id = {}
+        for item in items:
+            by_id.setdefault(item.nodeid, item)
+        self.channel.send(
+            {
+                "op": "collected",
+                "ids": [item.nodeid for item in items],
+                "collect_results": self.collect_results,
+                "deselected": self.deselected,
+            }
+        )
+
+        while True:
+            command = self.channel.receive()
+            if command.get("op") != "run":
+                break
+            self.run_batch(by_id, command["ids"])
+            self.channel.send({"op": "batch_done"})
+        return True
+
+    def run_batch(self, by_id, ids):
+        for index, nodeid in enumerate(ids):
+            item = by_id.get(nodeid)
+            if item is None:
+                self.channel.send({"op": "start", "id": nodeid})
+                self.channel.send({"op": "result", "result": not_collected(nodeid)})
+                continue
+
+            # The next item lets pytest keep fixtures it shares with this one. At the end of a
+            # batch there is none, so every fixture is torn down, as at the end of a session.
+            next_id = ids[index + 1] if index + 1 < len(ids) else None
+            next_item = by_id.get(next_id) if next_id is not None else None
+
+            self.reports = []
+            started_at = time.time()
+            self.channel.send({"op": "start", "id": nodeid})
+            item.ihook.pytest_runtest_protocol(item=item, nextitem=next_item)
+            self.channel.send({"op": "result", "result": self.summarize(nodeid, started_at)})
+
+    def summarize(self, nodeid, started_at):
+        """Turn the reports of one test into one result, counted the way pytest counts."""
+        hook = self.config.hook
+        categories = []
+        subtests = []
+        phases = {}
+        for report in self.reports:
+            category = hook.pytest_report_teststatus(report=report, config=self.config)[0]
+            if category:
+                categories.append(category)
+            if type(report).__name__ == "SubtestReport":
+                subtests.append(
+                    {
+                        "description": report._sub_test_description().strip(),
+                        "outcome": category or report.outcome,
+                        "longrepr": longrepr_text(report) if report.failed else "",
+                    }
+                )
+            elif report.nodeid == nodeid:
+                phases[report.when] = (report, category)
+
+        outcome, when = "passed", "call"
+        setup = phases.get("setup")
+        call = phases.get("call")
+        teardown = phases.get("teardown")
+        deciding = None
+        if setup is not None and setup[0].outcome != "passed":
+            outcome, when, deciding = ("error" if setup[0].failed else setup[1] or "skipped"), "setup", setup[0]
+        elif call is not None:
+            outcome, deciding = call[1] or call[0].outcome, call[0]
+        if teardown is not None and teardown[0].failed and outcome != "failed":
+            outcome, when, deciding = "error", "teardown", teardown[0]
+
+        last = self.reports[-1] if self.reports else None
+        longrepr = longrepr_text(deciding) if deciding is not None and outcome != "passed" else ""
+        if teardown is not None and teardown[0].failed and deciding is not teardown[0]:
+            longrepr += "\n\nerror in teardown:\n" + longrepr_text(teardown[0])
+        return {
+            "case_id": nodeid,
+            "outcome": outcome,
+            "when": when,
+            "duration": sum(report.duration for report, _ in phases.values()),
+            "message": short_message(deciding) if deciding is not None and outcome != "passed" else "",
+            "longrepr": truncate_middle(longrepr, self.output_cap),
+            "stdout": truncate_middle(captured(last, "stdout"), self.output_cap),
+            "stderr": truncate_middle(captured(last, "stderr"), self.output_cap),
+            "counted_as": categories,
+            "subtests": subtests,
+            "started_at": started_at,
+        }
+
+
+def captured(report, stream):
+    """Captured output of every phase so far (pytest repeats earlier phases' sections)."""
+    if report is None:
+        return ""
+    parts = []
+    for name, content in report.sections:
+        if name.startswith("Captured " + stream) or (stream == "stderr" and name.startswith("Captured log")):
+            parts.append(f"--- {name} ---\n{content}")
+    return "\n".join(parts)
+
+
+def not_collected(nodeid):
+    return {
+        "case_id": nodeid,
+        "outcome": "error",
+        "when": "collect",
+        "message": "not collected by this worker",
+        "longrepr": (
+            f"{nodeid} was assigned to this worker but its collection does not contain it; "
+            "the suite collects differently on this executor"
+        ),
+    }
+
+
+def main(argv):
+    separator = argv.index("--")
+    options, pytest_args = argv[:separator], argv[separator + 1:]
+    events_fd = int(options[options.index("--events-fd") + 1])
+    commands_fd = int(options[options.index("--commands-fd") + 1])
+    output_cap = int(options[options.index("--output-cap") + 1])
+
+    # Children of tests must not inherit the pipes; only a fork without exec keeps them.
+    os.set_inheritable(events_fd, False)
+    os.set_inheritable(commands_fd, False)
+
+    # A stack dump on SIGUSR1 lets the executor show where a timed-out test hung.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+    # `python -c` puts the working directory first on sys.path; the `pytest` command does not.
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]
+
+    try:
+        import pytest
+    except ImportError as exc:
+        sys.stderr.write(
+            f"swarmctl: cannot import pytest in {sys.executable}: {exc}\n"
+            "Install pytest into the suite's environment, or pass --python with an interpreter that has it.\n"
+        )
+        sys.stderr.flush()
+        os._exit(3)
+
+    # Run before pytest's own loop, which would run every collected test at once.
+    WorkerPlugin.pytest_runtestloop = pytest.hookimpl(tryfirst=True)(WorkerPlugin.pytest_runtestloop)
+    channel = Channel(events_fd, commands_fd)
+    plugin = WorkerPlugin(channel, output_cap)
+    code = pytest.main(pytest_args, plugins=[plugin])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Threads a test left running must not keep the worker alive.
+    os._exit(int(code))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

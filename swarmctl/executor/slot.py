@@ -1,0 +1,208 @@
+"""One executor slot: runs jobs one at a time and keeps a warm pytest worker between them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from swarmctl import protocol
+from swarmctl.errors import SwarmError
+from swarmctl.executor.runners.command import run_command_case
+from swarmctl.executor.runners.pytest_runner import PytestWorker, WorkerStartFailed, describe_exit
+from swarmctl.manifest import load_manifest
+from swarmctl.results import ERROR, CaseResult
+
+if TYPE_CHECKING:
+    from swarmctl.executor.node import Executor
+
+log = logging.getLogger(__name__)
+
+MAX_WORKER_STARTS_PER_SHARD = 20  # a suite whose worker cannot start must not loop forever
+
+
+@dataclass
+class Job:
+    kind: str  # "prepare" (warm the worker; collect if asked) or "shard"
+    run_id: str
+    suite: dict[str, Any]
+    collect: bool = False
+    assign: protocol.Assign | None = None
+
+
+class Slot:
+    def __init__(self, executor: Executor, index: int) -> None:
+        self.executor = executor
+        self.index = index
+        self.name = f"{executor.executor_id}/{index}"
+        self.busy = False
+        self._worker: PytestWorker | None = None
+        self._worker_key: tuple | None = None
+        self._worker_nursery: trio.Nursery | None = None
+        self._shard: tuple[str, int] | None = None
+        self._shard_scope: trio.CancelScope | None = None
+
+    async def serve(self, jobs: trio.MemoryReceiveChannel) -> None:
+        async with trio.open_nursery() as nursery:
+            self._worker_nursery = nursery
+            async for job in jobs:
+                self.busy = True
+                try:
+                    await self._run_job(job)
+                except SwarmError as exc:
+                    log.error("slot %s: job %s of run %s failed: %s", self.name, job.kind, job.run_id, exc)
+                finally:
+                    self.busy = False
+
+    async def _run_job(self, job: Job) -> None:
+        suite = protocol.SuiteSpec.from_wire(job.suite)
+        if job.kind == "prepare":
+            await self._prepare(job.run_id, suite, job.collect)
+            return
+
+        assign = job.assign
+        self._shard = (assign.run_id, assign.shard_id)
+        with trio.CancelScope() as scope:
+            self._shard_scope = scope
+            if suite.kind == "command":
+                await self._run_commands(suite, assign)
+            else:
+                await self._run_tests(suite, assign)
+        self._shard = self._shard_scope = None
+        if scope.cancelled_caught:
+            log.info("slot %s: shard %d of run %s cancelled", self.name, assign.shard_id, assign.run_id)
+            await self._discard_worker()  # it may be in the middle of a test
+            return
+        self.executor.send(protocol.ShardDone(assign.run_id, assign.shard_id, assign.attempt))
+
+    def cancel_shard(self, run_id: str, shard_id: int, reason: str) -> None:
+        if self._shard == (run_id, shard_id) and self._shard_scope is not None:
+            log.info("slot %s: cancelling shard %d of run %s: %s", self.name, shard_id, run_id, reason)
+            self._shard_scope.cancel()
+
+    # --- pytest suites -----------------------------------------------------------------
+
+    async def _prepare(self, run_id: str, suite: protocol.SuiteSpec, collect: bool) -> None:
+        if suite.kind == "command":
+            return
+        try:
+            worker = await self._warm_worker(suite)
+        except WorkerStartFailed as exc:
+            if collect:
+                self.executor.send(
+                    protocol.Collected(run_id, [], [], 0, exc.exit_code if exc.exit_code not in (None, 0) else 3,
+                                       collection_failure_text(suite, exc))
+                )
+            return
+        if collect:
+            collection = worker.collection
+            self.executor.send(
+                protocol.Collected(run_id, collection.case_ids, collection.collect_results, collection.deselected)
+            )
+
+    async def _warm_worker(self, suite: protocol.SuiteSpec) -> PytestWorker:
+        key = (suite.bundle, suite.python, suite.pytest_args)
+        if self._worker is not None and self._worker.alive and self._worker_key == key:
+            return self._worker
+        await self._discard_worker()
+        suite_dir = await self.executor.suite_dir(suite.bundle)
+        log_path = self.executor.data_dir / "logs" / f"{self.executor.executor_id}-slot{self.index}.log"
+        self._worker = await PytestWorker.start(
+            self._worker_nursery,
+            python=suite.python,
+            suite_dir=suite_dir,
+            pytest_args=pytest_argv(suite_dir, suite.pytest_args, self.executor.data_dir),
+            log_path=log_path,
+        )
+        self._worker_key = key
+        return self._worker
+
+    async def _discard_worker(self) -> None:
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            with trio.CancelScope(shield=True):
+                await worker.stop()
+
+    async def _run_tests(self, suite: protocol.SuiteSpec, assign: protocol.Assign) -> None:
+        remaining = list(assign.case_ids)
+        starts = 0
+        while remaining:
+            try:
+                worker = await self._warm_worker(suite)
+            except WorkerStartFailed as exc:
+                starts += 1
+                if starts >= MAX_WORKER_STARTS_PER_SHARD or exc.exit_code != 0:
+                    self._fail_all(assign, remaining, collection_failure_text(suite, exc))
+                    return
+                continue
+            if starts == 0 and worker.collection.digest != assign.collection_digest:
+                missing = set(remaining) - set(worker.collection.case_ids)
+                log.error(
+                    "slot %s: this worker collected %d tests, which differ from the run's collection; "
+                    "%d node ids of shard %d are missing here: %s",
+                    self.name, len(worker.collection.case_ids), len(missing), assign.shard_id, sorted(missing)[:20],
+                )
+            starts += 1
+
+            def report(result: CaseResult) -> None:
+                self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result.to_wire())
+
+            remaining = await worker.run(remaining, report, timeout=suite.timeout)
+            if remaining and not worker.alive:
+                log.warning("slot %s: worker ended with %s; restarting it for %d remaining tests",
+                            self.name, describe_exit(worker.exit_code), len(remaining))
+                await self._discard_worker()
+
+    def _fail_all(self, assign: protocol.Assign, case_ids: list[str], message: str) -> None:
+        first_line = message.splitlines()[0] if message else "pytest worker failed to start"
+        for case_id in case_ids:
+            result = CaseResult(case_id, ERROR, when="setup", message=first_line, longrepr=message)
+            self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result.to_wire())
+
+    # --- command suites -----------------------------------------------------------------
+
+    async def _run_commands(self, suite: protocol.SuiteSpec, assign: protocol.Assign) -> None:
+        suite_dir = await self.executor.suite_dir(suite.bundle)
+        manifest = load_manifest(suite_dir)
+        cases = {case.id: case for case in manifest.cases}
+        for case_id in assign.case_ids:
+            case = cases.get(case_id)
+            if case is None:
+                result = CaseResult(case_id, ERROR, when="setup", message=f"case {case_id!r} is not in this bundle's swarm.toml")
+            else:
+                result = await run_command_case(case, suite_dir, executor=self.executor.executor_id, attempt=assign.attempt)
+            self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result.to_wire())
+
+    async def shutdown(self) -> None:
+        await self._discard_worker()
+
+
+def pytest_argv(suite_dir: Path, user_args: tuple[str, ...], data_dir: Path) -> list[str]:
+    """Arguments that make node ids relative to the suite folder, plus the user's arguments.
+
+    ``--rootdir`` pins node ids to the suite folder. When the folder has no pytest
+    configuration file of its own, an empty one keeps pytest from picking up a configuration
+    file from a folder above the bundle cache, and ``--confcutdir`` keeps conftest.py
+    discovery inside the suite.
+    """
+    args = list(user_args)
+    if not any(a == "--rootdir" or a.startswith("--rootdir=") for a in args):
+        args = [f"--rootdir={suite_dir}", *args]
+    has_config = any((suite_dir / name).is_file() for name in ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"))
+    if not has_config and not any(a in ("-c", "--config-file") or a.startswith(("-c", "--config-file=")) for a in args):
+        empty = data_dir / "empty-pytest.ini"
+        if not empty.exists():
+            empty.parent.mkdir(parents=True, exist_ok=True)
+            empty.write_text("[pytest]\n")
+        args = ["-c", str(empty), f"--confcutdir={suite_dir}", *args]
+    return args
+
+
+def collection_failure_text(suite: protocol.SuiteSpec, exc: WorkerStartFailed) -> str:
+    return (
+        f"pytest could not collect the suite under {suite.python!r} "
+        f"(it ended with {describe_exit(exc.exit_code)}). Its output:\n{exc.output.strip()}"
+    )
