@@ -1,0 +1,53 @@
+"""The ``swarmctl`` command line: a thin typer layer over the library.
+
+Each command turns ``SwarmError`` into one line on stderr that names the value and the fix,
+and into pytest's exit codes (4 for a usage error, 3 for an internal error).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from swarmctl import __version__
+
+app = typer.Typer(
+    name="swarmctl",
+    help="Run a test suite across many executors and get the results plain pytest would give.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def setup_logging(verbose: bool, *, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # trio-websocket logs every frame at DEBUG and every closed connection at INFO.
+    logging.getLogger("trio-websocket").setLevel(logging.WARNING)
+
+
+def fail(message: str, exit_code: int) -> typer.Exit:
+    typer.echo(f"swarmctl: error: {message}", err=True)
+    return typer.Exit(exit_code)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(f"swarmctl {__version__}")
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    from swarmctl.cli import run, up  # noqa: F401  (registers the commands)
+
+    app()

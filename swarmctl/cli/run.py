@@ -1,0 +1,184 @@
+"""``swarmctl run``: run a suite on the embedded default or on a cluster, and report it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+import trio
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from swarmctl import protocol
+from swarmctl.bundle import build_bundle
+from swarmctl.cli import app, fail, setup_logging
+from swarmctl.client import RemoteError, RunWatch, submit_and_follow
+from swarmctl.cluster.transport import parse_addresses
+from swarmctl.embedded import data_home, embedded_cluster
+from swarmctl.errors import SwarmError, UsageError
+from swarmctl.manifest import is_command_suite, load_manifest
+from swarmctl.reports.json_report import write_json_report
+from swarmctl.reports.junit import write_junit
+from swarmctl.reports.terminal import render_final_report
+from swarmctl.results import FAILING_OUTCOMES
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = 2
+
+
+class StrategyName(str, Enum):
+    even = "even"
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def run(
+    path: Path = typer.Argument(..., help="The suite folder: a pytest suite, or a folder with a swarm.toml command manifest."),
+    pytest_args: list[str] = typer.Argument(None, help="Arguments for pytest, after --, for example: -- -k smoke -x."),
+    cluster: str = typer.Option(None, "--cluster", help="Submit to running nodes at HOST:PORT[,HOST:PORT...] instead of the embedded default."),
+    executors: int = typer.Option(None, "--executors", "-n", help="Embedded default: local executor processes to start. Default: CPU count."),
+    strategy: StrategyName = typer.Option(StrategyName.even, "--strategy", help="How cases are split into shards."),
+    junitxml: Path = typer.Option(None, "--junitxml", help="Write a JUnit XML report to this file."),
+    json_path: Path = typer.Option(None, "--json", help="Write a JSON report to this file."),
+    python: str = typer.Option("python3", "--python", help="The suite's Python interpreter, looked up on each executor's PATH."),
+    timeout: float = typer.Option(None, "--timeout", help="Per-test limit in seconds, enforced by the executor."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the coordinator and executors do."),
+) -> None:
+    """Run the suite at PATH and report the result like pytest, with pytest's exit codes."""
+    setup_logging(verbose, quiet=not verbose)
+    console = Console(highlight=False)
+    try:
+        summary, results = trio.run(
+            _run,
+            path,
+            list(pytest_args or []),
+            cluster,
+            executors,
+            strategy.value,
+            python,
+            timeout,
+            verbose,
+            console,
+        )
+    except SwarmError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        console.print("[red]!!!!! Interrupted !!!!![/red]")
+        raise typer.Exit(INTERRUPTED) from None
+    if summary is None:
+        console.print("[red]!!!!! Interrupted: the run was cancelled !!!!![/red]")
+        raise typer.Exit(INTERRUPTED)
+
+    render_final_report(console, summary, results)
+    if junitxml:
+        write_junit(junitxml, summary, results)
+    if json_path:
+        write_json_report(json_path, summary, results)
+    raise typer.Exit(summary.exit_code)
+
+
+async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, verbose, console):
+    suite_dir, suite_kind, case_ids = _check_suite(path, pytest_args)
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout {timeout} is invalid: it must be a number of seconds > 0")
+    if cluster and executors is not None:
+        raise UsageError("--executors applies to the embedded default only; a cluster runs on its own executors")
+    if executors is not None and executors < 1:
+        raise UsageError(f"--executors {executors} is invalid: it must be at least 1")
+
+    with tempfile.TemporaryDirectory(prefix="swarmctl-bundle-") as tmp:
+        bundle = build_bundle(suite_dir, Path(tmp))
+        suite = protocol.SuiteSpec(suite_kind, bundle.digest, str(path), python, tuple(pytest_args), timeout)
+        display = ProgressDisplay(console)
+
+        async with trio.open_nursery() as nursery:
+            outcome: list = []
+
+            async def submit(addresses) -> None:
+                outcome.append(
+                    await submit_and_follow(
+                        addresses, suite=suite, bundle=bundle, strategy=strategy, case_ids=case_ids,
+                        on_progress=display.update,
+                    )
+                )
+
+            async def main() -> None:
+                with display:
+                    if cluster:
+                        await submit(parse_addresses(cluster))
+                    else:
+                        count = executors or os.cpu_count() or 1
+                        async with embedded_cluster(data_home(), count, verbose=verbose) as address:
+                            await submit([address])
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            nursery.start_soon(main)
+
+        return outcome[0] if outcome else (None, [])
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[str] | None]:
+    if not path.exists():
+        raise UsageError(f"suite folder {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise UsageError(
+            f"{str(path)!r} is not a folder: pass the suite folder, and select files after --, "
+            f"for example: swarmctl run {path.parent or '.'} -- {path.name}"
+        )
+    folder = path.resolve()
+    if is_command_suite(folder):
+        if pytest_args:
+            raise UsageError(f"{str(path)!r} is a command suite (swarm.toml); pytest arguments {pytest_args} do not apply to it")
+        return folder, "command", [case.id for case in load_manifest(folder).cases]
+    return folder, "pytest", None
+
+
+class ProgressDisplay:
+    """A live progress bar with failures printed as they arrive."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TextColumn("{task.fields[executors]} executors"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("collecting", total=None, failed=0, executors=0)
+        self.failed = 0
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def update(self, watch: RunWatch, new: list[tuple[str, str]]) -> None:
+        for case_id, outcome in new:
+            if outcome in FAILING_OUTCOMES:
+                self.failed += 1
+                self.progress.console.print(f"[red]{outcome.upper()}[/red] {escape(case_id)}")
+        self.progress.update(
+            self.task, description="running", total=watch.total, completed=watch.done,
+            failed=self.failed, executors=watch.executors,
+        )
+

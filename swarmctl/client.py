@@ -1,0 +1,135 @@
+"""Submitting a run and following it: the client side of the data plane."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from swarmctl import __version__, protocol
+from swarmctl.bundle import Bundle, iter_chunks
+from swarmctl.cluster.transport import Peer, connect
+from swarmctl.errors import ProtocolError, RunFailed, SwarmError
+from swarmctl.results import CaseResult, RunSummary
+
+log = logging.getLogger(__name__)
+
+CANCEL_TIMEOUT_S = 5.0
+
+
+@dataclass
+class RunWatch:
+    """What the client knows of a run while it follows it."""
+
+    run_id: str = ""
+    total: int = 0
+    done: int = 0
+    executors: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (case_id, outcome) as they arrive
+    results: list[CaseResult] = field(default_factory=list)  # the final results, in collection order
+
+
+class RemoteError(SwarmError):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+async def submit_and_follow(
+    addresses: Sequence[tuple[str, int]],
+    *,
+    suite: protocol.SuiteSpec,
+    bundle: Bundle,
+    strategy: str,
+    case_ids: list[str] | None,
+    on_progress: Callable[[RunWatch, list[tuple[str, str]]], None],
+) -> tuple[RunSummary, list[CaseResult]]:
+    """Upload the bundle, submit the run, and return its summary and results when it ends.
+
+    Cancelling this (Ctrl-C) cancels the run on the coordinator.
+    """
+    async with connect(addresses) as peer:
+        await _hello(peer)
+        await _upload(peer, bundle)
+        await peer.send(protocol.SubmitRun(suite.to_wire(), strategy, case_ids))
+        accepted = await _expect(peer, protocol.RunAccepted)
+        watch = RunWatch(run_id=accepted.run_id)
+        log.info("run %s accepted", watch.run_id)
+        try:
+            complete = await _follow(peer, watch, on_progress)
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_TIMEOUT_S):
+                await peer.send(protocol.CancelRun(watch.run_id, "cancelled by the client"))
+            raise
+
+    summary = RunSummary(
+        run_id=complete.run_id,
+        exit_code=complete.exit_code,
+        wall_s=complete.wall_s,
+        started_at=complete.started_at,
+        suite=suite.name,
+        deselected=complete.deselected,
+        error=complete.error,
+        executors=complete.executors,
+    )
+    return summary, watch.results
+
+
+async def _hello(peer: Peer) -> None:
+    client_id = f"client-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+    await peer.send(
+        protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, client_id, 0, {}, f"swarmctl {__version__}",
+                       socket.gethostname(), os.getpid())
+    )
+    reply = await peer.receive()
+    if isinstance(reply, protocol.Reject):
+        raise ProtocolError(f"{peer.name} rejected this client: {reply.reason}")
+    if not isinstance(reply, protocol.Welcome):
+        raise ProtocolError(f"{peer.name}: expected welcome, got {reply.KIND}")
+
+
+async def _upload(peer: Peer, bundle: Bundle) -> None:
+    await peer.send(protocol.BundleQuery(bundle.digest, bundle.size))
+    status = await _expect(peer, protocol.BundleStatus)
+    if status.present:
+        log.info("bundle %s already on the coordinator", bundle.digest[:12])
+        return
+    chunks = list(iter_chunks(bundle.path, protocol.BUNDLE_CHUNK_BYTES)) or [b""]
+    for i, chunk in enumerate(chunks):
+        await peer.send(protocol.BundleChunk(bundle.digest, chunk, i == len(chunks) - 1))
+    status = await _expect(peer, protocol.BundleStatus)
+    if not status.present:
+        raise RunFailed("-", f"the coordinator did not store bundle {bundle.digest}")
+    log.info("uploaded bundle %s (%d bytes)", bundle.digest[:12], bundle.size)
+
+
+async def _follow(peer: Peer, watch: RunWatch, on_progress) -> protocol.RunComplete:
+    while True:
+        message = await peer.receive()
+        match message:
+            case protocol.RunProgress():
+                watch.total, watch.done, watch.executors = message.total, message.done, message.executors
+                on_progress(watch, [tuple(pair) for pair in message.outcomes])
+            case protocol.RunResults():
+                watch.results.extend(CaseResult.from_wire(r) for r in message.results)
+            case protocol.RunComplete():
+                return message
+            case protocol.ErrorReply():
+                raise RemoteError(message.message, message.code)
+            case _:
+                raise ProtocolError(f"{peer.name} sent unexpected {message.KIND} while following a run")
+
+
+async def _expect(peer: Peer, kind: type):
+    message = await peer.receive()
+    if isinstance(message, protocol.ErrorReply):
+        raise RemoteError(message.message, message.code)
+    if not isinstance(message, kind):
+        raise ProtocolError(f"{peer.name}: expected {kind.KIND}, got {message.KIND}")
+    return message

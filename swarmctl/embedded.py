@@ -1,0 +1,119 @@
+"""The embedded default: a coordinator in this process and local executor processes.
+
+``swarmctl run`` without ``--cluster`` uses this, like ``pytest -n auto``. Everything listens
+on loopback and stops when the run ends, Ctrl-C included. State lives in the data folder, so
+later commands can read past runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import platformdirs
+import trio
+
+from swarmctl.coordinator.node import Coordinator
+from swarmctl.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+EXECUTOR_STOP_GRACE_S = 5.0
+
+
+def data_home() -> Path:
+    """The data folder: ``$SWARMCTL_HOME``, else the user's data folder."""
+    configured = os.environ.get("SWARMCTL_HOME")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return Path(platformdirs.user_data_dir("swarmctl"))
+
+
+def swarmctl_command() -> list[str]:
+    """The command line that starts this same swarmctl, frozen binary or not."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "swarmctl"]
+
+
+@asynccontextmanager
+async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False) -> AsyncIterator[tuple[str, int]]:
+    """Start a coordinator and ``executors`` local executor processes; yield its address."""
+    home.mkdir(parents=True, exist_ok=True)
+    with _exclusive(home):
+        coordinator = Coordinator(home)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(coordinator.serve, LOOPBACK, 0)
+            processes = [
+                await _start_executor(home, port, f"local-{i + 1}", verbose) for i in range(executors)
+            ]
+            try:
+                yield LOOPBACK, port
+            finally:
+                with trio.CancelScope(shield=True):
+                    await _stop_executors(processes)
+                nursery.cancel_scope.cancel()
+
+
+class _exclusive:
+    """Hold an exclusive lock on the data folder, so two embedded runs do not share state."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "embedded.lock"
+
+    def __enter__(self):
+        self.file = open(self.path, "w")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise UsageError(
+                f"another `swarmctl run` is using the data folder {self.path.parent}; wait for it to end, "
+                "or set SWARMCTL_HOME to another folder for this run"
+            ) from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+async def _start_executor(home: Path, port: int, executor_id: str, verbose: bool) -> trio.Process:
+    argv = [
+        *swarmctl_command(), "up", "--role", "executor",
+        "--join", f"{LOOPBACK}:{port}", "--slots", "1", "--id", executor_id, "--data-dir", str(home),
+    ]
+    log_dir = home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{executor_id}.log", "ab") as log_file:
+        return await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=None if verbose else log_file,
+            # Its own process group: Ctrl-C in the terminal reaches this process only, which
+            # then stops the executors in order instead of all of them dying mid-result.
+            start_new_session=True,
+        )
+
+
+async def _stop_executors(processes: list[trio.Process]) -> None:
+    for process in processes:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(EXECUTOR_STOP_GRACE_S):
+        for process in processes:
+            await process.wait()
+    for process in processes:
+        if process.returncode is None:
+            log.warning("executor pid %d did not stop within %.0fs; killing it", process.pid, EXECUTOR_STOP_GRACE_S)
+            process.kill()
+            await process.wait()
