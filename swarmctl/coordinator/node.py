@@ -156,7 +156,10 @@ class Coordinator:
         if self.executors.get(session.node_id) is not session:
             return
         del self.executors[session.node_id]
-        log.warning("executor %s lost; requeueing its %d shards", session.node_id, len(session.view.running))
+        if session.view.running:
+            log.warning("executor %s lost; requeueing its %d shards", session.node_id, len(session.view.running))
+        else:
+            log.info("executor %s left", session.node_id)
         for run_id, shard_id in sorted(session.view.running):
             self._requeue(run_id, shard_id, f"executor {session.node_id} lost")
         for run_id, executor_id in list(self.collectors.items()):
@@ -346,10 +349,10 @@ class Coordinator:
         del self.machine.runs[run.run_id]
         self._schedule()
 
-    def _publish(self, new: list[tuple[str, CaseResult]]) -> None:
+    def _publish(self, new: list[tuple[str, dict]]) -> None:
         by_run: dict[str, list[list[str]]] = {}
         for run_id, result in new:
-            by_run.setdefault(run_id, []).append([result.case_id, result.outcome])
+            by_run.setdefault(run_id, []).append([result["case_id"], result["outcome"]])
         for run_id, outcomes in by_run.items():
             run = self.machine.runs[run_id]
             progress = protocol.RunProgress(run_id, run.status, run.total, len(run.done), len(self.executors), outcomes)

@@ -16,14 +16,14 @@ import enum
 import logging
 import sqlite3
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from swarmctl.coordinator import commands as cmd
 from swarmctl.errors import StoreError
-from swarmctl.results import CaseResult
+from swarmctl.results import OUTCOMES, CaseResult
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ class StateMachine:
 
     # --- applying commands ---------------------------------------------------------------
 
-    def apply(self, command: cmd.Command, term: int = 0) -> list[tuple[str, CaseResult]]:
-        """Apply ``command`` durably; return the results it recorded that were new."""
+    def apply(self, command: cmd.Command, term: int = 0) -> list[tuple[str, dict]]:
+        """Apply ``command`` durably; return the results it recorded that were new, in wire form."""
         kind, body = cmd.encode_command(command)
         try:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -114,7 +114,7 @@ class StateMachine:
         self.last_index += 1
         return effects
 
-    def _dispatch(self, command: cmd.Command) -> list[tuple[str, CaseResult]]:
+    def _dispatch(self, command: cmd.Command) -> list[tuple[str, dict]]:
         match command:
             case cmd.RunSubmitted():
                 self._run_submitted(command)
@@ -146,7 +146,7 @@ class StateMachine:
         if c.case_ids is not None:
             self._set_cases(run, c.case_ids, [], 0)
 
-    def _run_collected(self, c: cmd.RunCollected) -> list[tuple[str, CaseResult]]:
+    def _run_collected(self, c: cmd.RunCollected) -> list[tuple[str, dict]]:
         run = self.runs[c.run_id]
         self._set_cases(run, c.case_ids, [r["case_id"] for r in c.collect_results], c.deselected)
         items = [[c.run_id, -1, 1, c.executor, r] for r in c.collect_results]
@@ -194,8 +194,8 @@ class StateMachine:
             (c.run_id, c.shard_id, c.attempt, c.executor, c.term, c.at),
         )
 
-    def _results_recorded(self, at: float, items: list[list[Any]]) -> list[tuple[str, CaseResult]]:
-        new: list[tuple[str, CaseResult]] = []
+    def _results_recorded(self, at: float, items: list[list[Any]]) -> list[tuple[str, dict]]:
+        new: list[tuple[str, dict]] = []
         rows = []
         duplicates: dict[str, int] = {}
         for run_id, shard_id, attempt, executor, data in items:
@@ -203,22 +203,23 @@ class StateMachine:
             if run is None:
                 log.warning("result for unknown run %s ignored", run_id)
                 continue
-            result = CaseResult.from_wire(data)
-            idx = run.index.get(result.case_id)
-            if idx is None:
-                log.warning("run %s: result for unknown case %r ignored", run_id, result.case_id)
+            idx = run.index.get(data.get("case_id"))
+            if idx is None or data.get("outcome") not in OUTCOMES:
+                log.warning("run %s: result for unknown case %r or outcome %r ignored", run_id, data.get("case_id"), data.get("outcome"))
                 continue
             if idx in run.done or not run.active:
                 duplicates[run_id] = duplicates.get(run_id, 0) + 1
                 continue
-            result = _stamp(result, executor, attempt)
+            # The executor and attempt are stamped here: the worker that produced the result
+            # does not know them, and the coordinator must not trust a peer's claim anyway.
+            data = {**data, "executor": executor, "attempt": attempt}
             run.done.add(idx)
             run.executors.add(executor)
             rows.append(
-                (run_id, idx, result.case_id, result.outcome, result.duration, executor, attempt, at,
-                 msgpack.packb(result.to_wire(), use_bin_type=True))
+                (run_id, idx, data["case_id"], data["outcome"], data.get("duration", 0.0), executor, attempt, at,
+                 msgpack.packb(data, use_bin_type=True))
             )
-            new.append((run_id, result))
+            new.append((run_id, data))
         self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         for run_id, count in duplicates.items():
             self.runs[run_id].duplicates += count
@@ -301,6 +302,3 @@ class StateMachine:
             self.runs[run_id] = run
 
 
-def _stamp(result: CaseResult, executor: str, attempt: int) -> CaseResult:
-    """Fill in where the result was produced: the executor knows it, the worker does not."""
-    return replace(result, executor=executor, attempt=attempt)

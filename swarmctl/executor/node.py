@@ -28,6 +28,7 @@ from swarmctl.executor.slot import Job, Slot
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 2.0
+SEND_LINGER_S = 0.02
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
 
@@ -190,6 +191,9 @@ class Executor:
     async def _send_loop(self, peer: Peer) -> None:
         while True:
             await self.outbox.wake.wait()
+            # Linger a moment so results of fast tests share a frame and one SQLite commit on
+            # the coordinator, instead of one of each per test.
+            await trio.sleep(SEND_LINGER_S)
             for frame in self.outbox.take_frames():
                 await peer.send(frame)
 

@@ -147,8 +147,8 @@ class Slot:
                 )
             starts += 1
 
-            def report(result: CaseResult) -> None:
-                self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result.to_wire())
+            def report(result: dict) -> None:
+                self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result)
 
             remaining = await worker.run(remaining, report, timeout=suite.timeout)
             if remaining and not worker.alive:

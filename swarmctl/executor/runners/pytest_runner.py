@@ -171,11 +171,15 @@ class PytestWorker:
     async def run(
         self,
         case_ids: Sequence[str],
-        on_result: Callable[[CaseResult], None],
+        on_result: Callable[[dict], None],
         *,
         timeout: float | None = None,
     ) -> list[str]:
         """Run ``case_ids`` in order and return the ids that did not run.
+
+        ``on_result`` receives each result in its wire form (``CaseResult.to_wire()``); the
+        worker already sends that form, and re-encoding it per test costs more than the test
+        in a suite of tiny tests.
 
         A test that crashes the worker or runs past ``timeout`` seconds gets its result here;
         the tests after it are returned so the caller can run them on a new worker.
@@ -191,16 +195,16 @@ class PytestWorker:
                 event = await self._events.receive()
             if scope.cancelled_caught:
                 assert current is not None
-                on_result(await self._stop_hung_test(current, timeout, log_offset))
+                on_result((await self._stop_hung_test(current, timeout, log_offset)).to_wire())
                 return list(case_ids[finished + 1 :])
 
             match event["op"]:
                 case "start":
                     current = event["id"]
-                    log_offset = file_size(self.log_path)
+                    log_offset = event.get("log_offset", 0)
                     deadline = trio.current_time() + timeout if timeout else math.inf
                 case "result":
-                    on_result(CaseResult.from_wire(event["result"]))
+                    on_result(event["result"])
                     finished += 1
                     current, deadline = None, math.inf
                 case "batch_done":
@@ -210,7 +214,7 @@ class PytestWorker:
                     if current is None:
                         # Died between tests (in a fixture teardown or at exit); nothing ran.
                         return list(case_ids[finished:])
-                    on_result(self._crash_result(current, log_offset))
+                    on_result(self._crash_result(current, log_offset).to_wire())
                     return list(case_ids[finished + 1 :])
 
     def _crash_result(self, case_id: str, log_offset: int) -> CaseResult:
@@ -351,13 +355,6 @@ def _forward_lines(buffer: bytearray, send: trio.MemorySendChannel) -> None:
         del buffer[: end + 1]
         if line:
             send.send_nowait(json.loads(line))
-
-
-def file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def read_from(path: Path, offset: int, limit: int) -> str:

@@ -26,6 +26,8 @@ import signal
 import sys
 import time
 
+_STACK_DUMP_FILE = None  # kept referenced: faulthandler holds only its file descriptor
+
 TRUNCATION_MARKER = "\n[... {} characters truncated by swarmctl ...]\n"
 
 
@@ -155,7 +157,7 @@ class WorkerPlugin:
 
             self.reports = []
             started_at = time.time()
-            self.channel.send({"op": "start", "id": nodeid})
+            self.channel.send({"op": "start", "id": nodeid, "log_offset": log_offset()})
             item.ihook.pytest_runtest_protocol(item=item, nextitem=next_item)
             self.channel.send({"op": "result", "result": self.summarize(nodeid, started_at)})
 
@@ -222,6 +224,18 @@ def captured(report, stream):
     return "\n".join(parts)
 
 
+def log_offset():
+    """Where the worker log ends now, so a crash report can show only this test's output.
+
+    The executor cannot measure this itself: it may read the start event after the test
+    has already written more.
+    """
+    try:
+        return os.lseek(_STACK_DUMP_FILE.fileno(), 0, os.SEEK_CUR)
+    except (OSError, AttributeError):
+        return 0
+
+
 def not_collected(nodeid):
     return {
         "case_id": nodeid,
@@ -246,8 +260,12 @@ def main(argv):
     os.set_inheritable(events_fd, False)
     os.set_inheritable(commands_fd, False)
 
-    # A stack dump on SIGUSR1 lets the executor show where a timed-out test hung.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # A stack dump on SIGUSR1 lets the executor show where a timed-out test hung. It goes to a
+    # copy of the original stderr (the worker log), because pytest's capture redirects fd 2
+    # while a test runs.
+    global _STACK_DUMP_FILE
+    _STACK_DUMP_FILE = os.fdopen(os.dup(2), "w")
+    faulthandler.register(signal.SIGUSR1, file=_STACK_DUMP_FILE, all_threads=True)
 
     # `python -c` puts the working directory first on sys.path; the `pytest` command does not.
     if sys.path and sys.path[0] == "":
