@@ -176,7 +176,7 @@ class ProgressDisplay:
         for case_id, outcome in new:
             if outcome in FAILING_OUTCOMES:
                 self.failed += 1
-                self.progress.console.print(f"[red]{outcome.upper()}[/red] {escape(case_id)}")
+                self.progress.console.print(f"[red]{outcome.upper()}[/red] {escape(case_id)}", soft_wrap=True)
         self.progress.update(
             self.task, description="running", total=watch.total, completed=watch.done,
             failed=self.failed, executors=watch.executors,

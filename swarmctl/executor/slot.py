@@ -151,6 +151,11 @@ class Slot:
                 self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result)
 
             remaining = await worker.run(remaining, report, timeout=suite.timeout)
+            if worker.alive:
+                for leftover in await trio.to_thread.run_sync(worker.kill_leftovers):
+                    # NOTE: only logged on the executor; reports do not carry leftover processes yet.
+                    log.warning("slot %s: run %s shard %d left a process behind; killed %s",
+                                self.name, assign.run_id, assign.shard_id, leftover)
             if remaining and not worker.alive:
                 log.warning("slot %s: worker ended with %s; restarting it for %d remaining tests",
                             self.name, describe_exit(worker.exit_code), len(remaining))

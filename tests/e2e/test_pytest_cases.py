@@ -13,6 +13,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import copy_case, load_json, outcomes_by_id, run_swarmctl
@@ -192,12 +193,22 @@ def test_case_children_outliving_tests(tmp_path, swarm_env):
         assert_outcomes(outcomes_by_id(report), expected["outcomes"])
         assert process.returncode == 0
         assert elapsed < 60  # the children live 120 s; the run must not wait for them
+        pids = [int(line) for line in pidfile.read_text().split()]
+        assert len(pids) == 3
+        assert [pid for pid in pids if running(pid)] == []
     finally:
         for line in pidfile.read_text().split() if pidfile.exists() else []:
             try:
                 os.kill(int(line), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_case_more_executors_than_tests(tmp_path, swarm_env):

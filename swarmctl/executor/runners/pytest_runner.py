@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import trio
 
 from swarmctl.results import ERROR, FAILED, CaseResult
@@ -249,6 +250,30 @@ class PytestWorker:
             message=message,
             longrepr=message + ("\n\nstacks of the worker when the limit passed:\n" + stacks if stacks else ""),
         )
+
+    def kill_leftovers(self) -> list[str]:
+        """Kill processes the tests started that are still alive; describe each one.
+
+        Call it only between shards: at the end of a batch pytest has torn down every fixture,
+        session-scoped ones included, so a child still alive then was left behind by a test.
+        Children that moved to a new session (setsid) are found too, as long as the worker
+        that started them lives.
+        """
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        described = []
+        for child in children:
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue  # already dead; its parent has not collected its exit status yet
+                command = " ".join(child.cmdline()) or child.name()
+                child.kill()
+            except psutil.Error:
+                continue
+            described.append(f"pid {child.pid}: {command[:200]}")
+        return described
 
     def _send_command(self, command: dict) -> None:
         data = (json.dumps(command) + "\n").encode()
