@@ -1,0 +1,115 @@
+"""pytest features that a distributed runner must report as plain pytest does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.conftest import REPO, load_json, outcomes_by_id, run_swarmctl
+
+SUITE = {
+    "pytest.ini": """
+        [pytest]
+        addopts = --doctest-modules
+    """,
+    "mathutil.py": '''
+        def double(x):
+            """
+            >>> double(2)
+            4
+            >>> double("a")
+            'aa'
+            """
+            return x * 2
+
+
+        def broken(x):
+            """
+            >>> broken(1)
+            3
+            """
+            return x
+    ''',
+    "test_subtests.py": """
+        import unittest
+
+
+        def test_fixture_subtests(subtests):
+            for i in range(4):
+                with subtests.test(msg="even", i=i):
+                    assert i % 2 == 0
+
+
+        def test_fixture_subtests_all_pass(subtests):
+            for i in range(3):
+                with subtests.test(i=i):
+                    assert i >= 0
+
+
+        class TestUnittestSubtests(unittest.TestCase):
+            def test_sub(self):
+                for i in range(3):
+                    with self.subTest(i=i):
+                        self.assertLess(i, 2)
+
+
+        def test_teardown_error(broken_teardown):
+            pass
+    """,
+    "conftest.py": """
+        import pytest
+
+
+        @pytest.fixture
+        def broken_teardown():
+            yield
+            raise RuntimeError("teardown failed")
+    """,
+}
+
+
+def write_suite(folder: Path) -> Path:
+    folder.mkdir()
+    for name, text in SUITE.items():
+        (folder / name).write_text(textwrap.dedent(text).lstrip())
+    return folder
+
+
+def plain_pytest(suite: Path, tmp_path: Path, *args: str) -> tuple[dict, str]:
+    out = tmp_path / "plain.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "tests" / "helpers"), OUTCOME_RECORDER_FILE=str(out))
+    process = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "swarmctl_outcome_recorder", "-p", "no:cacheprovider", *args],
+        cwd=suite, env=env, capture_output=True, text=True,
+    )
+    return load_json(out), process.stdout.strip().splitlines()[-1]
+
+
+def summary_line(stdout: str) -> str:
+    return stdout.strip().splitlines()[-1].strip("= ").rsplit(" in ", 1)[0]
+
+
+def test_doctests_subtests_teardown_match_plain(tmp_path, swarm_env):
+    suite = write_suite(tmp_path / "suite")
+    expected, plain_line = plain_pytest(suite, tmp_path)
+    report_path = tmp_path / "report.json"
+
+    process = run_swarmctl(["run", str(suite), "-n", "2", "--json", str(report_path)], swarm_env)
+
+    assert outcomes_by_id(load_json(report_path)) == expected
+    assert "mathutil.py::mathutil.double" in expected
+    assert summary_line(process.stdout) == summary_line(plain_line)
+
+
+def test_quiet_counts_passed_subtests_like_plain(tmp_path, swarm_env):
+    """With -q pytest counts passed subtests in its summary line; so must swarmctl."""
+    suite = write_suite(tmp_path / "suite")
+    _, plain_line = plain_pytest(suite, tmp_path, "-q")
+
+    process = run_swarmctl(["run", str(suite), "-n", "2", "--", "-q"], swarm_env)
+
+    assert "subtests passed" in plain_line
+    assert summary_line(process.stdout) == summary_line(plain_line)
