@@ -22,9 +22,9 @@ from swarmctl.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 
-# One frame must hold a batch of results with their captured output. Output is capped per
-# test on the executor (see OUTPUT_CAP_BYTES), and batches are cut at BATCH_BYTES, so a frame
-# stays far below this limit; the limit only stops a broken or hostile peer.
+# A frame carries a batch of results with their captured output. Output is capped per test
+# on the executor (pytest_runner.OUTPUT_CAP_CHARS), and batches are cut at BATCH_BYTES, so a
+# frame stays far below this limit. The limit only stops a broken or hostile peer.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 BATCH_BYTES = 1024 * 1024
 BUNDLE_CHUNK_BYTES = 1024 * 1024
