@@ -234,7 +234,7 @@ class Coordinator:
             self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {len(errors)} {noun} during collection")
             return
         if not message.case_ids:
-            self._finish(run, RunStatus.FINISHED, 1 if errors else 5, "" if errors else "no tests ran")
+            self._finish(run, RunStatus.FINISHED, 1 if errors else 5, "")
             return
         self._plan(run)
 
@@ -421,7 +421,7 @@ class Coordinator:
         run = self.machine.runs[run_id]
         if run.status is RunStatus.RUNNING:
             if run.total == 0:
-                self._finish(run, RunStatus.FINISHED, 5, "no tests ran")
+                self._finish(run, RunStatus.FINISHED, 5, "")
             else:
                 self._plan(run)
         else:

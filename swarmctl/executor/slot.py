@@ -138,14 +138,11 @@ class Slot:
                     self._fail_all(assign, remaining, collection_failure_text(suite, exc))
                     return
                 continue
-            if starts == 0 and worker.collection.digest != assign.collection_digest:
-                missing = set(remaining) - set(worker.collection.case_ids)
-                log.error(
-                    "slot %s: this worker collected %d tests, which differ from the run's collection; "
-                    "%d node ids of shard %d are missing here: %s",
-                    self.name, len(worker.collection.case_ids), len(missing), assign.shard_id, sorted(missing)[:20],
-                )
             starts += 1
+            if worker.collection.digest != assign.collection_digest:
+                remaining = self._drop_uncollected(assign, worker, remaining)
+                if not remaining:
+                    return
 
             def report(result: dict) -> None:
                 self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result)
@@ -160,6 +157,32 @@ class Slot:
                 log.warning("slot %s: worker ended with %s; restarting it for %d remaining tests",
                             self.name, describe_exit(worker.exit_code), len(remaining))
                 await self._discard_worker()
+
+    def _drop_uncollected(self, assign: protocol.Assign, worker: PytestWorker, case_ids: list[str]) -> list[str]:
+        """Report the shard's tests this worker did not collect as errors; return the others.
+
+        A suite whose collection differs between processes (random or time-based parameters,
+        an environment-dependent conftest) cannot be distributed safely, so the difference is
+        reported with the ids instead of running whatever happens to share a name.
+        """
+        collected = set(worker.collection.case_ids)
+        missing = [case_id for case_id in case_ids if case_id not in collected]
+        if not missing:
+            return case_ids
+        shown = "\n  ".join(missing[:50]) + ("\n  ..." if len(missing) > 50 else "")
+        message = (
+            f"not collected on executor {self.executor.executor_id}: its collection of "
+            f"{len(worker.collection.case_ids)} tests differs from the run's"
+        )
+        longrepr = (
+            f"{message}. Node ids of this shard that it did not collect ({len(missing)}):\n  {shown}\n"
+            "Make the suite collect the same node ids in every process (no random or time-based parameters)."
+        )
+        log.error("slot %s: run %s shard %d: %s; missing: %s", self.name, assign.run_id, assign.shard_id, message, missing[:20])
+        for case_id in missing:
+            result = CaseResult(case_id, ERROR, when="collect", message=message, longrepr=longrepr)
+            self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result.to_wire())
+        return [case_id for case_id in case_ids if case_id in collected]
 
     def _fail_all(self, assign: protocol.Assign, case_ids: list[str], message: str) -> None:
         first_line = message.splitlines()[0] if message else "pytest worker failed to start"

@@ -113,3 +113,27 @@ def test_quiet_counts_passed_subtests_like_plain(tmp_path, swarm_env):
 
     assert "subtests passed" in plain_line
     assert summary_line(process.stdout) == summary_line(plain_line)
+
+
+def test_collection_difference_reported_with_ids(tmp_path, swarm_env):
+    """Parameters that differ per process make workers collect different node ids."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "test_random.py").write_text(
+        "import uuid\nimport pytest\n\n\n"
+        "@pytest.mark.parametrize('token', [uuid.uuid4().hex for _ in range(4)])\n"
+        "def test_token(token):\n    assert token\n"
+    )
+    report_path = tmp_path / "report.json"
+
+    process = run_swarmctl(["run", str(suite), "-n", "2", "--json", str(report_path)], swarm_env)
+
+    cases = load_json(report_path)["cases"]
+    assert len(cases) == 4
+    errors = [case for case in cases if case["outcome"] == "error"]
+    assert errors, "the second executor's worker collected other ids; its shards must be reported"
+    for case in errors:
+        assert "not collected on executor" in case["message"]
+        assert case["id"] in case["longrepr"]
+    assert process.returncode == 1

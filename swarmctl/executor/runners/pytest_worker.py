@@ -270,6 +270,7 @@ def main(argv):
     # `python -c` puts the working directory first on sys.path; the `pytest` command does not.
     if sys.path and sys.path[0] == "":
         del sys.path[0]
+    sys.argv = ["pytest", *pytest_args]  # usage errors then name pytest, not "-c"
 
     try:
         import pytest
