@@ -51,6 +51,22 @@ def _root(
         raise typer.Exit(0)
 
 
+def find_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """Return ``exc`` or the first exception of ``kind`` inside it, if it is an exception group.
+
+    Trio nurseries wrap the errors of their tasks in exception groups; the CLI reports the
+    underlying error.
+    """
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_error(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
 def main() -> None:
     from swarmctl.cli import run, up  # noqa: F401  (registers the commands)
 

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from swarmctl import protocol
 from swarmctl.bundle import build_bundle
-from swarmctl.cli import app, fail, setup_logging
+from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.client import RemoteError, RunWatch, submit_and_follow
 from swarmctl.cluster.transport import parse_addresses
 from swarmctl.embedded import data_home, embedded_cluster
@@ -66,11 +66,14 @@ def run(
             verbose,
             console,
         )
-    except SwarmError as exc:
-        raise fail(str(exc), exc.exit_code) from None
-    except KeyboardInterrupt:
-        console.print("[red]!!!!! Interrupted !!!!![/red]")
-        raise typer.Exit(INTERRUPTED) from None
+    except BaseException as exc:
+        error = find_error(exc, SwarmError)
+        if error is not None:
+            raise fail(str(error), error.exit_code) from None
+        if find_error(exc, KeyboardInterrupt) is not None:
+            console.print("[red]!!!!! Interrupted !!!!![/red]")
+            raise typer.Exit(INTERRUPTED) from None
+        raise
     if summary is None:
         console.print("[red]!!!!! Interrupted: the run was cancelled !!!!![/red]")
         raise typer.Exit(INTERRUPTED)

@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 import typer
 
-from swarmctl.cli import app, fail, setup_logging
+from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.cluster.transport import parse_address, parse_addresses
 from swarmctl.embedded import data_home
 from swarmctl.errors import SwarmError, UsageError
@@ -47,8 +47,11 @@ def up(
         else:
             main = _run_executor(folder, join, slots, parse_labels(labels), node_id)
         trio.run(_until_signal, main)
-    except SwarmError as exc:
-        raise fail(str(exc), exc.exit_code) from None
+    except BaseException as exc:
+        error = find_error(exc, SwarmError)
+        if error is None:
+            raise
+        raise fail(str(error), error.exit_code) from None
 
 
 def parse_labels(text: str) -> dict[str, str]:

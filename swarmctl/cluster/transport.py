@@ -137,11 +137,16 @@ async def connect(addresses: Sequence[tuple[str, int]]) -> AsyncIterator[Peer]:
                 )
             )
         except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
-            failures.append(f"{address}: {exc or type(exc).__name__}")
+            # trio-websocket's HandshakeError carries its reason in __context__, not in its text.
+            reason = str(exc) or str(exc.__context__ or "") or type(exc).__name__
+            failures.append(f"{address}: {reason}")
             continue
 
         async with stack:
             yield Peer(ws, address)
         return
 
-    raise ConnectionFailed("could not connect to " + "; ".join(failures))
+    raise ConnectionFailed(
+        "could not connect to " + "; ".join(failures) + ". Check that a coordinator runs there "
+        "(swarmctl up --role coordinator --listen HOST:PORT) and that the address is right."
+    )

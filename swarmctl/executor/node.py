@@ -131,8 +131,9 @@ class Executor:
                 async with connect(self.join) as peer:
                     await self._session(peer)
                     delay = RECONNECT_MIN_S
-            except (ConnectionFailed, PeerGone, ProtocolError) as exc:
-                log.warning("executor %s: %s; reconnecting in %.1fs", self.executor_id, exc, delay)
+            except* (ConnectionFailed, PeerGone, ProtocolError) as group:
+                # The session's nursery wraps these in an exception group.
+                log.warning("executor %s: %s; reconnecting in %.1fs", self.executor_id, group.exceptions[0], delay)
             self._peer = None
             self._connected = trio.Event()
             await trio.sleep(delay)
