@@ -49,7 +49,7 @@ async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False)
     """Start a coordinator and ``executors`` local executor processes; yield its address."""
     home.mkdir(parents=True, exist_ok=True)
     with _exclusive(home):
-        coordinator = Coordinator(home)
+        coordinator = Coordinator(home, resume_runs=False)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(coordinator.serve, LOOPBACK, 0)
             processes = [
@@ -58,6 +58,9 @@ async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False)
             try:
                 yield LOOPBACK, port
             finally:
+                # A run still active here was interrupted (Ctrl-C); record that before the
+                # executors leave, so its shards are not requeued to nobody.
+                coordinator.interrupt_runs("swarmctl run was stopped")
                 with trio.CancelScope(shield=True):
                     await _stop_executors(processes)
                 nursery.cancel_scope.cancel()

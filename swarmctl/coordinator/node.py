@@ -59,7 +59,13 @@ class Session:
 
 
 class Coordinator:
-    def __init__(self, data_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, data_dir: Path, *, resume_runs: bool = True, clock: Callable[[], float] = time.time) -> None:
+        """Open the coordinator state in ``data_dir``.
+
+        With ``resume_runs`` false, runs left unfinished by an earlier process are ended as
+        interrupted instead of continued: the embedded default uses this, because the client
+        that followed those runs is gone.
+        """
         self.data_dir = data_dir
         self.coordinator_id = f"coordinator-{secrets.token_hex(3)}"
         self.machine = StateMachine(store.connect(data_dir / "state.db"))
@@ -68,7 +74,10 @@ class Coordinator:
         self.executors: dict[str, Session] = {}
         self.clients: list[Session] = []
         self.collectors: dict[str, str] = {}  # run_id -> executor asked to collect it
-        self._requeue_after_restart()
+        if resume_runs:
+            self._requeue_after_restart()
+        else:
+            self.interrupt_runs("the swarmctl process that ran it stopped")
 
     # --- serving ---------------------------------------------------------------------------
 
@@ -99,6 +108,7 @@ class Coordinator:
         session = Session(peer, hello, send, trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write, session, receive)
+            stopping = False
             try:
                 if hello.role == protocol.ROLE_EXECUTOR:
                     await self._serve_executor(session, nursery)
@@ -106,8 +116,11 @@ class Coordinator:
                     await self._serve_client(session, nursery)
             except (PeerGone, ProtocolError) as exc:
                 log.info("%s %s disconnected: %s", hello.role, hello.node_id, exc)
+            except trio.Cancelled:
+                stopping = True  # the coordinator is stopping; its runs resume when it starts again
+                raise
             finally:
-                self._session_closed(session)
+                self._session_closed(session, stopping=stopping)
                 nursery.cancel_scope.cancel()
 
     async def _write(self, session: Session, receive: trio.MemoryReceiveChannel) -> None:
@@ -147,7 +160,7 @@ class Coordinator:
                 case _:
                     raise ProtocolError(f"executor {hello.node_id} sent unexpected {message.KIND}")
 
-    def _session_closed(self, session: Session) -> None:
+    def _session_closed(self, session: Session, *, stopping: bool = False) -> None:
         session.outbox.close()
         if session.view is None:
             if session in self.clients:
@@ -156,6 +169,8 @@ class Coordinator:
         if self.executors.get(session.node_id) is not session:
             return
         del self.executors[session.node_id]
+        if stopping:
+            return
         if session.view.running:
             log.warning("executor %s lost; requeueing its %d shards", session.node_id, len(session.view.running))
         else:
@@ -359,6 +374,12 @@ class Coordinator:
             for client in self.clients:
                 if run_id in client.runs:
                     client.send(progress)
+
+    def interrupt_runs(self, reason: str) -> None:
+        """End every active run as interrupted (exit code 2), before the coordinator stops."""
+        for run in list(self.machine.runs.values()):
+            if run.active:
+                self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {reason}")
 
     def _requeue_after_restart(self) -> None:
         for run in list(self.machine.runs.values()):

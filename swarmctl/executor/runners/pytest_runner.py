@@ -75,10 +75,9 @@ def describe_exit(returncode: int | None) -> str:
     if returncode < 0:
         number = -returncode
         try:
-            name = signal.Signals(number).name
+            return f"signal {signal.Signals(number).name} ({number})"
         except ValueError:
-            name = f"signal {number}"
-        return f"signal {name} ({number})"
+            return f"signal {number}"
     return f"exit code {returncode}"
 
 
@@ -157,7 +156,13 @@ class PytestWorker:
         nursery.start_soon(_pump_events, process, events_read, send)
         log.info("started pytest worker pid %d in %s", process.pid, suite_dir)
 
-        event = await receive.receive()
+        try:
+            event = await receive.receive()
+        except BaseException:
+            # Cancelled while the worker collects (the executor is stopping): do not leave it running.
+            with trio.CancelScope(shield=True):
+                await worker.kill()
+            raise
         if event.get("op") != "collected":
             worker.exit_code = event.get("code")
             await worker.kill()

@@ -1,0 +1,67 @@
+"""The embedded default: state that outlives the run, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import REPO, run_swarmctl
+from tests.e2e.test_cluster import wait_for_results
+
+
+def processes_using(folder: str) -> list[psutil.Process]:
+    """Processes whose command line or working directory mentions ``folder``."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
+        if folder in text and process.pid != psutil.Process().pid:
+            found.append(process)
+    return found
+
+
+def make_slow_suite(folder: Path) -> Path:
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gen_suite.py"), str(folder), "--tests", "60", "--files", "3",
+         "--sleep-ms", "200"],
+        check=True, capture_output=True,
+    )
+    return folder
+
+
+def run_rows(home: str) -> list[tuple]:
+    with sqlite3.connect(Path(home) / "state.db") as conn:
+        return conn.execute("SELECT status, exit_code FROM runs").fetchall()
+
+
+def test_embedded_state_persists(tmp_path, swarm_env):
+    process = run_swarmctl(["run", str(REPO / "examples" / "pytest-suite"), "-n", "2"], swarm_env)
+
+    assert process.returncode == 1
+    assert run_rows(swarm_env["SWARMCTL_HOME"]) == [("finished", 1)]
+    assert processes_using(swarm_env["SWARMCTL_HOME"]) == []
+
+
+def test_embedded_ctrl_c_stops_everything(tmp_path, swarm_env):
+    suite = make_slow_suite(tmp_path / "slow-suite")
+    home = swarm_env["SWARMCTL_HOME"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "swarmctl", "run", str(suite), "-n", "2"],
+        env=swarm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    wait_for_results(Path(home) / "state.db", at_least=3)
+
+    run.send_signal(signal.SIGINT)
+    output, _ = run.communicate(timeout=60)
+
+    assert run.returncode == 2, output
+    assert "Interrupted" in output
+    assert run_rows(home) == [("interrupted", 2)]
+    leftovers = processes_using(home)
+    for process in leftovers:
+        process.kill()
+    assert leftovers == []
