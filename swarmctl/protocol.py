@@ -6,6 +6,9 @@ a ``Hello`` that carries ``PROTOCOL_VERSION``; the coordinator answers ``Welcome
 unknown fields raises ``ProtocolError``: a peer of another version fails loudly at the first
 frame instead of misreading later ones.
 
+Strings are packed with ``surrogatepass``: pytest turns a file name that is not valid UTF-8
+into a node id with lone surrogates, and such an id must survive the trip.
+
 Results travel as plain dicts (``CaseResult.to_wire()``), so that this module stays the one
 place that knows the wire shape of every message.
 """
@@ -290,7 +293,7 @@ def encode(message: Message) -> bytes:
     data = {"k": message.KIND}
     for f in dataclasses.fields(message):
         data[f.name] = getattr(message, f.name)
-    frame = msgpack.packb(data, use_bin_type=True)
+    frame = msgpack.packb(data, use_bin_type=True, unicode_errors="surrogatepass")
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(
             f"{message.KIND} frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"
@@ -302,7 +305,7 @@ def decode(frame: bytes) -> Message:
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")
     try:
-        data = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+        data = msgpack.unpackb(frame, raw=False, strict_map_key=True, unicode_errors="surrogatepass")
     except (ValueError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"malformed frame: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("k"), str):

@@ -27,6 +27,7 @@ class ExecutorView:
 
 def pick_assignments(runs: Iterable[RunState], executors: Iterable[ExecutorView]) -> list[tuple[str, int, str]]:
     """Return ``(run_id, shard_id, executor_id)`` for every shard that can start now."""
+    executors = list(executors)
     free = {e.executor_id: e.free for e in executors if e.free > 0}
     order = {e.executor_id: e.joined_at for e in executors}
     picks = []

@@ -107,10 +107,13 @@ class StateMachine:
             )
             effects = self._dispatch(command)
             self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self.conn.execute("ROLLBACK")
+        except Exception as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             self._load()  # the in-memory view may have moved ahead of the rolled-back rows
-            raise StoreError(f"cannot apply {kind} command: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot apply {kind} command: {exc}") from exc
+            raise
         self.last_index += 1
         return effects
 
@@ -217,7 +220,7 @@ class StateMachine:
             run.executors.add(executor)
             rows.append(
                 (run_id, idx, data["case_id"], data["outcome"], data.get("duration", 0.0), executor, attempt, at,
-                 msgpack.packb(data, use_bin_type=True))
+                 msgpack.packb(data, use_bin_type=True, unicode_errors="surrogatepass"))
             )
             new.append((run_id, data))
         self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -242,7 +245,9 @@ class StateMachine:
         shard.executor = None
         shard.status = ShardStatus.QUEUED if shard.cases else ShardStatus.DONE
         if shard.status is ShardStatus.QUEUED:
-            run.queue.appendleft(c.shard_id)  # ahead of unstarted shards: it is the oldest work
+            # Queued shards wait in shard-id order, the order a restarted coordinator rebuilds;
+            # a requeued shard has an older id than unstarted ones, so it goes near the front.
+            run.queue = deque(sorted([*run.queue, c.shard_id]))
         self.conn.execute(
             "UPDATE shards SET cases = ?, state = ?, executor = NULL WHERE run_id = ? AND shard_id = ?",
             (msgpack.packb(shard.cases), shard.status, c.run_id, c.shard_id),
@@ -269,7 +274,7 @@ class StateMachine:
     def results(self, run_id: str) -> list[CaseResult]:
         """Every recorded result of a run, in case order."""
         rows = self.conn.execute("SELECT body FROM results WHERE run_id = ? ORDER BY idx", (run_id,))
-        return [CaseResult.from_wire(msgpack.unpackb(body, raw=False)) for (body,) in rows]
+        return [CaseResult.from_wire(msgpack.unpackb(body, raw=False, unicode_errors="surrogatepass")) for (body,) in rows]
 
     def _load(self) -> None:
         """Rebuild the in-memory view of unfinished runs from the tables."""
@@ -291,6 +296,13 @@ class StateMachine:
                 if collect_only:
                     run.collect_only.add(idx)
             run.done = {idx for (idx,) in self.conn.execute("SELECT idx FROM results WHERE run_id = ?", (run_id,))}
+            run.executors = {
+                executor
+                for (executor,) in self.conn.execute(
+                    "SELECT executor FROM attempts WHERE run_id = ? UNION SELECT executor FROM results WHERE run_id = ?",
+                    (run_id, run_id),
+                )
+            }
             for shard_id, cases, attempt, state, executor in self.conn.execute(
                 "SELECT shard_id, cases, attempt, state, executor FROM shards WHERE run_id = ? ORDER BY shard_id",
                 (run_id,),

@@ -1,0 +1,81 @@
+"""Tests of the sharding strategies: the ``even`` plan and the strategy lookup."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from swarmctl.coordinator.strategies import SHARDS_PER_SLOT, STRATEGY_NAMES, get_strategy, shard_count
+from swarmctl.coordinator.strategies.even import EvenStrategy
+from swarmctl.errors import UsageError
+
+
+@st.composite
+def collections(draw: st.DrawFn) -> tuple[list[str], list[int]]:
+    """Draw case ids and the sorted indexes among them that are runnable."""
+    total = draw(st.integers(min_value=0, max_value=300))
+    case_ids = [f"tests/test_m{i // 7}.py::test_{i}" for i in range(total)]
+    runnable = sorted(draw(st.sets(st.integers(min_value=0, max_value=max(total - 1, 0)), max_size=total)))
+    return case_ids, runnable
+
+
+@given(collection=collections(), slots=st.integers(min_value=1, max_value=40))
+def test_even_plan_properties(collection: tuple[list[str], list[int]], slots: int) -> None:
+    case_ids, runnable = collection
+
+    shards = EvenStrategy().plan(case_ids, runnable, slots)
+
+    flattened = [index for shard in shards for index in shard]
+    assert flattened == runnable
+    if not runnable:
+        assert shards == []
+        return
+    assert len(shards) == min(len(runnable), slots * SHARDS_PER_SLOT)
+    sizes = [len(shard) for shard in shards]
+    assert min(sizes) >= 1
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_even_plan_example() -> None:
+    shards = EvenStrategy().plan([f"t{i}" for i in range(11)], list(range(1, 11)), slots=1)
+
+    assert shards == [[1, 2, 3], [4, 5, 6], [7, 8], [9, 10]]
+
+
+def test_even_plan_fewer_cases_than_shards() -> None:
+    shards = EvenStrategy().plan(["a", "b", "c"], [0, 2], slots=8)
+
+    assert shards == [[0], [2]]
+
+
+def test_even_plan_no_runnable_cases() -> None:
+    assert EvenStrategy().plan(["skip_mod.py"], [], slots=4) == []
+
+
+@pytest.mark.parametrize(("cases", "slots", "expected"), [(0, 4, 1), (1, 4, 1), (100, 0, 4), (100, 3, 12), (5, 3, 5)])
+def test_shard_count(cases: int, slots: int, expected: int) -> None:
+    assert shard_count(cases, slots) == expected
+
+
+def test_get_strategy_even() -> None:
+    strategy = get_strategy("even")
+
+    assert isinstance(strategy, EvenStrategy)
+    assert strategy.name == "even"
+
+
+def test_get_strategy_names_all_resolve() -> None:
+    assert [get_strategy(name).name for name in STRATEGY_NAMES] == list(STRATEGY_NAMES)
+
+
+@pytest.mark.parametrize("name", ["fastest", "", "Even"])
+def test_get_strategy_unknown(name: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        get_strategy(name)
+
+    message = str(caught.value)
+    assert f"unknown strategy {name!r}" in message
+    for choice in STRATEGY_NAMES:
+        assert choice in message
+    assert caught.value.exit_code == 4
