@@ -80,7 +80,7 @@ def write_suite(folder: Path) -> Path:
 
 def plain_pytest(suite: Path, tmp_path: Path, *args: str) -> tuple[dict, str]:
     out = tmp_path / "plain.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests" / "helpers"), OUTCOME_RECORDER_FILE=str(out))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "bench" / "plugins"), OUTCOME_RECORDER_FILE=str(out))
     process = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "swarmctl_outcome_recorder", "-p", "no:cacheprovider", *args],
         cwd=suite, env=env, capture_output=True, text=True,

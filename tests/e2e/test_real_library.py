@@ -30,7 +30,7 @@ def fetch_sdist(dest: Path) -> Path:
 
 def plain_pytest_outcomes(suite: Path, tmp_path: Path) -> dict[str, str]:
     out = tmp_path / "plain.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests" / "helpers"), OUTCOME_RECORDER_FILE=str(out))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "bench" / "plugins"), OUTCOME_RECORDER_FILE=str(out))
     subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "swarmctl_outcome_recorder", "-p", "no:cacheprovider"],
         cwd=suite, env=env, capture_output=True, timeout=600,
