@@ -60,6 +60,7 @@ class CaseResult:
     exit_code: int | None = None  # command runner: the command's exit status
     signal: str | None = None  # command runner: the signal that ended the command, e.g. SIGSEGV
     started_at: float = 0.0  # Unix time at which the case started on its executor
+    warnings: tuple[str, ...] = ()  # what swarmctl noticed, such as leftover processes it killed
 
     def categories(self) -> tuple[str, ...]:
         return self.counted_as or (self.outcome,)
@@ -69,6 +70,7 @@ class CaseResult:
         data = dataclasses.asdict(self)
         data["counted_as"] = list(self.counted_as)
         data["subtests"] = [dataclasses.asdict(s) for s in self.subtests]
+        data["warnings"] = list(self.warnings)
         return data
 
     @classmethod
@@ -80,6 +82,7 @@ class CaseResult:
         values = dict(data)
         values["counted_as"] = tuple(values.get("counted_as") or ())
         values["subtests"] = tuple(Subtest(**s) for s in values.get("subtests") or ())
+        values["warnings"] = tuple(values.get("warnings") or ())
         return cls(**values)
 
 

@@ -23,6 +23,7 @@ from swarmctl import __version__, protocol
 from swarmctl.bundle import BundleCache
 from swarmctl.cluster.transport import Peer, PeerGone, connect, format_address
 from swarmctl.errors import BundleError, ConnectionFailed, ProtocolError
+from swarmctl.executor.processes import become_subreaper, kill_orphans
 from swarmctl.executor.slot import Job, Slot
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class Executor:
         self._connected = trio.Event()
 
     async def run(self) -> None:
+        if not become_subreaper():
+            log.warning("cannot become a child subreaper; processes left by crashed tests may outlive them")
         log.info(
             "executor %s starting: %d slots, labels %s, joining %s",
             self.executor_id, len(self.slots), self.labels, ", ".join(format_address(*a) for a in self.join),
@@ -205,6 +208,10 @@ class Executor:
             await trio.sleep(HEARTBEAT_INTERVAL_S)
 
     # --- called by slots -------------------------------------------------------------------
+
+    def kill_orphans(self) -> list[str]:
+        """Kill processes re-parented to this executor after their parent died."""
+        return kill_orphans()
 
     def send(self, message: protocol.Message) -> None:
         self.outbox.put(message)

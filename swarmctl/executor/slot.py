@@ -125,6 +125,8 @@ class Slot:
             worker, self._worker = self._worker, None
             with trio.CancelScope(shield=True):
                 await worker.stop()
+            for orphan in self.executor.kill_orphans():
+                log.warning("slot %s: killed %s, left by a test of the stopped worker", self.name, orphan)
 
     async def _run_tests(self, suite: protocol.SuiteSpec, assign: protocol.Assign) -> None:
         remaining = list(assign.case_ids)
@@ -148,11 +150,6 @@ class Slot:
                 self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result)
 
             remaining = await worker.run(remaining, report, timeout=suite.timeout)
-            if worker.alive:
-                for leftover in await trio.to_thread.run_sync(worker.kill_leftovers):
-                    # NOTE: only logged on the executor; reports do not carry leftover processes yet.
-                    log.warning("slot %s: run %s shard %d left a process behind; killed %s",
-                                self.name, assign.run_id, assign.shard_id, leftover)
             if remaining and not worker.alive:
                 log.warning("slot %s: worker ended with %s; restarting it for %d remaining tests",
                             self.name, describe_exit(worker.exit_code), len(remaining))

@@ -70,4 +70,5 @@ def _case_entry(result: CaseResult) -> dict[str, Any]:
         "exit_code": result.exit_code,
         "signal": result.signal,
         "subtests": [dataclasses.asdict(subtest) for subtest in result.subtests],
+        "warnings": list(result.warnings),
     }

@@ -161,8 +161,11 @@ def _testcase_element(result: CaseResult) -> ET.Element:
         testcase.append(outcome_element)
     if result.stdout:
         _append_text(testcase, "system-out", result.stdout)
-    if result.stderr:
-        _append_text(testcase, "system-err", result.stderr)
+    stderr = result.stderr
+    if result.warnings:
+        stderr += "".join(f"\nswarmctl warning: {warning}" for warning in result.warnings)
+    if stderr:
+        _append_text(testcase, "system-err", stderr)
     return testcase
 
 

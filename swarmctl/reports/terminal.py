@@ -44,10 +44,21 @@ def render_final_report(
     if show_longrepr:
         _print_error_sections(console, errors)
         _print_failure_sections(console, failures)
+    _print_warnings(console, results)
     _print_short_summary(console, results)
     if summary.error:
         _print_rule(console, "!", Text(summary.error, style="red"), style="red")
     _print_summary_line(console, summary, results)
+
+
+def _print_warnings(console: Console, results: Sequence[CaseResult]) -> None:
+    flagged = [result for result in results if result.warnings]
+    if not flagged:
+        return
+    _print_rule(console, "=", Text("swarmctl warnings", style="yellow"))
+    for result in flagged:
+        for warning in result.warnings:
+            console.print(Text(f"{result.case_id}: {warning}"), soft_wrap=True)
 
 
 def _print_error_sections(console: Console, errors: Sequence[CaseResult]) -> None:

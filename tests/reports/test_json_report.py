@@ -83,6 +83,7 @@ def test_json_layout():
         "exit_code": None,
         "signal": None,
         "subtests": [{"description": "[bad]", "outcome": "failed", "longrepr": "E   assert False"}],
+        "warnings": [],
     }
     assert report["cases"][2]["signal"] == "SIGKILL"
 

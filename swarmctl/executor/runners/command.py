@@ -10,6 +10,7 @@ writes more than the pipe buffer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -25,6 +26,7 @@ from typing import IO
 import psutil
 import trio
 
+from swarmctl.executor import processes
 from swarmctl.manifest import CommandCase
 from swarmctl.results import FAILED, PASSED, TIMED_OUT, CaseResult
 
@@ -106,7 +108,10 @@ async def run_command_case(
             raise
         duration = trio.current_time() - start
 
+        processes.untrack(process.pid)
         leftovers = await trio.to_thread.run_sync(_kill_leftovers, process.pid, token, started_at)
+        # Killed leftovers that were re-parented to this executor are its zombies now.
+        await trio.to_thread.run_sync(functools.partial(processes.kill_orphans, kill=False))
         stdout = await trio.to_thread.run_sync(_read_capped, stdout_file, output_cap)
         stderr = await trio.to_thread.run_sync(_read_capped, stderr_file, output_cap)
 
@@ -145,6 +150,7 @@ async def _start(
         start_new_session=True,
         preexec_fn=_signal_reset_hook(),
     )
+    processes.track(process.pid)
     logger.debug("case %s: started pid %d: %r", case.id, process.pid, argv)
     return process
 
@@ -351,6 +357,7 @@ def _build_result(
         exit_code=exit_code,
         signal=signal_name,
         started_at=started_at,
+        warnings=tuple(f"killed leftover process pid {leftover.process.pid}: {leftover.cmdline}" for leftover in leftovers),
     )
 
 

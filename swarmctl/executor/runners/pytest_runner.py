@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import trio
 
+from swarmctl.executor import processes
 from swarmctl.results import ERROR, FAILED, CaseResult
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ OUTPUT_CAP_CHARS = 256 * 1024  # per stream and test; the start and the end are 
 CRASH_LOG_TAIL_BYTES = 64 * 1024
 KILL_GRACE_S = 2.0
 STACK_DUMP_WAIT_S = 0.5
+PLUGIN_TIMEOUT_GRACE_S = 2.0
 
 _WORKER_SOURCE = importlib.resources.files("swarmctl.executor.runners").joinpath("pytest_worker.py").read_text()
 
@@ -54,6 +55,7 @@ class Collection:
     case_ids: list[str]
     collect_results: list[dict]
     deselected: int
+    timeout_plugin: bool = False  # pytest-timeout is active in the worker
 
     @property
     def digest(self) -> str:
@@ -147,6 +149,7 @@ class PytestWorker:
             raise WorkerStartFailed(None, f"cannot start {python!r}: {exc}") from exc
         finally:
             pass
+        processes.track(process.pid)
         os.close(commands_read)
         os.close(events_write)
         os.set_blocking(events_read, False)
@@ -167,7 +170,9 @@ class PytestWorker:
             worker.exit_code = event.get("code")
             await worker.kill()
             raise WorkerStartFailed(worker.exit_code, read_tail(log_path, CRASH_LOG_TAIL_BYTES))
-        worker.collection = Collection(event["ids"], event["collect_results"], event["deselected"])
+        worker.collection = Collection(
+            event["ids"], event["collect_results"], event["deselected"], event.get("timeout_plugin", False)
+        )
         return worker
 
     @property
@@ -201,14 +206,15 @@ class PytestWorker:
                 event = await self._events.receive()
             if scope.cancelled_caught:
                 assert current is not None
-                on_result((await self._stop_hung_test(current, timeout, log_offset)).to_wire())
+                on_result((await self._stop_hung_test(current, limit, log_offset)).to_wire())
                 return list(case_ids[finished + 1 :])
 
             match event["op"]:
                 case "start":
                     current = event["id"]
                     log_offset = event.get("log_offset", 0)
-                    deadline = trio.current_time() + timeout if timeout else math.inf
+                    limit = self._limit(event.get("timeout"), timeout)
+                    deadline = trio.current_time() + limit[1] if limit else math.inf
                 case "result":
                     on_result(event["result"])
                     finished += 1
@@ -223,6 +229,23 @@ class PytestWorker:
                     on_result(self._crash_result(current, log_offset).to_wire())
                     return list(case_ids[finished + 1 :])
 
+    def _limit(self, test_timeout: float | None, run_timeout: float | None) -> tuple[float, float, str] | None:
+        """Return (limit, seconds to wait, source) for a test, or None when it has no limit.
+
+        The test's own timeout marker or ini setting wins over the run's --timeout, as in
+        pytest-timeout. When pytest-timeout is active in the worker it enforces the test's own
+        limit from inside the test process, with a gentler failure; the executor then waits a
+        grace period longer, so it only steps in when pytest-timeout could not.
+        """
+        if test_timeout is not None:
+            if not test_timeout:
+                return None
+            grace = PLUGIN_TIMEOUT_GRACE_S if self.collection is not None and self.collection.timeout_plugin else 0.0
+            return test_timeout, test_timeout + grace, "the test's timeout setting"
+        if run_timeout:
+            return run_timeout, run_timeout, "swarmctl --timeout"
+        return None
+
     def _crash_result(self, case_id: str, log_offset: int) -> CaseResult:
         how = describe_exit(self.exit_code)
         output = read_from(self.log_path, log_offset, CRASH_LOG_TAIL_BYTES)
@@ -236,7 +259,7 @@ class PytestWorker:
             longrepr=message + ("\n\nworker output before the crash:\n" + output if output else ""),
         )
 
-    async def _stop_hung_test(self, case_id: str, timeout: float | None, log_offset: int) -> CaseResult:
+    async def _stop_hung_test(self, case_id: str, limit: tuple[float, float, str], log_offset: int) -> CaseResult:
         # Ask faulthandler for every thread's stack first, so the report shows where it hung.
         try:
             os.kill(self.process.pid, signal.SIGUSR1)
@@ -245,7 +268,8 @@ class PytestWorker:
         await trio.sleep(STACK_DUMP_WAIT_S)
         stacks = read_from(self.log_path, log_offset, CRASH_LOG_TAIL_BYTES)
         await self.kill()
-        message = f"Timeout (>{timeout:.1f}s) from swarmctl --timeout"
+        timeout, _, source = limit
+        message = f"Timeout (>{timeout:.1f}s) from {source}, enforced by swarmctl"
         log.warning("%s: %s; worker pid %d stopped", case_id, message, self.process.pid)
         return CaseResult(
             case_id=case_id,
@@ -255,30 +279,6 @@ class PytestWorker:
             message=message,
             longrepr=message + ("\n\nstacks of the worker when the limit passed:\n" + stacks if stacks else ""),
         )
-
-    def kill_leftovers(self) -> list[str]:
-        """Kill processes the tests started that are still alive; describe each one.
-
-        Call it only between shards: at the end of a batch pytest has torn down every fixture,
-        session-scoped ones included, so a child still alive then was left behind by a test.
-        Children that moved to a new session (setsid) are found too, as long as the worker
-        that started them lives.
-        """
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.Error:
-            return []
-        described = []
-        for child in children:
-            try:
-                if child.status() == psutil.STATUS_ZOMBIE:
-                    continue  # already dead; its parent has not collected its exit status yet
-                command = " ".join(child.cmdline()) or child.name()
-                child.kill()
-            except psutil.Error:
-                continue
-            described.append(f"pid {child.pid}: {command[:200]}")
-        return described
 
     def _send_command(self, command: dict) -> None:
         data = (json.dumps(command) + "\n").encode()
@@ -318,6 +318,7 @@ async def kill_process_group(process: trio.Process, grace: float) -> None:
             break
     with trio.CancelScope(shield=True):
         await process.wait()
+    processes.untrack(process.pid)
 
 
 def group_alive(pgid: int) -> bool:

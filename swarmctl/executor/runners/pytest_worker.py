@@ -8,7 +8,7 @@ JSON on a pipe of its own, so nothing a test prints can be mistaken for a messag
 
 Events sent (worker -> executor):
     {"op": "collected", "ids": [...], "collect_results": [...], "deselected": N}
-    {"op": "start", "id": NODEID}
+    {"op": "start", "id": NODEID, "log_offset": N, "timeout": SECONDS or null}
     {"op": "result", "result": {...}}            fields of swarmctl.results.CaseResult
     {"op": "batch_done"}
 Commands received (executor -> worker):
@@ -94,6 +94,7 @@ class WorkerPlugin:
         self.collect_results = []
         self.deselected = 0
         self.reports = []
+        self.children = ChildTracker()
 
     def pytest_configure(self, config):
         self.config = config
@@ -119,6 +120,8 @@ class WorkerPlugin:
 
     def pytest_runtest_logreport(self, report):
         self.reports.append(report)
+        if report.when == "setup":
+            self.children.after_setup()
 
     def pytest_runtestloop(self, session):
         items = session.items
@@ -131,6 +134,7 @@ class WorkerPlugin:
                 "ids": [item.nodeid for item in items],
                 "collect_results": self.collect_results,
                 "deselected": self.deselected,
+                "timeout_plugin": self.config.pluginmanager.hasplugin("timeout"),
             }
         )
 
@@ -157,9 +161,15 @@ class WorkerPlugin:
 
             self.reports = []
             started_at = time.time()
-            self.channel.send({"op": "start", "id": nodeid, "log_offset": log_offset()})
+            self.channel.send(
+                {"op": "start", "id": nodeid, "log_offset": log_offset(), "timeout": test_timeout(item, self.config)}
+            )
             item.ihook.pytest_runtest_protocol(item=item, nextitem=next_item)
-            self.channel.send({"op": "result", "result": self.summarize(nodeid, started_at)})
+            result = self.summarize(nodeid, started_at)
+            leftovers = self.children.after_test(all_torn_down=next_item is None)
+            if leftovers:
+                result["warnings"] = [f"killed leftover process {leftover}" for leftover in leftovers]
+            self.channel.send({"op": "result", "result": result})
 
     def summarize(self, nodeid, started_at):
         """Turn the reports of one test into one result, counted the way pytest counts."""
@@ -234,6 +244,147 @@ def log_offset():
         return os.lseek(_STACK_DUMP_FILE.fileno(), 0, os.SEEK_CUR)
     except (OSError, AttributeError):
         return 0
+
+
+def test_timeout(item, config):
+    """Return the test's own limit in seconds, read as pytest-timeout reads it, or None.
+
+    A ``@pytest.mark.timeout(N)`` marker wins over the ``timeout`` ini setting; 0 means no
+    limit. swarmctl's --timeout applies where neither is set.
+    """
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    else:
+        value = config.inicfg.get("timeout") if hasattr(config, "inicfg") else None
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else 0.0
+
+
+class ChildTracker:
+    """Find processes that tests left running, and kill them.
+
+    A process that a fixture starts during setup may serve later tests (a session-scoped
+    server), so it is only counted as left behind once every fixture is torn down, at the end
+    of a batch. A process started in a test's call or teardown phase and still alive after the
+    test is left behind at once. The worker is a child subreaper, so a daemon that double-forks
+    or calls setsid stays a descendant and is found too.
+    """
+
+    def __init__(self):
+        self.fixture_owned = set()
+        self.known = set(descendants(os.getpid()))
+        make_subreaper()
+
+    def after_setup(self):
+        self.fixture_owned |= set(descendants(os.getpid())) - self.known
+        self.known |= self.fixture_owned
+
+    def after_test(self, all_torn_down):
+        alive = descendants(os.getpid())
+        exited = [pid for pid in alive if is_zombie(pid)]
+        reap(exited)  # orphans that ended on their own: nothing was left running
+        alive = [pid for pid in alive if pid not in exited]
+        if all_torn_down:
+            leftovers = alive
+        else:
+            leftovers = [pid for pid in alive if pid not in self.fixture_owned]
+        described = [describe_process(pid) for pid in leftovers]
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reap(leftovers)
+        self.fixture_owned &= set(alive)
+        self.known = set(descendants(os.getpid()))
+        return described
+
+
+def descendants(pid):
+    """Return the pids below ``pid``, read from /proc (empty where /proc lacks the data)."""
+    found = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for child in direct_children(parent):
+            if child not in found:
+                found.append(child)
+                pending.append(child)
+    return found
+
+
+def direct_children(pid):
+    children = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children.extend(int(text) for text in f.read().split())
+        except OSError:
+            continue
+    return children
+
+
+def is_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The state follows the command name, which is in parentheses and may contain spaces.
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def describe_process(pid):
+    command = read_cmdline(pid)
+    if command and command == read_cmdline(os.getpid()):
+        return f"pid {pid}: a fork of the pytest worker without exec"
+    return f"pid {pid}: {command[:200] or '(exited)'}"
+
+
+def read_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def reap(pids):
+    """Collect the exit status of killed children, so they do not stay zombies."""
+    deadline = time.monotonic() + 2.0
+    pending = set(pids)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pending.discard(pid)  # not our child (a grandchild): its own parent reaps it
+                continue
+            if done:
+                pending.discard(pid)
+        if pending:
+            time.sleep(0.01)
+
+
+def make_subreaper():
+    """Become the parent of orphaned descendants instead of init (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_child_subreaper = 36
+        libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def not_collected(nodeid):
