@@ -48,6 +48,7 @@ async def submit_and_follow(
     bundle: Bundle,
     strategy: str,
     case_ids: list[str] | None,
+    deadline_s: float | None = None,
     on_progress: Callable[[RunWatch, list[tuple[str, str]]], None],
 ) -> tuple[RunSummary, list[CaseResult]]:
     """Upload the bundle, submit the run, and return its summary and results when it ends.
@@ -57,7 +58,7 @@ async def submit_and_follow(
     async with connect(addresses) as peer:
         await _hello(peer)
         await _upload(peer, bundle)
-        await peer.send(protocol.SubmitRun(suite.to_wire(), strategy, case_ids))
+        await peer.send(protocol.SubmitRun(suite.to_wire(), strategy, case_ids, deadline_s))
         accepted = await _expect(peer, protocol.RunAccepted)
         watch = RunWatch(run_id=accepted.run_id)
         log.info("run %s accepted", watch.run_id)

@@ -13,8 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import platformdirs
@@ -48,7 +48,7 @@ def swarmctl_command() -> list[str]:
 async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False) -> AsyncIterator[tuple[str, int]]:
     """Start a coordinator and ``executors`` local executor processes; yield its address."""
     home.mkdir(parents=True, exist_ok=True)
-    with _exclusive(home):
+    with _exclusive(home), _log_to_file(home / "logs" / "coordinator.log"):
         coordinator = Coordinator(home, resume_runs=False)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(coordinator.serve, LOOPBACK, 0)
@@ -64,6 +64,30 @@ async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False)
                 with trio.CancelScope(shield=True):
                     await _stop_executors(processes)
                 nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def _log_to_file(path: Path) -> Iterator[None]:
+    """Keep the embedded coordinator's log in the data folder, whatever the terminal shows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    if root.level > logging.INFO:
+        # The terminal handler keeps its own, higher threshold.
+        for other in root.handlers:
+            if other is not handler and other.level < root.level:
+                other.setLevel(root.level)
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
 
 
 class _exclusive:

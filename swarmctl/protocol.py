@@ -194,10 +194,14 @@ class ShardDone(Message):
 @_message("cancel_shard")
 @dataclass(frozen=True, slots=True)
 class CancelShard(Message):
+    """Stop a shard. With ``interrupt``, the running test is stopped like a timed-out one and
+    reported as an error with ``reason``, and the executor answers with ``ShardDone``."""
+
     run_id: str
     shard_id: int
     attempt: int
     reason: str
+    interrupt: bool = False
 
 
 # --- bundles ---------------------------------------------------------------------------
@@ -240,6 +244,7 @@ class SubmitRun(Message):
     suite: dict[str, Any]
     strategy: str = "even"
     case_ids: list[str] | None = None  # given for command suites, whose manifest the client read
+    deadline_s: float | None = None  # run-level limit in seconds from submission
 
 
 @_message("accepted")

@@ -27,7 +27,7 @@ def setup_logging(verbose: bool, *, quiet: bool = False) -> None:
     if verbose:
         level = logging.DEBUG
     elif quiet:
-        level = logging.WARNING
+        level = logging.ERROR
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -20,6 +20,7 @@ from swarmctl.bundle import build_bundle
 from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.client import RemoteError, RunWatch, submit_and_follow
 from swarmctl.cluster.transport import parse_addresses
+from swarmctl.durations import parse_duration
 from swarmctl.embedded import data_home, embedded_cluster
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.manifest import is_command_suite, load_manifest
@@ -48,6 +49,7 @@ def run(
     json_path: Path = typer.Option(None, "--json", help="Write a JSON report to this file."),
     python: str = typer.Option("python3", "--python", help="The suite's Python interpreter, looked up on each executor's PATH."),
     timeout: float = typer.Option(None, "--timeout", help="Per-test limit in seconds, enforced by the executor."),
+    deadline: str = typer.Option(None, "--deadline", help="Run-level limit, such as 90s, 10m or 1h30m: tests not finished by then are reported as errors."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the coordinator and executors do."),
 ) -> None:
     """Run the suite at PATH and report the result like pytest, with pytest's exit codes."""
@@ -63,6 +65,7 @@ def run(
             strategy.value,
             python,
             timeout,
+            deadline,
             verbose,
             console,
         )
@@ -86,8 +89,9 @@ def run(
     raise typer.Exit(summary.exit_code)
 
 
-async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, verbose, console):
+async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, verbose, console):
     suite_dir, suite_kind, case_ids = _check_suite(path, pytest_args)
+    deadline_s = parse_duration(deadline, "--deadline") if deadline is not None else None
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout {timeout} is invalid: it must be a number of seconds > 0")
     if cluster and executors is not None:
@@ -107,7 +111,7 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
                 outcome.append(
                     await submit_and_follow(
                         addresses, suite=suite, bundle=bundle, strategy=strategy, case_ids=case_ids,
-                        on_progress=display.update,
+                        deadline_s=deadline_s, on_progress=display.update,
                     )
                 )
 

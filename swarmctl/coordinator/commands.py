@@ -40,6 +40,7 @@ class RunSubmitted(Command):
     suite: dict[str, Any]
     strategy: str
     case_ids: list[str] | None  # known at submission for command suites
+    deadline_at: float | None = None  # Unix time after which unfinished tests are reported not run
 
 
 @_command("run_collected")

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 TERM = 1  # a single coordinator leads term 1; elections will raise it
 HEARTBEAT_TIMEOUT_S = 15.0
 MAX_SHARD_ATTEMPTS = 3  # a shard that loses its executor this often gets error results instead
+DEADLINE_MESSAGE = "not run: run deadline reached"
+DEADLINE_GRACE_S = 5.0  # stack dump (0.5 s) and SIGTERM grace (2 s) on the executor, plus slack
 
 
 @dataclass(eq=False)
@@ -74,6 +76,8 @@ class Coordinator:
         self.executors: dict[str, Session] = {}
         self.clients: list[Session] = []
         self.collectors: dict[str, str] = {}  # run_id -> executor asked to collect it
+        self._nursery: trio.Nursery | None = None
+        self._deadline_done: dict[str, trio.Event] = {}  # runs stopping at their deadline
         if resume_runs:
             self._requeue_after_restart()
         else:
@@ -83,8 +87,11 @@ class Coordinator:
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             bound_port = await nursery.start(serve, self._handle, host, port)
             nursery.start_soon(self._watch_heartbeats)
+            for run in self.machine.runs.values():
+                self._arm_deadline(run)
             log.info("coordinator %s listening on %s:%d, state in %s", self.coordinator_id, host, bound_port, self.data_dir)
             task_status.started(bound_port)
 
@@ -308,6 +315,8 @@ class Coordinator:
             self._requeue(run.run_id, shard.shard_id, reason)
         else:
             self.machine.apply(cmd.ShardFinished(run.run_id, shard.shard_id, message.attempt, self.clock()), TERM)
+        if run.active:
+            self._note_deadline_progress(run)
         self._check_complete(run)
         self._schedule()
 
@@ -318,16 +327,19 @@ class Coordinator:
         shard = run.shards[shard_id]
         if shard.status is not ShardStatus.ASSIGNED:
             return
+        if self._past_deadline(run):
+            self._fail_shard(run, shard_id, DEADLINE_MESSAGE)
+            return
         if shard.attempt >= MAX_SHARD_ATTEMPTS:
-            self._give_up(run, shard_id, reason)
+            self._fail_shard(run, shard_id, f"not run: the shard was lost {shard.attempt} times, last because {reason}")
             return
         log.warning("run %s: shard %d attempt %d requeued: %s", run_id, shard_id, shard.attempt, reason)
         self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock()), TERM)
 
-    def _give_up(self, run: RunState, shard_id: int, reason: str) -> None:
+    def _fail_shard(self, run: RunState, shard_id: int, message: str) -> None:
+        """Record an error for every case of the shard without a result, and end the shard."""
         shard = run.shards[shard_id]
-        message = f"not run: the shard was lost {shard.attempt} times, last because {reason}"
-        log.error("run %s: shard %d: %s", run.run_id, shard_id, message)
+        log.warning("run %s: shard %d: %s", run.run_id, shard_id, message)
         items = [
             [run.run_id, shard_id, shard.attempt, shard.executor or "",
              CaseResult(run.case_ids[i], ERROR, when="setup", message=message, longrepr=message).to_wire()]
@@ -337,9 +349,56 @@ class Coordinator:
         self.machine.apply(cmd.ShardFinished(run.run_id, shard_id, shard.attempt, self.clock()), TERM)
         self._check_complete(run)
 
+    # --- run deadlines ---------------------------------------------------------------
+
+    def _past_deadline(self, run: RunState) -> bool:
+        return run.deadline_at is not None and self.clock() >= run.deadline_at
+
+    def _arm_deadline(self, run: RunState) -> None:
+        if run.deadline_at is not None and self._nursery is not None:
+            self._nursery.start_soon(self._stop_at_deadline, run.run_id, run.deadline_at)
+
+    async def _stop_at_deadline(self, run_id: str, deadline_at: float) -> None:
+        """At the run's deadline, stop its running tests and report every unfinished test."""
+        await trio.sleep(max(0.0, deadline_at - self.clock()))
+        run = self.machine.runs.get(run_id)
+        if run is None or not run.active:
+            return
+        log.warning("run %s: deadline reached; stopping its tests", run_id)
+        if run.status is RunStatus.COLLECTING:
+            self._finish(run, RunStatus.INTERRUPTED, 2, "Interrupted: run deadline reached during collection")
+            return
+
+        for shard_id in list(run.queue):
+            self._fail_shard(run, shard_id, DEADLINE_MESSAGE)
+        done = self._deadline_done[run_id] = trio.Event()
+        for session in self.executors.values():
+            for running_run, shard_id in session.view.running:
+                if running_run == run_id:
+                    shard = run.shards[shard_id]
+                    session.send(protocol.CancelShard(run_id, shard_id, shard.attempt, DEADLINE_MESSAGE, interrupt=True))
+        self._note_deadline_progress(run)
+
+        # Executors report the tests they stopped, with their stacks; one that does not answer
+        # within the grace period gets its tests reported for it.
+        with trio.move_on_after(DEADLINE_GRACE_S):
+            await done.wait()
+        self._deadline_done.pop(run_id, None)
+        run = self.machine.runs.get(run_id)
+        if run is not None and run.active:
+            for shard in list(run.shards.values()):
+                if shard.status is ShardStatus.ASSIGNED:
+                    self._fail_shard(run, shard.shard_id, DEADLINE_MESSAGE)
+
+    def _note_deadline_progress(self, run: RunState) -> None:
+        done = self._deadline_done.get(run.run_id)
+        if done is not None and not any(s.status is ShardStatus.ASSIGNED for s in run.shards.values()):
+            done.set()
+
     def _check_complete(self, run: RunState) -> None:
         if run.status is RunStatus.RUNNING and len(run.done) == run.total:
-            self._finish(run, RunStatus.FINISHED, exit_code_for(self.machine.results(run.run_id)), "")
+            error = "Stopped: run deadline reached" if self._past_deadline(run) else ""
+            self._finish(run, RunStatus.FINISHED, exit_code_for(self.machine.results(run.run_id)), error)
 
     def _finish(self, run: RunState, status: RunStatus, exit_code: int, error: str) -> None:
         for session in self.executors.values():
@@ -433,13 +492,18 @@ class Coordinator:
             session.send(protocol.ErrorReply(str(exc), getattr(exc, "exit_code", 4)))
             return
 
-        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock())) + "-" + secrets.token_hex(3)
-        self.machine.apply(cmd.RunSubmitted(run_id, self.clock(), suite.to_wire(), message.strategy, message.case_ids), TERM)
+        now = self.clock()
+        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
+        deadline_at = now + message.deadline_s if message.deadline_s else None
+        self.machine.apply(
+            cmd.RunSubmitted(run_id, now, suite.to_wire(), message.strategy, message.case_ids, deadline_at), TERM
+        )
         session.runs.add(run_id)
         session.send(protocol.RunAccepted(run_id))
         log.info("run %s submitted by %s: %s suite %s", run_id, session.node_id, suite.kind, suite.name)
 
         run = self.machine.runs[run_id]
+        self._arm_deadline(run)
         if run.status is RunStatus.RUNNING:
             if run.total == 0:
                 self._finish(run, RunStatus.FINISHED, 5, "")

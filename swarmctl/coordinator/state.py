@@ -71,6 +71,7 @@ class RunState:
     error: str = ""
     finished_at: float | None = None
     executors: set[str] = field(default_factory=set)
+    deadline_at: float | None = None
 
     @property
     def total(self) -> int:
@@ -140,10 +141,10 @@ class StateMachine:
         return []
 
     def _run_submitted(self, c: cmd.RunSubmitted) -> None:
-        run = RunState(c.run_id, c.at, c.suite, c.strategy, RunStatus.COLLECTING)
+        run = RunState(c.run_id, c.at, c.suite, c.strategy, RunStatus.COLLECTING, deadline_at=c.deadline_at)
         self.conn.execute(
-            "INSERT INTO runs (run_id, submitted_at, status, suite, strategy) VALUES (?, ?, ?, ?, ?)",
-            (c.run_id, c.at, run.status, msgpack.packb(c.suite), c.strategy),
+            "INSERT INTO runs (run_id, submitted_at, status, suite, strategy, deadline_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (c.run_id, c.at, run.status, msgpack.packb(c.suite), c.strategy, c.deadline_at),
         )
         self.runs[c.run_id] = run
         if c.case_ids is not None:
@@ -281,12 +282,14 @@ class StateMachine:
         self.runs.clear()
         active = (RunStatus.COLLECTING, RunStatus.RUNNING)
         rows = self.conn.execute(
-            "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates FROM runs "
+            "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at FROM runs "
             "WHERE status IN (?, ?) ORDER BY submitted_at",
             active,
         ).fetchall()
-        for run_id, submitted_at, suite, strategy, status, deselected, duplicates in rows:
-            run = RunState(run_id, submitted_at, msgpack.unpackb(suite, raw=False), strategy, RunStatus(status))
+        for run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at in rows:
+            run = RunState(
+                run_id, submitted_at, msgpack.unpackb(suite, raw=False), strategy, RunStatus(status), deadline_at=deadline_at
+            )
             run.deselected, run.duplicates = deselected, duplicates
             for idx, case_id, collect_only in self.conn.execute(
                 "SELECT idx, case_id, collect_only FROM cases WHERE run_id = ? ORDER BY idx", (run_id,)

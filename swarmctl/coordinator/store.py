@@ -13,7 +13,7 @@ from pathlib import Path
 
 from swarmctl.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
     total INTEGER NOT NULL DEFAULT 0,
     deselected INTEGER NOT NULL DEFAULT 0,
     duplicates INTEGER NOT NULL DEFAULT 0,
-    error TEXT NOT NULL DEFAULT ''
+    error TEXT NOT NULL DEFAULT '',
+    deadline_at REAL
 );
 CREATE TABLE IF NOT EXISTS cases (
     run_id TEXT NOT NULL,
@@ -78,6 +79,22 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+# Statements that bring a database of an older schema version to the next version.
+MIGRATIONS = {
+    1: ["ALTER TABLE runs ADD COLUMN deadline_at REAL"],
+}
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    while version in MIGRATIONS:
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+        version += 1
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.execute("COMMIT")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the state database at ``path``."""
     try:
@@ -90,6 +107,8 @@ def connect(path: Path) -> sqlite3.Connection:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) in MIGRATIONS:
+            _migrate(conn, int(row[0]))
         elif int(row[0]) != SCHEMA_VERSION:
             raise StoreError(
                 f"{path} has schema version {row[0]}, this swarmctl reads version {SCHEMA_VERSION}; "

@@ -180,7 +180,7 @@ class Executor:
                     self.outbox.unacked.pop(message.seq, None)
                 case protocol.CancelShard():
                     for slot in self.slots:
-                        slot.cancel_shard(message.run_id, message.shard_id, message.reason)
+                        slot.cancel_shard(message.run_id, message.shard_id, message.reason, interrupt=message.interrupt)
                 case protocol.BundleChunk():
                     channel = self._fetches.get(message.digest)
                     if channel is not None:

@@ -44,6 +44,8 @@ class Slot:
         self._worker_nursery: trio.Nursery | None = None
         self._shard: tuple[str, int] | None = None
         self._shard_scope: trio.CancelScope | None = None
+        self._interrupt_reason: str | None = None
+        self._case_scope: trio.CancelScope | None = None  # the running command case
 
     async def serve(self, jobs: trio.MemoryReceiveChannel) -> None:
         async with trio.open_nursery() as nursery:
@@ -65,6 +67,7 @@ class Slot:
 
         assign = job.assign
         self._shard = (assign.run_id, assign.shard_id)
+        self._interrupt_reason = None
         with trio.CancelScope() as scope:
             self._shard_scope = scope
             if suite.kind == "command":
@@ -78,9 +81,22 @@ class Slot:
             return
         self.executor.send(protocol.ShardDone(assign.run_id, assign.shard_id, assign.attempt))
 
-    def cancel_shard(self, run_id: str, shard_id: int, reason: str) -> None:
-        if self._shard == (run_id, shard_id) and self._shard_scope is not None:
-            log.info("slot %s: cancelling shard %d of run %s: %s", self.name, shard_id, run_id, reason)
+    def cancel_shard(self, run_id: str, shard_id: int, reason: str, *, interrupt: bool = False) -> None:
+        """Stop the shard if this slot runs it.
+
+        With ``interrupt``, the running test is stopped with a stack dump and reported as an
+        error with ``reason``, and the shard ends normally; otherwise the shard is dropped.
+        """
+        if self._shard != (run_id, shard_id) or self._shard_scope is None:
+            return
+        log.info("slot %s: stopping shard %d of run %s: %s", self.name, shard_id, run_id, reason)
+        if interrupt:
+            self._interrupt_reason = reason
+            if self._worker is not None:
+                self._worker.interrupt(reason)
+            if self._case_scope is not None:
+                self._case_scope.cancel()
+        else:
             self._shard_scope.cancel()
 
     # --- pytest suites -----------------------------------------------------------------
@@ -131,7 +147,7 @@ class Slot:
     async def _run_tests(self, suite: protocol.SuiteSpec, assign: protocol.Assign) -> None:
         remaining = list(assign.case_ids)
         starts = 0
-        while remaining:
+        while remaining and self._interrupt_reason is None:
             try:
                 worker = await self._warm_worker(suite)
             except WorkerStartFailed as exc:
@@ -150,6 +166,9 @@ class Slot:
                 self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result)
 
             remaining = await worker.run(remaining, report, timeout=suite.timeout)
+            if self._interrupt_reason is not None:
+                await self._discard_worker()
+                return
             if remaining and not worker.alive:
                 log.warning("slot %s: worker ended with %s; restarting it for %d remaining tests",
                             self.name, describe_exit(worker.exit_code), len(remaining))
@@ -194,11 +213,20 @@ class Slot:
         manifest = load_manifest(suite_dir)
         cases = {case.id: case for case in manifest.cases}
         for case_id in assign.case_ids:
+            if self._interrupt_reason is not None:
+                return
             case = cases.get(case_id)
             if case is None:
                 result = CaseResult(case_id, ERROR, when="setup", message=f"case {case_id!r} is not in this bundle's swarm.toml")
             else:
-                result = await run_command_case(case, suite_dir, executor=self.executor.executor_id, attempt=assign.attempt)
+                with trio.CancelScope() as scope:
+                    self._case_scope = scope
+                    result = await run_command_case(case, suite_dir, executor=self.executor.executor_id, attempt=assign.attempt)
+                self._case_scope = None
+                if scope.cancelled_caught:
+                    # The command's process group was killed when its task was cancelled.
+                    reason = self._interrupt_reason or "interrupted"
+                    result = CaseResult(case_id, ERROR, when="call", message=reason, longrepr=reason)
             self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result.to_wire())
 
     async def shutdown(self) -> None:

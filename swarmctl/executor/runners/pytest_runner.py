@@ -102,6 +102,8 @@ class PytestWorker:
         self.log_path = log_path
         self.collection: Collection | None = None
         self.exit_code: int | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._interrupt_reason: str | None = None
 
     @classmethod
     async def start(
@@ -203,7 +205,16 @@ class PytestWorker:
 
         while True:
             with trio.move_on_at(deadline) as scope:
+                self._wait_scope = scope
+                if self._interrupt_reason is not None:
+                    scope.cancel()
                 event = await self._events.receive()
+            self._wait_scope = None
+            if scope.cancelled_caught and self._interrupt_reason is not None:
+                if current is not None:
+                    on_result((await self._stop_interrupted_test(current, log_offset)).to_wire())
+                    return list(case_ids[finished + 1 :])
+                return list(case_ids[finished:])
             if scope.cancelled_caught:
                 assert current is not None
                 on_result((await self._stop_hung_test(current, limit, log_offset)).to_wire())
@@ -259,8 +270,26 @@ class PytestWorker:
             longrepr=message + ("\n\nworker output before the crash:\n" + output if output else ""),
         )
 
-    async def _stop_hung_test(self, case_id: str, limit: tuple[float, float, str], log_offset: int) -> CaseResult:
-        # Ask faulthandler for every thread's stack first, so the report shows where it hung.
+    def interrupt(self, reason: str) -> None:
+        """Stop the running test as if it timed out, reporting it as an error with ``reason``."""
+        self._interrupt_reason = reason
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    async def _stop_interrupted_test(self, case_id: str, log_offset: int) -> CaseResult:
+        stacks = await self._dump_stacks_and_kill(log_offset)
+        reason = self._interrupt_reason or "interrupted"
+        log.warning("%s: %s; worker pid %d stopped", case_id, reason, self.process.pid)
+        return CaseResult(
+            case_id=case_id,
+            outcome=ERROR,
+            when="call",
+            message=reason,
+            longrepr=reason + ("\n\nstacks of the worker when it was stopped:\n" + stacks if stacks else ""),
+        )
+
+    async def _dump_stacks_and_kill(self, log_offset: int) -> str:
+        """Ask faulthandler for every thread's stack, then stop the worker; return the stacks."""
         try:
             os.kill(self.process.pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -268,6 +297,10 @@ class PytestWorker:
         await trio.sleep(STACK_DUMP_WAIT_S)
         stacks = read_from(self.log_path, log_offset, CRASH_LOG_TAIL_BYTES)
         await self.kill()
+        return stacks
+
+    async def _stop_hung_test(self, case_id: str, limit: tuple[float, float, str], log_offset: int) -> CaseResult:
+        stacks = await self._dump_stacks_and_kill(log_offset)
         timeout, _, source = limit
         message = f"Timeout (>{timeout:.1f}s) from {source}, enforced by swarmctl"
         log.warning("%s: %s; worker pid %d stopped", case_id, message, self.process.pid)

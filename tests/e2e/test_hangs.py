@@ -1,0 +1,110 @@
+"""Hung tests, run deadlines and leftover processes, through real runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+
+from tests.conftest import CASES, REPO, copy_case, load_json, run_swarmctl
+from tests.e2e.test_cluster import cluster
+from tests.e2e.test_command_cases import write_manifest
+
+
+def test_deadline_reports_every_test(tmp_path, swarm_env):
+    suite = tmp_path / "minute-suite"
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gen_suite.py"), str(suite), "--tests", "60", "--files", "2",
+         "--sleep-ms", "2000", "--failed", "0", "--skipped", "0"],
+        check=True, capture_output=True,
+    )
+    report_path = tmp_path / "report.json"
+
+    started = time.monotonic()
+    process = run_swarmctl(["run", str(suite), "-n", "2", "--deadline", "8s", "--json", str(report_path)], swarm_env)
+    elapsed = time.monotonic() - started
+
+    cases = load_json(report_path)["cases"]
+    assert len(cases) == 60
+    not_run = [case for case in cases if case["outcome"] == "error"]
+    assert len(not_run) >= 40  # 2 executors finish at most a handful of 2-second tests in 8 s
+    assert {case["message"] for case in not_run} == {"not run: run deadline reached"}
+    assert {case["outcome"] for case in cases} <= {"passed", "error"}
+    assert process.returncode == 1
+    assert "Stopped: run deadline reached" in process.stdout
+    assert elapsed < 8 + 20  # the suite needs a minute; the run ends a few seconds past the deadline
+
+
+def test_timeout_marker_and_ini_without_plugin(tmp_path, swarm_env):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\ntimeout = 2\n")
+    (suite / "test_slow.py").write_text(textwrap.dedent("""
+        import time
+
+        import pytest
+
+
+        @pytest.mark.timeout(1)
+        def test_marker_limit():
+            time.sleep(30)
+
+
+        def test_ini_limit():
+            time.sleep(30)
+
+
+        @pytest.mark.timeout(0)
+        def test_marker_zero_means_no_limit():
+            time.sleep(2.5)
+
+
+        def test_fast():
+            pass
+    """))
+    report_path = tmp_path / "report.json"
+
+    # -p no:timeout disables pytest-timeout, so only swarmctl enforces the limits.
+    process = run_swarmctl(["run", str(suite), "-n", "2", "--json", str(report_path), "--", "-p", "no:timeout"], swarm_env)
+
+    cases = {case["id"]: case for case in load_json(report_path)["cases"]}
+    assert cases["test_slow.py::test_marker_limit"]["outcome"] == "failed"
+    assert "Timeout (>1.0s) from the test's timeout setting" in cases["test_slow.py::test_marker_limit"]["message"]
+    assert cases["test_slow.py::test_ini_limit"]["outcome"] == "failed"
+    assert "Timeout (>2.0s)" in cases["test_slow.py::test_ini_limit"]["message"]
+    assert "in test_ini_limit" in cases["test_slow.py::test_ini_limit"]["longrepr"]  # the stack dump
+    assert cases["test_slow.py::test_marker_zero_means_no_limit"]["outcome"] == "passed"
+    assert cases["test_slow.py::test_fast"]["outcome"] == "passed"
+    assert process.returncode == 1
+
+
+def executor_process_count(pid: int) -> int:
+    return len(psutil.Process(pid).children(recursive=True))
+
+
+def test_executor_process_count_unchanged(tmp_path, swarm_env):
+    """Hangs, crashes and leftover children leave an executor with the processes it had."""
+    suites = {}
+    for name in ("001_segfault_mid_file", "003_sigkill_self", "004_hang_forever", "024_child_outlives_test"):
+        suites[name] = copy_case("pytest", name, tmp_path / "pytest")
+    for name in ("002_signals", "003_timeouts", "006_daemon_holds_output"):
+        suites[f"command-{name}"] = copy_case("command", name, tmp_path / "command")
+        write_manifest(suites[f"command-{name}"])
+    swarm_env["CASE024_PIDFILE"] = str(tmp_path / "case024_pids.txt")
+
+    (tmp_path / "cluster").mkdir()
+    with cluster(tmp_path / "cluster", swarm_env, executors=1) as (address, coordinator, executors):
+        executor_pid = executors[0].process.pid
+        run_swarmctl(["run", str(suites["024_child_outlives_test"]), "--cluster", address], swarm_env)
+        before = executor_process_count(executor_pid)
+
+        for name, suite in suites.items():
+            args = ["--timeout", "3"] if not name.startswith("command-") else []
+            process = run_swarmctl(["run", str(suite), "--cluster", address, *args], swarm_env)
+            assert process.returncode in (0, 1), (name, process.stdout, process.stderr)
+
+        after = executor_process_count(executor_pid)
+        assert before == after == 1  # the one slot's warm pytest worker
