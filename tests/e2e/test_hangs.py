@@ -43,6 +43,7 @@ def test_timeout_marker_and_ini_without_plugin(tmp_path, swarm_env):
     suite.mkdir()
     (suite / "pytest.ini").write_text("[pytest]\ntimeout = 2\n")
     (suite / "test_slow.py").write_text(textwrap.dedent("""
+        import signal
         import time
 
         import pytest
@@ -54,6 +55,12 @@ def test_timeout_marker_and_ini_without_plugin(tmp_path, swarm_env):
 
 
         def test_ini_limit():
+            time.sleep(30)
+
+
+        @pytest.mark.timeout(1)
+        def test_ignores_sigterm():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             time.sleep(30)
 
 
@@ -76,6 +83,7 @@ def test_timeout_marker_and_ini_without_plugin(tmp_path, swarm_env):
     assert cases["test_slow.py::test_ini_limit"]["outcome"] == "failed"
     assert "Timeout (>2.0s)" in cases["test_slow.py::test_ini_limit"]["message"]
     assert "in test_ini_limit" in cases["test_slow.py::test_ini_limit"]["longrepr"]  # the stack dump
+    assert cases["test_slow.py::test_ignores_sigterm"]["outcome"] == "failed"  # SIGKILL followed
     assert cases["test_slow.py::test_marker_zero_means_no_limit"]["outcome"] == "passed"
     assert cases["test_slow.py::test_fast"]["outcome"] == "passed"
     assert process.returncode == 1
