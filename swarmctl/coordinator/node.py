@@ -147,6 +147,10 @@ class Coordinator:
         session.view = ExecutorView(hello.node_id, max(1, hello.slots), trio.current_time())
         self.executors[hello.node_id] = session
         log.info("executor %s joined: %d slots, labels %s, from %s", hello.node_id, hello.slots, hello.labels, session.peer.name)
+        for run in self.machine.runs.values():
+            if run.status is RunStatus.COLLECTING and run.run_id in self.collectors:
+                # Another executor collects it; this one warms its workers meanwhile.
+                session.send(protocol.PrepareSuite(run.run_id, run.suite, False))
         self._find_collectors()
         self._schedule()
 
