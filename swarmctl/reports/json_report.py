@@ -71,4 +71,6 @@ def _case_entry(result: CaseResult) -> dict[str, Any]:
         "signal": result.signal,
         "subtests": [dataclasses.asdict(subtest) for subtest in result.subtests],
         "warnings": list(result.warnings),
+        "stdout": result.stdout,
+        "stderr": result.stderr,
     }

@@ -46,7 +46,9 @@ def render_final_report(
         _print_failure_sections(console, failures)
     _print_warnings(console, results)
     _print_short_summary(console, results)
-    if summary.error:
+    if summary.error and "\n" in summary.error.strip():
+        console.print(Text(summary.error.strip(), style="red"), soft_wrap=True)
+    elif summary.error:
         _print_rule(console, "!", Text(summary.error, style="red"), style="red")
     _print_summary_line(console, summary, results)
 
@@ -69,7 +71,7 @@ def _print_error_sections(console: Console, errors: Sequence[CaseResult]) -> Non
         if result.when == "collect":
             heading = f"ERROR collecting {result.case_id}"
         else:
-            heading = f"ERROR at {result.when} of {result.case_id}"
+            heading = f"ERROR at {result.when} of {head_line(result.case_id)}"
         _print_rule(console, "_", Text(heading, style="bold red"), style="bold red")
         _print_case_details(console, result)
 
@@ -83,19 +85,34 @@ def _print_failure_sections(console: Console, failures: Sequence[CaseResult]) ->
         for subtest in result.subtests:
             if subtest.outcome != FAILED:
                 continue
-            heading = Text(f"{result.case_id} {subtest.description}", style="bold red")
+            heading = Text(f"{head_line(result.case_id)} {subtest.description}", style="bold red")
             _print_rule(console, "_", heading, style="bold red")
             _print_block(console, subtest.longrepr)
-        _print_rule(console, "_", Text(result.case_id, style="bold red"), style="bold red")
+        _print_rule(console, "_", Text(head_line(result.case_id), style="bold red"), style="bold red")
         _print_case_details(console, result)
 
 
 def _print_case_details(console: Console, result: CaseResult) -> None:
     _print_block(console, result.longrepr or result.message)
     for label, captured in (("stdout", result.stdout), ("stderr", result.stderr)):
-        if captured:
+        if not captured:
+            continue
+        # The pytest runner sends captured output with pytest's own section rules in it.
+        if not captured.startswith("-"):
             _print_rule(console, "-", Text(f"Captured {label}"))
-            _print_block(console, captured)
+        _print_block(console, captured)
+
+
+def head_line(case_id: str) -> str:
+    """Return the heading pytest gives a test's failure section: ``Class.test[param]``.
+
+    A command case id, which has no ``::``, is its own heading.
+    """
+    path, sep, rest = case_id.partition("::")
+    if not sep:
+        return case_id
+    name, bracket, params = rest.partition("[")
+    return name.replace("::", ".") + bracket + params
 
 
 def _print_short_summary(console: Console, results: Sequence[CaseResult]) -> None:

@@ -49,6 +49,7 @@ def test_json_layout():
             longrepr="E   assert 1 == 2",
             counted_as=("failed", "failed"),
             subtests=(Subtest("[bad]", "failed", "E   assert False"),),
+            stdout="collected output\n",
         ),
         CaseResult("lint", "timed_out", message="timed out after 5s", exit_code=None, signal="SIGKILL"),
         CaseResult("tests/test_a.py::test_three", "passed", executor="exec-a"),
@@ -84,6 +85,8 @@ def test_json_layout():
         "signal": None,
         "subtests": [{"description": "[bad]", "outcome": "failed", "longrepr": "E   assert False"}],
         "warnings": [],
+        "stdout": "collected output\n",
+        "stderr": "",
     }
     assert report["cases"][2]["signal"] == "SIGKILL"
 

@@ -297,7 +297,9 @@ class PytestWorker:
         await trio.sleep(STACK_DUMP_WAIT_S)
         stacks = read_from(self.log_path, log_offset, CRASH_LOG_TAIL_BYTES)
         await self.kill()
-        return stacks
+        # pytest's progress output may precede the dump in the log; the dump starts at a thread.
+        start = min((i for i in (stacks.find("Thread 0x"), stacks.find("Current thread 0x")) if i >= 0), default=0)
+        return stacks[start:]
 
     async def _stop_hung_test(self, case_id: str, limit: tuple[float, float, str], log_offset: int) -> CaseResult:
         stacks = await self._dump_stacks_and_kill(log_offset)

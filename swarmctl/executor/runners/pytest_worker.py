@@ -83,7 +83,20 @@ def longrepr_text(report):
     if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
         path, lineno, reason = report.longrepr
         return f"{path}:{lineno}: {reason}"
-    return report.longreprtext
+    # longreprtext strips the whole text, which takes the indent off the first source line.
+    text = report.longreprtext
+    indent = first_line_indent(report.longrepr)
+    return indent + text if indent and not text.startswith(indent) else text
+
+
+def first_line_indent(longrepr):
+    chain = getattr(longrepr, "chain", None)
+    traceback = chain[0][0] if chain else getattr(longrepr, "reprtraceback", None)
+    try:
+        first = traceback.reprentries[0].lines[0]
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    return first[: len(first) - len(first.lstrip())]
 
 
 class WorkerPlugin:
@@ -230,8 +243,8 @@ def captured(report, stream):
     parts = []
     for name, content in report.sections:
         if name.startswith("Captured " + stream) or (stream == "stderr" and name.startswith("Captured log")):
-            parts.append(f"--- {name} ---\n{content}")
-    return "\n".join(parts)
+            parts.append(f"{(' ' + name + ' ').center(80, '-')}\n{content}")
+    return "".join(parts)
 
 
 def log_offset():
