@@ -7,6 +7,7 @@
     ├── BundleError                 suite bundle cannot be built, stored or extracted
     ├── ProtocolError               malformed, oversized or unexpected frame; version mismatch
     ├── ConnectionFailed            no node could be reached at the given addresses
+    ├── ListenFailed                a node cannot listen on its address (in use, not local)
     ├── StoreError                  SQLite state cannot be read or written
     └── RunFailed                   a run ended without results (collection crashed, cancelled, ...)
 
@@ -52,6 +53,12 @@ class ProtocolError(SwarmError):
 
 class ConnectionFailed(SwarmError):
     """No node could be reached at any of the given addresses."""
+
+
+class ListenFailed(SwarmError):
+    """A node cannot listen on its address: the port is in use or the address is not local."""
+
+    exit_code = 4
 
 
 class StoreError(SwarmError):

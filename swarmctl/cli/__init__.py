@@ -67,7 +67,27 @@ def find_error(exc: BaseException, kind: type[BaseException]) -> BaseException |
     return None
 
 
+USAGE_ERROR = 4  # pytest's exit code for a usage error; click's own is 2, pytest's "interrupted"
+
+
+def _click_class(name: str) -> type[Exception]:
+    """Return click's exception class ``name`` as typer uses it (typer may bundle its own click)."""
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
+
+
 def main() -> None:
     from swarmctl.cli import run, up  # noqa: F401  (registers the commands)
 
-    app()
+    usage_error, click_exception = _click_class("UsageError"), _click_class("ClickException")
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as exc:
+        exc.show()
+        raise SystemExit(USAGE_ERROR) from None
+    except click_exception as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        raise SystemExit(2) from None
+    raise SystemExit(code or 0)

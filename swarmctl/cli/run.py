@@ -92,6 +92,7 @@ def run(
 async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, verbose, console):
     suite_dir, suite_kind, case_ids = _check_suite(path, pytest_args)
     deadline_s = parse_duration(deadline, "--deadline") if deadline is not None else None
+    python = _resolve_python(python)
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout {timeout} is invalid: it must be a number of seconds > 0")
     if cluster and executors is not None:
@@ -136,6 +137,20 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
         async for _ in signals:
             scope.cancel()
             return
+
+
+def _resolve_python(python: str) -> str:
+    """Make a relative interpreter path absolute; a bare name is looked up on each executor's PATH.
+
+    Workers start in the suite folder, where a path such as ``.venv/bin/python``, written
+    relative to where the user typed it, would point elsewhere.
+    """
+    if "/" in python and not Path(python).is_absolute():
+        resolved = Path(python).absolute()
+        if not resolved.exists():
+            raise UsageError(f"--python {python!r} does not exist (looked for {resolved}); pass the interpreter's path")
+        return str(resolved)
+    return python
 
 
 def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[str] | None]:
@@ -183,7 +198,9 @@ class ProgressDisplay:
         for case_id, outcome in new:
             if outcome in FAILING_OUTCOMES:
                 self.failed += 1
-                self.progress.console.print(f"[red]{outcome.upper()}[/red] {escape(case_id)}", soft_wrap=True)
+                if self.console.is_terminal:
+                    # Off a terminal these lines would only repeat the short test summary.
+                    self.progress.console.print(f"[red]{outcome.upper()}[/red] {escape(case_id)}", soft_wrap=True)
         self.progress.update(
             self.task, description="running", total=watch.total, completed=watch.done,
             failed=self.failed, executors=watch.executors,

@@ -31,7 +31,10 @@ def up(
     listen: str = typer.Option("127.0.0.1:7400", "--listen", help="Coordinator: HOST:PORT to serve executors and clients on."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder for state, bundles and logs. Default: $SWARMCTL_HOME or the user data folder."),
     join: str = typer.Option(None, "--join", help="Executor: coordinator addresses, HOST:PORT[,HOST:PORT...]."),
-    slots: int = typer.Option(os.cpu_count() or 1, "--slots", help="Executor: tests run at once (one pytest worker each). Default: CPU count."),
+    slots: int = typer.Option(
+        os.cpu_count() or 1, "--slots", show_default=False,
+        help="Executor: tests run at once (one pytest worker each). Default: CPU count.",
+    ),
     labels: str = typer.Option("", "--labels", help="Executor: labels as k=v,k=v, for example os=linux,browser=chromium."),
     node_id: str = typer.Option(None, "--id", help="Executor: node id. Default: hostname plus a random suffix."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),

@@ -15,7 +15,7 @@ import trio
 import trio_websocket
 
 from swarmctl import protocol
-from swarmctl.errors import AddressError, ConnectionFailed, ProtocolError
+from swarmctl.errors import AddressError, ConnectionFailed, ListenFailed, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,15 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def parse_addresses(text: str) -> list[tuple[str, int]]:
-    """Split a comma-separated list of ``HOST:PORT``."""
+    """Split a comma-separated list of ``HOST:PORT`` to connect to (port 0 is not one)."""
     parts = [part for part in text.split(",") if part.strip()]
     if not parts:
         raise AddressError(f"invalid address list {text!r}: expected HOST:PORT[,HOST:PORT...]")
-    return [parse_address(part) for part in parts]
+    addresses = [parse_address(part) for part in parts]
+    for (host, port), part in zip(addresses, parts):
+        if port == 0:
+            raise AddressError(f"invalid address {part.strip()!r}: port 0 cannot be connected to; give the node's port")
+    return addresses
 
 
 def format_address(host: str, port: int) -> str:
@@ -95,16 +99,22 @@ async def serve(handler, host: str, port: int, *, task_status=trio.TASK_STATUS_I
         except PeerGone:
             pass
 
-    server = await trio_websocket.serve_websocket(
-        on_request,
-        host,
-        port,
-        ssl_context=None,
-        handler_nursery=None,
-        max_message_size=protocol.MAX_FRAME_BYTES,
-        task_status=_PortReporter(task_status),
-    )
-    return server
+    try:
+        await trio_websocket.serve_websocket(
+            on_request,
+            host,
+            port,
+            ssl_context=None,
+            handler_nursery=None,
+            max_message_size=protocol.MAX_FRAME_BYTES,
+            task_status=_PortReporter(task_status),
+        )
+    except* OSError as group:
+        error = group.exceptions[0]
+        raise ListenFailed(
+            f"cannot listen on {format_address(host, port)}: {error.strerror or error}; "
+            "choose another address or port with --listen"
+        ) from None
 
 
 class _PortReporter:

@@ -146,7 +146,7 @@ class Coordinator:
             await self.executors[hello.node_id].peer.aclose()
         session.view = ExecutorView(hello.node_id, max(1, hello.slots), trio.current_time())
         self.executors[hello.node_id] = session
-        log.info("executor %s joined: %d slots, labels %s, from %s", hello.node_id, hello.slots, hello.labels, session.peer.name)
+        log.info("executor %s joined: slots %d, labels %s, from %s", hello.node_id, hello.slots, hello.labels, session.peer.name)
         for run in self.machine.runs.values():
             if run.status is RunStatus.COLLECTING and run.run_id in self.collectors:
                 # Another executor collects it; this one warms its workers meanwhile.

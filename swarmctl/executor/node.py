@@ -113,7 +113,7 @@ class Executor:
         if not become_subreaper():
             log.warning("cannot become a child subreaper; processes left by crashed tests may outlive them")
         log.info(
-            "executor %s starting: %d slots, labels %s, joining %s",
+            "executor %s starting: slots %d, labels %s, joining %s",
             self.executor_id, len(self.slots), self.labels, ", ".join(format_address(*a) for a in self.join),
         )
         async with trio.open_nursery() as nursery:
@@ -136,7 +136,7 @@ class Executor:
                     delay = RECONNECT_MIN_S
             except* (ConnectionFailed, PeerGone, ProtocolError) as group:
                 # The session's nursery wraps these in an exception group.
-                log.warning("executor %s: %s; reconnecting in %.1fs", self.executor_id, group.exceptions[0], delay)
+                log.warning("executor %s: %s Reconnecting in %.1fs.", self.executor_id, group.exceptions[0], delay)
             self._peer = None
             self._connected = trio.Event()
             await trio.sleep(delay)

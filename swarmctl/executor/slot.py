@@ -41,6 +41,7 @@ class Slot:
         self.busy = False
         self._worker: PytestWorker | None = None
         self._worker_key: tuple | None = None
+        self._suite_dir: Path | None = None
         self._worker_nursery: trio.Nursery | None = None
         self._shard: tuple[str, int] | None = None
         self._shard_scope: trio.CancelScope | None = None
@@ -110,7 +111,7 @@ class Slot:
             if collect:
                 self.executor.send(
                     protocol.Collected(run_id, [], [], 0, exc.exit_code if exc.exit_code not in (None, 0) else 3,
-                                       collection_failure_text(suite, exc))
+                                       collection_failure_text(suite, exc, self._suite_dir))
                 )
             return
         if collect:
@@ -124,7 +125,7 @@ class Slot:
         if self._worker is not None and self._worker.alive and self._worker_key == key:
             return self._worker
         await self._discard_worker()
-        suite_dir = await self.executor.suite_dir(suite.bundle)
+        suite_dir = self._suite_dir = await self.executor.suite_dir(suite.bundle)
         log_path = self.executor.data_dir / "logs" / f"{self.executor.executor_id}-slot{self.index}.log"
         self._worker = await PytestWorker.start(
             self._worker_nursery,
@@ -153,7 +154,7 @@ class Slot:
             except WorkerStartFailed as exc:
                 starts += 1
                 if starts >= MAX_WORKER_STARTS_PER_SHARD or exc.exit_code != 0:
-                    self._fail_all(assign, remaining, collection_failure_text(suite, exc))
+                    self._fail_all(assign, remaining, collection_failure_text(suite, exc, self._suite_dir))
                     return
                 continue
             starts += 1
@@ -254,8 +255,10 @@ def pytest_argv(suite_dir: Path, user_args: tuple[str, ...], data_dir: Path) -> 
     return args
 
 
-def collection_failure_text(suite: protocol.SuiteSpec, exc: WorkerStartFailed) -> str:
-    return (
-        f"pytest could not collect the suite under {suite.python!r} "
-        f"(it ended with {describe_exit(exc.exit_code)}). Its output:\n{exc.output.strip()}"
-    )
+def collection_failure_text(suite: protocol.SuiteSpec, exc: WorkerStartFailed, suite_dir: Path | None = None) -> str:
+    output = exc.output.strip()
+    if suite_dir is not None:
+        output = output.replace(str(suite_dir), suite.name)  # show the user's folder, not the cache
+    if exc.exit_code is None:
+        return f"could not start the suite's Python {suite.python!r}: {output}"
+    return f"pytest could not collect the suite under {suite.python!r} (it ended with {describe_exit(exc.exit_code)}):\n{output}"
