@@ -12,7 +12,13 @@ import trio
 from swarmctl import protocol
 from swarmctl.errors import SwarmError
 from swarmctl.executor.runners.command import run_command_case
-from swarmctl.executor.runners.pytest_runner import PytestWorker, WorkerStartFailed, describe_exit
+from swarmctl.executor.runners.pytest_runner import (
+    CRASH_LOG_TAIL_BYTES,
+    PytestWorker,
+    WorkerStartFailed,
+    describe_exit,
+    read_tail,
+)
 from swarmctl.manifest import load_manifest
 from swarmctl.results import ERROR, CaseResult
 
@@ -166,8 +172,19 @@ class Slot:
             def report(result: dict) -> None:
                 self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result)
 
+            before = len(remaining)
             remaining = await worker.run(remaining, report, timeout=suite.timeout)
             if self._interrupt_reason is not None:
+                await self._discard_worker()
+                return
+            if remaining and not worker.alive and len(remaining) == before:
+                # The worker died without finishing a single test: another worker would too.
+                output = read_tail(worker.log_path, CRASH_LOG_TAIL_BYTES)
+                self._fail_all(
+                    assign, remaining,
+                    f"the pytest worker ended with {describe_exit(worker.exit_code)} before running "
+                    f"{remaining[0]}; its output:\n{output.strip()}",
+                )
                 await self._discard_worker()
                 return
             if remaining and not worker.alive:

@@ -137,3 +137,23 @@ def test_collection_difference_reported_with_ids(tmp_path, swarm_env):
         assert "not collected on executor" in case["message"]
         assert case["id"] in case["longrepr"]
     assert process.returncode == 1
+
+
+def test_strict_suite_without_timeout_plugin(tmp_path, swarm_env):
+    """A suite that turns warnings into errors must not trip over swarmctl's own hooks."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = error\naddopts = --strict-markers -p no:timeout\ntimeout = 30\n"
+    )
+    (suite / "test_strict.py").write_text(
+        "import pytest\n\n\n"
+        "@pytest.mark.timeout(20)\n"
+        "def test_marked():\n    pass\n\n\n"
+        "def test_plain():\n    pass\n"
+    )
+
+    process = run_swarmctl(["run", str(suite), "-n", "2"], swarm_env, timeout=90)
+
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "2 passed" in process.stdout

@@ -109,8 +109,15 @@ class WorkerPlugin:
         self.reports = []
         self.children = ChildTracker()
 
+    def pytest_addoption(self, parser):
+        # Declared here so that the setting is read the same way with or without pytest-timeout,
+        # which declares it too.
+        parser.addini("timeout", "per-test timeout in seconds, enforced by swarmctl", default="")
+
     def pytest_configure(self, config):
         self.config = config
+        # Known to pytest, so that --strict-markers accepts it without pytest-timeout installed.
+        config.addinivalue_line("markers", "timeout(seconds): per-test timeout, enforced by swarmctl")
 
     def pytest_deselected(self, items):
         self.deselected += len(items)
@@ -269,7 +276,7 @@ def test_timeout(item, config):
     if marker is not None:
         value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
     else:
-        value = config.inicfg.get("timeout") if hasattr(config, "inicfg") else None
+        value = config.getini("timeout") or None
     if value is None:
         return None
     try:
