@@ -1,4 +1,4 @@
-"""Tests of the sharding strategies: the ``even`` plan and the strategy lookup."""
+"""Tests of the sharding strategies: the ``even`` plan, what every strategy guarantees, and the lookup."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmctl.coordinator.strategies import SHARDS_PER_SLOT, STRATEGY_NAMES, get_strategy, shard_count
+from swarmctl.coordinator.strategies import PlanInput, SHARDS_PER_SLOT, STRATEGY_NAMES, get_strategy, shard_count
 from swarmctl.coordinator.strategies.even import EvenStrategy
+from swarmctl.coordinator.strategies.time_balanced import TimeBalancedStrategy
 from swarmctl.errors import UsageError
 
 
@@ -24,7 +25,7 @@ def collections(draw: st.DrawFn) -> tuple[list[str], list[int]]:
 def test_even_plan_properties(collection: tuple[list[str], list[int]], slots: int) -> None:
     case_ids, runnable = collection
 
-    shards = EvenStrategy().plan(case_ids, runnable, slots)
+    shards = EvenStrategy().plan(PlanInput(case_ids, runnable, slots))
 
     flattened = [index for shard in shards for index in shard]
     assert flattened == runnable
@@ -37,20 +38,40 @@ def test_even_plan_properties(collection: tuple[list[str], list[int]], slots: in
     assert max(sizes) - min(sizes) <= 1
 
 
+@given(
+    name=st.sampled_from(STRATEGY_NAMES),
+    collection=collections(),
+    slots=st.integers(min_value=1, max_value=40),
+    seconds=st.lists(st.floats(min_value=0, max_value=100), max_size=300),
+)
+def test_every_strategy_plans_each_case_once(
+    name: str, collection: tuple[list[str], list[int]], slots: int, seconds: list[float]
+) -> None:
+    case_ids, runnable = collection
+    durations = dict(zip(case_ids, seconds))
+
+    shards = get_strategy(name).plan(PlanInput(case_ids, runnable, slots, durations))
+
+    flattened = [index for shard in shards for index in shard]
+    assert sorted(flattened) == runnable
+    assert len(flattened) == len(set(flattened))
+    assert all(shard for shard in shards)
+
+
 def test_even_plan_example() -> None:
-    shards = EvenStrategy().plan([f"t{i}" for i in range(11)], list(range(1, 11)), slots=1)
+    shards = EvenStrategy().plan(PlanInput([f"t{i}" for i in range(11)], list(range(1, 11)), slots=1))
 
     assert shards == [[1, 2, 3], [4, 5, 6], [7, 8], [9, 10]]
 
 
 def test_even_plan_fewer_cases_than_shards() -> None:
-    shards = EvenStrategy().plan(["a", "b", "c"], [0, 2], slots=8)
+    shards = EvenStrategy().plan(PlanInput(["a", "b", "c"], [0, 2], slots=8))
 
     assert shards == [[0], [2]]
 
 
 def test_even_plan_no_runnable_cases() -> None:
-    assert EvenStrategy().plan(["skip_mod.py"], [], slots=4) == []
+    assert EvenStrategy().plan(PlanInput(["skip_mod.py"], [], slots=4)) == []
 
 
 @pytest.mark.parametrize(("cases", "slots", "expected"), [(0, 4, 1), (1, 4, 1), (100, 0, 4), (100, 3, 12), (5, 3, 5)])
@@ -65,11 +86,22 @@ def test_get_strategy_even() -> None:
     assert strategy.name == "even"
 
 
+def test_get_strategy_time_balanced() -> None:
+    strategy = get_strategy("time-balanced")
+
+    assert isinstance(strategy, TimeBalancedStrategy)
+    assert strategy.name == "time-balanced"
+
+
+def test_strategy_names() -> None:
+    assert STRATEGY_NAMES == ("even", "time-balanced")
+
+
 def test_get_strategy_names_all_resolve() -> None:
     assert [get_strategy(name).name for name in STRATEGY_NAMES] == list(STRATEGY_NAMES)
 
 
-@pytest.mark.parametrize("name", ["fastest", "", "Even"])
+@pytest.mark.parametrize("name", ["fastest", "", "Even", "time_balanced"])
 def test_get_strategy_unknown(name: str) -> None:
     with pytest.raises(UsageError) as caught:
         get_strategy(name)

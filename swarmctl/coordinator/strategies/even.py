@@ -6,18 +6,17 @@ class-scoped fixtures are set up once per shard rather than once per test.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from swarmctl.coordinator.strategies import shard_count
+from swarmctl.coordinator.strategies import PlanInput, shard_count
 
 
 class EvenStrategy:
     name = "even"
 
-    def plan(self, case_ids: Sequence[str], runnable: Sequence[int], slots: int) -> list[list[int]]:
+    def plan(self, request: PlanInput) -> list[list[int]]:
+        runnable = request.runnable
         if not runnable:
             return []
-        count = shard_count(len(runnable), slots)
+        count = shard_count(len(runnable), request.slots)
         size, extra = divmod(len(runnable), count)
         shards = []
         start = 0
