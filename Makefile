@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv run run-commands test test-fast bench-xdist clean
+.PHONY: venv run run-commands test test-fast bench-xdist bench-scheduler clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: venv
 
 bench-xdist: venv
 	$(BIN)/python bench/xdist.py
+
+bench-scheduler: venv
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .swarmctl-example.*

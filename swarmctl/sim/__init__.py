@@ -1,0 +1,6 @@
+"""Simulators that run swarmctl's coordinator code on a simulated clock.
+
+``swarmctl.sim.scheduling`` drives the real sharding strategies and ``pick_assignments``
+over generated suites, so a plan's makespan can be compared with its lower bound without
+starting executors.
+"""
