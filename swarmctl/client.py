@@ -49,7 +49,12 @@ async def submit_and_follow(
     strategy: str,
     case_ids: list[str] | None,
     deadline_s: float | None = None,
+    priority: int = 0,
+    retries: int = 0,
+    start_at: float | None = None,
+    durations: dict[str, float] | None = None,
     on_progress: Callable[[RunWatch, list[tuple[str, str]]], None],
+    on_accepted: Callable[[str], None] = lambda run_id: None,
 ) -> tuple[RunSummary, list[CaseResult]]:
     """Upload the bundle, submit the run, and return its summary and results when it ends.
 
@@ -58,10 +63,13 @@ async def submit_and_follow(
     async with connect(addresses) as peer:
         await _hello(peer)
         await _upload(peer, bundle)
-        await peer.send(protocol.SubmitRun(suite.to_wire(), strategy, case_ids, deadline_s))
+        await peer.send(
+            protocol.SubmitRun(suite.to_wire(), strategy, case_ids, deadline_s, priority, retries, start_at, durations)
+        )
         accepted = await _expect(peer, protocol.RunAccepted)
         watch = RunWatch(run_id=accepted.run_id)
         log.info("run %s accepted", watch.run_id)
+        on_accepted(watch.run_id)
         try:
             complete = await _follow(peer, watch, on_progress)
         except BaseException:
@@ -80,6 +88,14 @@ async def submit_and_follow(
         executors=complete.executors,
     )
     return summary, watch.results
+
+
+async def cancel_run(addresses: Sequence[tuple[str, int]], run_id: str, reason: str) -> None:
+    """Ask the coordinator to cancel ``run_id``; raise RemoteError if it is not active there."""
+    async with connect(addresses) as peer:
+        await _hello(peer)
+        await peer.send(protocol.CancelRun(run_id, reason))
+        await _expect(peer, protocol.RunCancelled)
 
 
 async def _hello(peer: Peer) -> None:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 EXECUTOR_STOP_GRACE_S = 5.0
+ADDRESS_FILE = "coordinator.address"  # where `swarmctl cancel` finds the embedded coordinator
 
 
 def data_home() -> Path:
@@ -52,6 +53,8 @@ async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False)
         coordinator = Coordinator(home, resume_runs=False)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(coordinator.serve, LOOPBACK, 0)
+            address_file = home / ADDRESS_FILE
+            address_file.write_text(f"{LOOPBACK}:{port}\n")
             processes = [
                 await _start_executor(home, port, f"local-{i + 1}", verbose) for i in range(executors)
             ]
@@ -61,6 +64,7 @@ async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False)
                 # A run still active here was interrupted (Ctrl-C); record that before the
                 # executors leave, so its shards are not requeued to nobody.
                 coordinator.interrupt_runs("swarmctl run was stopped")
+                address_file.unlink(missing_ok=True)
                 with trio.CancelScope(shield=True):
                     await _stop_executors(processes)
                 nursery.cancel_scope.cancel()
@@ -88,6 +92,26 @@ def _log_to_file(path: Path) -> Iterator[None]:
         root.removeHandler(handler)
         root.setLevel(previous_level)
         handler.close()
+
+
+def embedded_address(home: Path) -> tuple[str, int] | None:
+    """Return the address of the coordinator a running ``swarmctl run`` embeds, or None."""
+    lock_path = home / "embedded.lock"
+    if not lock_path.exists():
+        return None
+    with open(lock_path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held: a run is active, so its address file is current
+        else:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return None
+    try:
+        host, _, port = (home / ADDRESS_FILE).read_text().strip().rpartition(":")
+        return host, int(port)
+    except (OSError, ValueError):
+        return None
 
 
 class _exclusive:

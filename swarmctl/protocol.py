@@ -245,6 +245,10 @@ class SubmitRun(Message):
     strategy: str = "even"
     case_ids: list[str] | None = None  # given for command suites, whose manifest the client read
     deadline_s: float | None = None  # run-level limit in seconds from submission
+    priority: int = 0  # higher runs first
+    retries: int = 0  # extra attempts for a failed or errored test
+    start_at: float | None = None  # Unix time before which the run waits
+    durations: dict[str, float] | None = None  # expected seconds per case id, imported by the client
 
 
 @_message("accepted")
@@ -292,6 +296,14 @@ class RunComplete(Message):
 class CancelRun(Message):
     run_id: str
     reason: str
+
+
+@_message("run_cancelled")
+@dataclass(frozen=True, slots=True)
+class RunCancelled(Message):
+    """The run was active and is now interrupted; its clients get ``RunComplete`` too."""
+
+    run_id: str
 
 
 def encode(message: Message) -> bytes:

@@ -61,6 +61,7 @@ class CaseResult:
     signal: str | None = None  # command runner: the signal that ended the command, e.g. SIGSEGV
     started_at: float = 0.0  # Unix time at which the case started on its executor
     warnings: tuple[str, ...] = ()  # what swarmctl noticed, such as leftover processes it killed
+    flaky: bool = False  # passed after failing on an earlier attempt (swarmctl run --retries)
 
     def categories(self) -> tuple[str, ...]:
         return self.counted_as or (self.outcome,)

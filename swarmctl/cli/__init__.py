@@ -76,7 +76,7 @@ def _click_class(name: str) -> type[Exception]:
 
 
 def main() -> None:
-    from swarmctl.cli import run, up  # noqa: F401  (registers the commands)
+    from swarmctl.cli import cancel, run, up  # noqa: F401  (registers the commands)
 
     usage_error, click_exception = _click_class("UsageError"), _click_class("ClickException")
     try:

@@ -6,6 +6,8 @@ import logging
 import os
 import signal
 import tempfile
+import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from swarmctl.bundle import build_bundle
 from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.client import RemoteError, RunWatch, submit_and_follow
 from swarmctl.cluster.transport import parse_addresses
-from swarmctl.durations import parse_duration
+from swarmctl.duration_files import load_durations_file
+from swarmctl.durations import parse_duration, parse_start_time
 from swarmctl.embedded import data_home, embedded_cluster
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.manifest import is_command_suite, load_manifest
@@ -36,6 +39,7 @@ INTERRUPTED = 2
 
 class StrategyName(str, Enum):
     even = "even"
+    time_balanced = "time-balanced"
 
 
 @app.command(context_settings={"ignore_unknown_options": True})
@@ -50,6 +54,11 @@ def run(
     python: str = typer.Option("python3", "--python", help="The suite's Python interpreter, looked up on each executor's PATH."),
     timeout: float = typer.Option(None, "--timeout", help="Per-test limit in seconds, enforced by the executor."),
     deadline: str = typer.Option(None, "--deadline", help="Run-level limit, such as 90s, 10m or 1h30m: tests not finished by then are reported as errors."),
+    retries: int = typer.Option(0, "--retries", help="Run a failed or errored test up to this many more times; one that then passes is reported flaky."),
+    priority: int = typer.Option(0, "--priority", help="Runs with a higher priority get free slots first."),
+    delay: str = typer.Option(None, "--delay", help="Start the run after this long, such as 10m."),
+    at: str = typer.Option(None, "--at", help="Start the run at this time: HH:MM (today, or tomorrow if past) or an ISO 8601 date and time."),
+    durations_from: Path = typer.Option(None, "--durations-from", help="Expected test durations for time-balanced planning: a JUnit XML report or a pytest-split .test_durations file."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the coordinator and executors do."),
 ) -> None:
     """Run the suite at PATH and report the result like pytest, with pytest's exit codes."""
@@ -66,6 +75,7 @@ def run(
             python,
             timeout,
             deadline,
+            RunOptions(retries, priority, delay, at, durations_from),
             verbose,
             console,
         )
@@ -89,9 +99,31 @@ def run(
     raise typer.Exit(summary.exit_code)
 
 
-async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, verbose, console):
+@dataclass(frozen=True)
+class RunOptions:
+    retries: int
+    priority: int
+    delay: str | None
+    at: str | None
+    durations_from: Path | None
+
+    def start_at(self) -> float | None:
+        if self.delay is not None and self.at is not None:
+            raise UsageError("--delay and --at both set a start time; give one of them")
+        if self.delay is not None:
+            return time.time() + parse_duration(self.delay, "--delay")
+        if self.at is not None:
+            return parse_start_time(self.at)
+        return None
+
+
+async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, options, verbose, console):
     suite_dir, suite_kind, case_ids = _check_suite(path, pytest_args)
     deadline_s = parse_duration(deadline, "--deadline") if deadline is not None else None
+    if options.retries < 0:
+        raise UsageError(f"--retries {options.retries} is invalid: it must be 0 or more")
+    start_at = options.start_at()
+    durations = load_durations_file(options.durations_from) if options.durations_from else None
     python = _resolve_python(python)
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout {timeout} is invalid: it must be a number of seconds > 0")
@@ -112,7 +144,8 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
                 outcome.append(
                     await submit_and_follow(
                         addresses, suite=suite, bundle=bundle, strategy=strategy, case_ids=case_ids,
-                        deadline_s=deadline_s, on_progress=display.update,
+                        deadline_s=deadline_s, priority=options.priority, retries=options.retries,
+                        start_at=start_at, durations=durations, on_progress=display.update, on_accepted=display.accepted,
                     )
                 )
 
@@ -193,6 +226,10 @@ class ProgressDisplay:
 
     def __exit__(self, *exc):
         self.progress.stop()
+
+    def accepted(self, run_id: str) -> None:
+        # The run id is what `swarmctl cancel` and later commands take.
+        self.progress.console.print(f"swarmctl run {run_id}", style="bold", highlight=False)
 
     def update(self, watch: RunWatch, new: list[tuple[str, str]]) -> None:
         for case_id, outcome in new:

@@ -41,6 +41,10 @@ class RunSubmitted(Command):
     strategy: str
     case_ids: list[str] | None  # known at submission for command suites
     deadline_at: float | None = None  # Unix time after which unfinished tests are reported not run
+    priority: int = 0
+    retries: int = 0
+    start_at: float | None = None  # Unix time before which the run waits
+    durations: dict[str, float] | None = None  # imported expected seconds per case, for planning
 
 
 @_command("run_collected")
@@ -102,6 +106,18 @@ class ShardRequeued(Command):
     attempt: int
     reason: str
     at: float
+
+
+@_command("retry_planned")
+@dataclass(frozen=True, slots=True)
+class RetryPlanned(Command):
+    """A new shard that runs failed cases again once ``not_before`` has passed."""
+
+    run_id: str
+    shard_id: int
+    cases: list[int]
+    not_before: float
+    avoid: str | None  # the executor where they failed, used only when no other is free
 
 
 @_command("run_finished")

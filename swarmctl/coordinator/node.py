@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.scheduler import ExecutorView, pick_assignments
 from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
-from swarmctl.coordinator.strategies import get_strategy
+from swarmctl.coordinator.strategies import PlanInput, get_strategy
 from swarmctl.errors import BundleError, ProtocolError, SwarmError
 from swarmctl.executor.runners.pytest_runner import collection_digest
 from swarmctl.reports.summary import exit_code_for
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 TERM = 1  # a single coordinator leads term 1; elections will raise it
 HEARTBEAT_TIMEOUT_S = 15.0
 MAX_SHARD_ATTEMPTS = 3  # a shard that loses its executor this often gets error results instead
+MAX_RETRIES = 10
+RETRY_BASE_S = 1.0  # first retry after about a second, doubling per try, times a jitter of 0.5-1.5
+RETRY_MAX_S = 30.0
 DEADLINE_MESSAGE = "not run: run deadline reached"
 DEADLINE_GRACE_S = 5.0  # stack dump (0.5 s) and SIGTERM grace (2 s) on the executor, plus slack
 
@@ -61,7 +65,14 @@ class Session:
 
 
 class Coordinator:
-    def __init__(self, data_dir: Path, *, resume_runs: bool = True, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        resume_runs: bool = True,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
         """Open the coordinator state in ``data_dir``.
 
         With ``resume_runs`` false, runs left unfinished by an earlier process are ended as
@@ -73,6 +84,7 @@ class Coordinator:
         self.machine = StateMachine(store.connect(data_dir / "state.db"))
         self.bundles = BundleCache(data_dir / "bundles")
         self.clock = clock
+        self.rng = rng or random.Random()  # retry jitter
         self.executors: dict[str, Session] = {}
         self.clients: list[Session] = []
         self.collectors: dict[str, str] = {}  # run_id -> executor asked to collect it
@@ -90,8 +102,14 @@ class Coordinator:
             self._nursery = nursery
             bound_port = await nursery.start(serve, self._handle, host, port)
             nursery.start_soon(self._watch_heartbeats)
-            for run in self.machine.runs.values():
+            for run in list(self.machine.runs.values()):
                 self._arm_deadline(run)
+                self._plan_retries(run)
+                if run.start_at is not None:
+                    self._wake_at(run.start_at)
+                for shard in run.shards.values():
+                    if shard.not_before > self.clock():
+                        self._wake_at(shard.not_before)
             log.info("coordinator %s listening on %s:%d, state in %s", self.coordinator_id, host, bound_port, self.data_dir)
             task_status.started(bound_port)
 
@@ -226,6 +244,8 @@ class Coordinator:
         for run in self.machine.runs.values():
             if run.status is not RunStatus.COLLECTING or run.run_id in self.collectors:
                 continue
+            if run.start_at is not None and run.start_at > self.clock():
+                continue  # a delayed run; its timer calls this again
             if not self.executors:
                 log.info("run %s waits for an executor to collect it", run.run_id)
                 continue
@@ -266,7 +286,8 @@ class Coordinator:
 
     def _plan(self, run: RunState) -> None:
         slots = sum(s.view.slots for s in self.executors.values()) or 1
-        shards = get_strategy(run.strategy).plan(run.case_ids, run.runnable_ids(), slots)
+        durations = {**self.machine.durations(run.suite), **run.imported_durations}
+        shards = get_strategy(run.strategy).plan(PlanInput(run.case_ids, run.runnable_ids(), slots, durations))
         self.machine.apply(cmd.ShardsPlanned(run.run_id, shards), TERM)
         log.info("run %s: %d cases in %d shards for %d slots (%s)", run.run_id, len(run.runnable_ids()), len(shards), slots, run.strategy)
         self._schedule()
@@ -275,7 +296,7 @@ class Coordinator:
 
     def _schedule(self) -> None:
         views = [s.view for s in self.executors.values()]
-        for run_id, shard_id, executor_id in pick_assignments(self.machine.runs.values(), views):
+        for run_id, shard_id, executor_id in pick_assignments(self.machine.runs.values(), views, now=self.clock()):
             run = self.machine.runs[run_id]
             shard = run.shards[shard_id]
             attempt = shard.attempt + 1
@@ -299,8 +320,38 @@ class Coordinator:
         new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM)
         session.send(protocol.ResultAck(message.seq))
         self._publish(new)
-        for run_id in {run_id for run_id, _ in new}:
-            self._check_complete(self.machine.runs[run_id])
+        for run_id in {item[0] for item in items}:
+            run = self.machine.runs.get(run_id)
+            if run is not None and run.active:
+                self._plan_retries(run)
+                self._check_complete(run)
+        self._schedule()
+
+    def _plan_retries(self, run: RunState) -> None:
+        """Give each failed case that has attempts left a shard of its own, after a backoff."""
+        for idx in list(run.retry_pending):
+            tries = run.tries[idx]
+            backoff = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (tries - 1)) * self.rng.uniform(0.5, 1.5)
+            not_before = self.clock() + backoff
+            shard_id = max(run.shards, default=-1) + 1
+            self.machine.apply(cmd.RetryPlanned(run.run_id, shard_id, [idx], not_before, run.failed_on.get(idx)), TERM)
+            log.info(
+                "run %s: %s failed on try %d of %d; retrying in %.1fs",
+                run.run_id, run.case_ids[idx], tries, run.retries + 1, backoff,
+            )
+            self._wake_at(not_before)
+
+    def _wake_at(self, when: float) -> None:
+        """Schedule again at Unix time ``when`` (a retry backoff or a delayed start ends)."""
+        if self._nursery is None:
+            return
+
+        async def wake() -> None:
+            await trio.sleep(max(0.0, when - self.clock()))
+            self._find_collectors()
+            self._schedule()
+
+        self._nursery.start_soon(wake)
 
     def _on_shard_done(self, session: Session, message: protocol.ShardDone) -> None:
         run = self.machine.runs.get(message.run_id)
@@ -465,11 +516,18 @@ class Coordinator:
                 case protocol.SubmitRun():
                     self._submit(session, message)
                 case protocol.CancelRun():
-                    run = self.machine.runs.get(message.run_id)
-                    if run is not None and run.active:
-                        self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {message.reason}")
+                    self._cancel(session, message)
                 case _:
                     raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
+
+    def _cancel(self, session: Session, message: protocol.CancelRun) -> None:
+        run = self.machine.runs.get(message.run_id)
+        if run is None or not run.active:
+            session.send(protocol.ErrorReply(f"run {message.run_id!r} is not active on this coordinator", 4))
+            return
+        log.info("run %s cancelled by %s: %s", run.run_id, session.node_id, message.reason)
+        self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {message.reason}")
+        session.send(protocol.RunCancelled(message.run_id))
 
     def _receive_bundle_chunk(self, session: Session, writers: dict, message: protocol.BundleChunk) -> None:
         try:
@@ -496,11 +554,20 @@ class Coordinator:
             session.send(protocol.ErrorReply(str(exc), getattr(exc, "exit_code", 4)))
             return
 
+        if not 0 <= message.retries <= MAX_RETRIES:
+            session.send(protocol.ErrorReply(f"--retries {message.retries} is invalid: it must be between 0 and {MAX_RETRIES}", 4))
+            return
+
         now = self.clock()
         run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
-        deadline_at = now + message.deadline_s if message.deadline_s else None
+        start_at = message.start_at if message.start_at and message.start_at > now else None
+        deadline_at = (start_at or now) + message.deadline_s if message.deadline_s else None
         self.machine.apply(
-            cmd.RunSubmitted(run_id, now, suite.to_wire(), message.strategy, message.case_ids, deadline_at), TERM
+            cmd.RunSubmitted(
+                run_id, now, suite.to_wire(), message.strategy, message.case_ids, deadline_at,
+                message.priority, message.retries, start_at, message.durations,
+            ),
+            TERM,
         )
         session.runs.add(run_id)
         session.send(protocol.RunAccepted(run_id))
@@ -508,6 +575,9 @@ class Coordinator:
 
         run = self.machine.runs[run_id]
         self._arm_deadline(run)
+        if start_at is not None:
+            log.info("run %s waits until %s", run_id, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start_at)))
+            self._wake_at(start_at)
         if run.status is RunStatus.RUNNING:
             if run.total == 0:
                 self._finish(run, RunStatus.FINISHED, 5, "")

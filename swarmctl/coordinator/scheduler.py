@@ -1,12 +1,16 @@
 """Assignment: which queued shard goes to which executor. Pure code, no I/O.
 
-Runs are served oldest first; within a run, shards leave the queue in order. A shard goes to
-the executor with the most free slots (ties: the one that joined first), so work spreads
-over executors before it stacks on one.
+Each free slot takes the next ready shard of the run that comes first in this order:
+higher priority; then, among runs of equal priority, the run with the fewest shards running
+now (fair share, so a big run does not starve a small one); then the older run. A shard is
+ready once its retry backoff (``not_before``) has passed. It goes to the executor with the
+most free slots (ties: the one that joined first), so work spreads over executors before it
+stacks on one, and a retry avoids the executor where it failed while another one is free.
 """
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -25,21 +29,39 @@ class ExecutorView:
         return self.slots - len(self.running)
 
 
-def pick_assignments(runs: Iterable[RunState], executors: Iterable[ExecutorView]) -> list[tuple[str, int, str]]:
-    """Return ``(run_id, shard_id, executor_id)`` for every shard that can start now."""
+def pick_assignments(
+    runs: Iterable[RunState], executors: Iterable[ExecutorView], *, now: float | None = None
+) -> list[tuple[str, int, str]]:
+    """Return ``(run_id, shard_id, executor_id)`` for every shard that can start now.
+
+    With ``now`` left out, retry backoffs and start times are not checked.
+    """
     executors = list(executors)
     free = {e.executor_id: e.free for e in executors if e.free > 0}
-    order = {e.executor_id: e.joined_at for e in executors}
-    picks = []
-    for run in sorted(runs, key=lambda r: r.submitted_at):
-        if run.status is not RunStatus.RUNNING:
+    joined = {e.executor_id: e.joined_at for e in executors}
+    running = Counter(run_id for e in executors for run_id, _ in e.running)
+
+    ready: dict[str, deque[int]] = {}
+    by_id: dict[str, RunState] = {}
+    for run in runs:
+        if run.status is not RunStatus.RUNNING or (now is not None and run.start_at and run.start_at > now):
             continue
-        for shard_id in run.queue:
-            if not free:
-                return picks
-            executor_id = max(free, key=lambda e: (free[e], -order[e]))
-            picks.append((run.run_id, shard_id, executor_id))
-            free[executor_id] -= 1
-            if free[executor_id] == 0:
-                del free[executor_id]
+        shards = deque(s for s in run.queue if now is None or run.shards[s].not_before <= now)
+        if shards:
+            ready[run.run_id], by_id[run.run_id] = shards, run
+
+    picks = []
+    while free and ready:
+        run_id = min(ready, key=lambda r: (-by_id[r].priority, running[r], by_id[r].submitted_at, r))
+        shard_id = ready[run_id].popleft()
+        if not ready[run_id]:
+            del ready[run_id]
+
+        avoid = by_id[run_id].shards[shard_id].avoid
+        executor_id = max(free, key=lambda e: (e != avoid, free[e], -joined[e]))
+        picks.append((run_id, shard_id, executor_id))
+        running[run_id] += 1
+        free[executor_id] -= 1
+        if free[executor_id] == 0:
+            del free[executor_id]
     return picks

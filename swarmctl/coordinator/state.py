@@ -23,7 +23,7 @@ import msgpack
 
 from swarmctl.coordinator import commands as cmd
 from swarmctl.errors import StoreError
-from swarmctl.results import OUTCOMES, CaseResult
+from swarmctl.results import FAILING_OUTCOMES, OUTCOMES, CaseResult
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class ShardState:
     attempt: int = 0
     status: ShardStatus = ShardStatus.QUEUED
     executor: str | None = None
+    not_before: float = 0.0  # Unix time before which it must not start (retry backoff)
+    avoid: str | None = None  # executor to avoid when another one is free (where it failed)
 
 
 @dataclass(slots=True)
@@ -72,6 +74,13 @@ class RunState:
     finished_at: float | None = None
     executors: set[str] = field(default_factory=set)
     deadline_at: float | None = None
+    priority: int = 0  # higher runs first
+    retries: int = 0  # extra attempts for a failed or errored test
+    start_at: float | None = None  # Unix time before which the run does not start
+    tries: dict[int, int] = field(default_factory=dict)  # case index -> failed attempts so far
+    retry_pending: list[int] = field(default_factory=list)  # failed cases waiting for a retry shard
+    failed_on: dict[int, str] = field(default_factory=dict)  # case index -> executor of its last failure
+    imported_durations: dict[str, float] = field(default_factory=dict)  # from swarmctl run --durations-from
 
     @property
     def total(self) -> int:
@@ -134,6 +143,8 @@ class StateMachine:
                 self._shard_finished(command)
             case cmd.ShardRequeued():
                 self._shard_requeued(command)
+            case cmd.RetryPlanned():
+                self._retry_planned(command)
             case cmd.RunFinished():
                 self._run_finished(command)
             case _:
@@ -141,10 +152,16 @@ class StateMachine:
         return []
 
     def _run_submitted(self, c: cmd.RunSubmitted) -> None:
-        run = RunState(c.run_id, c.at, c.suite, c.strategy, RunStatus.COLLECTING, deadline_at=c.deadline_at)
+        run = RunState(
+            c.run_id, c.at, c.suite, c.strategy, RunStatus.COLLECTING,
+            deadline_at=c.deadline_at, priority=c.priority, retries=c.retries, start_at=c.start_at,
+            imported_durations=dict(c.durations or {}),
+        )
         self.conn.execute(
-            "INSERT INTO runs (run_id, submitted_at, status, suite, strategy, deadline_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (c.run_id, c.at, run.status, msgpack.packb(c.suite), c.strategy, c.deadline_at),
+            "INSERT INTO runs (run_id, submitted_at, status, suite, strategy, deadline_at, priority, retries, start_at, "
+            "durations) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (c.run_id, c.at, run.status, msgpack.packb(c.suite), c.strategy, c.deadline_at, c.priority, c.retries,
+             c.start_at, msgpack.packb(c.durations) if c.durations else None),
         )
         self.runs[c.run_id] = run
         if c.case_ids is not None:
@@ -201,6 +218,7 @@ class StateMachine:
     def _results_recorded(self, at: float, items: list[list[Any]]) -> list[tuple[str, dict]]:
         new: list[tuple[str, dict]] = []
         rows = []
+        tries = []
         duplicates: dict[str, int] = {}
         for run_id, shard_id, attempt, executor, data in items:
             run = self.runs.get(run_id)
@@ -211,25 +229,67 @@ class StateMachine:
             if idx is None or data.get("outcome") not in OUTCOMES:
                 log.warning("run %s: result for unknown case %r or outcome %r ignored", run_id, data.get("case_id"), data.get("outcome"))
                 continue
-            if idx in run.done or not run.active:
+            shard = run.shards.get(shard_id)
+            stale = shard is not None and (shard.attempt != attempt or idx not in shard.cases)
+            if idx in run.done or idx in run.retry_pending or not run.active or (stale and self._retryable(run, idx, data)):
                 duplicates[run_id] = duplicates.get(run_id, 0) + 1
                 continue
+
             # The executor and attempt are stamped here: the worker that produced the result
             # does not know them, and the coordinator must not trust a peer's claim anyway.
-            data = {**data, "executor": executor, "attempt": attempt}
+            # The attempt counts this case's earlier failed tries as well as reassignments.
+            previous = run.tries.get(idx, 0)
+            data = {**data, "executor": executor, "attempt": attempt + previous}
+            body = msgpack.packb(data, use_bin_type=True, unicode_errors="surrogatepass")
+            tries.append((run_id, idx, previous + 1, data["outcome"], executor, at, body))
+
+            if self._retryable(run, idx, data):
+                run.tries[idx] = previous + 1
+                run.retry_pending.append(idx)
+                run.failed_on[idx] = executor
+                if shard is not None:
+                    shard.cases.remove(idx)
+                    self.conn.execute(
+                        "UPDATE shards SET cases = ? WHERE run_id = ? AND shard_id = ?",
+                        (msgpack.packb(shard.cases), run_id, shard_id),
+                    )
+                continue
+
+            if previous and data["outcome"] not in FAILING_OUTCOMES:
+                data["flaky"] = True
+                body = msgpack.packb(data, use_bin_type=True, unicode_errors="surrogatepass")
             run.done.add(idx)
             run.executors.add(executor)
-            rows.append(
-                (run_id, idx, data["case_id"], data["outcome"], data.get("duration", 0.0), executor, attempt, at,
-                 msgpack.packb(data, use_bin_type=True, unicode_errors="surrogatepass"))
-            )
+            rows.append((run_id, idx, data["case_id"], data["outcome"], data.get("duration", 0.0), executor, data["attempt"], at, body))
             new.append((run_id, data))
         self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.conn.executemany("INSERT INTO case_attempts VALUES (?, ?, ?, ?, ?, ?, ?)", tries)
         for run_id, count in duplicates.items():
             self.runs[run_id].duplicates += count
             self.conn.execute("UPDATE runs SET duplicates = duplicates + ? WHERE run_id = ?", (count, run_id))
             log.info("run %s: %d duplicate results ignored (first result wins)", run_id, count)
         return new
+
+    @staticmethod
+    def _retryable(run: RunState, idx: int, data: dict) -> bool:
+        """Whether a result is a failed try that gets another attempt instead of being final."""
+        return (
+            data.get("outcome") in FAILING_OUTCOMES
+            and data.get("when") != "collect"
+            and idx not in run.collect_only
+            and run.tries.get(idx, 0) < run.retries
+        )
+
+    def _retry_planned(self, c: cmd.RetryPlanned) -> None:
+        run = self.runs[c.run_id]
+        shard = ShardState(c.run_id, c.shard_id, list(c.cases), not_before=c.not_before, avoid=c.avoid)
+        run.shards[c.shard_id] = shard
+        run.queue = deque(sorted([*run.queue, c.shard_id]))
+        run.retry_pending = [i for i in run.retry_pending if i not in c.cases]
+        self.conn.execute(
+            "INSERT INTO shards (run_id, shard_id, cases, attempt, state, not_before, avoid) VALUES (?, ?, ?, 0, ?, ?, ?)",
+            (c.run_id, c.shard_id, msgpack.packb(shard.cases), ShardStatus.QUEUED, c.not_before, c.avoid),
+        )
 
     def _shard_finished(self, c: cmd.ShardFinished) -> None:
         shard = self.runs[c.run_id].shards[c.shard_id]
@@ -269,6 +329,20 @@ class StateMachine:
             "UPDATE runs SET status = ?, exit_code = ?, error = ?, finished_at = ? WHERE run_id = ?",
             (run.status, c.exit_code, c.error, c.at, c.run_id),
         )
+        # Durations of tests that ran to a verdict feed the next plan of the same suite; skips,
+        # and errors such as "not run", say nothing about how long a test takes.
+        self.conn.execute(
+            "INSERT INTO durations (suite_key, case_id, seconds, run_id) "
+            "SELECT ?, case_id, duration, run_id FROM results "
+            "WHERE run_id = ? AND outcome IN ('passed', 'failed', 'xfailed', 'xpassed', 'timed_out') "
+            "ON CONFLICT (suite_key, case_id) DO UPDATE SET seconds = excluded.seconds, run_id = excluded.run_id",
+            (suite_key(run.suite), c.run_id),
+        )
+
+    def durations(self, suite: dict[str, Any]) -> dict[str, float]:
+        """The last known duration of each test of a suite, in seconds."""
+        rows = self.conn.execute("SELECT case_id, seconds FROM durations WHERE suite_key = ?", (suite_key(suite),))
+        return dict(rows.fetchall())
 
     # --- reading ------------------------------------------------------------------------
 
@@ -282,13 +356,16 @@ class StateMachine:
         self.runs.clear()
         active = (RunStatus.COLLECTING, RunStatus.RUNNING)
         rows = self.conn.execute(
-            "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at FROM runs "
-            "WHERE status IN (?, ?) ORDER BY submitted_at",
+            "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, "
+            "retries, start_at, durations FROM runs WHERE status IN (?, ?) ORDER BY submitted_at",
             active,
         ).fetchall()
-        for run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at in rows:
+        for (run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, retries,
+             start_at, durations) in rows:
             run = RunState(
-                run_id, submitted_at, msgpack.unpackb(suite, raw=False), strategy, RunStatus(status), deadline_at=deadline_at
+                run_id, submitted_at, msgpack.unpackb(suite, raw=False), strategy, RunStatus(status),
+                deadline_at=deadline_at, priority=priority, retries=retries, start_at=start_at,
+                imported_durations=msgpack.unpackb(durations, raw=False) if durations else {},
             )
             run.deselected, run.duplicates = deselected, duplicates
             for idx, case_id, collect_only in self.conn.execute(
@@ -306,14 +383,31 @@ class StateMachine:
                     (run_id, run_id),
                 )
             }
-            for shard_id, cases, attempt, state, executor in self.conn.execute(
-                "SELECT shard_id, cases, attempt, state, executor FROM shards WHERE run_id = ? ORDER BY shard_id",
+            for shard_id, cases, attempt, state, executor, not_before, avoid in self.conn.execute(
+                "SELECT shard_id, cases, attempt, state, executor, not_before, avoid FROM shards "
+                "WHERE run_id = ? ORDER BY shard_id",
                 (run_id,),
             ):
-                shard = ShardState(run_id, shard_id, msgpack.unpackb(cases), attempt, ShardStatus(state), executor)
+                shard = ShardState(
+                    run_id, shard_id, msgpack.unpackb(cases), attempt, ShardStatus(state), executor, not_before or 0.0, avoid
+                )
                 run.shards[shard_id] = shard
                 if shard.status is ShardStatus.QUEUED:
                     run.queue.append(shard_id)
+
+            # Failed tries: a case with tries but no final result waits for a retry, unless a
+            # queued or running shard already holds it.
+            for idx, count, executor in self.conn.execute(
+                "SELECT idx, count(*), executor FROM case_attempts WHERE run_id = ? GROUP BY idx", (run_id,)
+            ):
+                if idx not in run.done:
+                    run.tries[idx], run.failed_on[idx] = count, executor
+            in_shards = {i for shard in run.shards.values() if shard.status is not ShardStatus.DONE for i in shard.cases}
+            run.retry_pending = sorted(idx for idx in run.tries if idx not in in_shards)
             self.runs[run_id] = run
 
 
+def suite_key(suite: dict[str, Any]) -> str:
+    """Name a suite across runs: its kind and folder name (the bundle changes with every edit)."""
+    name = str(suite.get("name", "")).rstrip("/").rpartition("/")[2]
+    return f"{suite.get('kind', '')}:{name}"

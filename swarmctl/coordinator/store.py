@@ -13,7 +13,7 @@ from pathlib import Path
 
 from swarmctl.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +35,11 @@ CREATE TABLE IF NOT EXISTS runs (
     deselected INTEGER NOT NULL DEFAULT 0,
     duplicates INTEGER NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT '',
-    deadline_at REAL
+    deadline_at REAL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    start_at REAL,
+    durations BLOB
 );
 CREATE TABLE IF NOT EXISTS cases (
     run_id TEXT NOT NULL,
@@ -51,6 +55,8 @@ CREATE TABLE IF NOT EXISTS shards (
     attempt INTEGER NOT NULL,
     state TEXT NOT NULL,
     executor TEXT,
+    not_before REAL NOT NULL DEFAULT 0,
+    avoid TEXT,
     PRIMARY KEY (run_id, shard_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -63,6 +69,23 @@ CREATE TABLE IF NOT EXISTS attempts (
     ended_at REAL,
     end_reason TEXT,
     PRIMARY KEY (run_id, shard_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS durations (
+    suite_key TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (suite_key, case_id)
+);
+CREATE TABLE IF NOT EXISTS case_attempts (
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    try INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    executor TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (run_id, idx, try)
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL,
@@ -82,6 +105,14 @@ CREATE TABLE IF NOT EXISTS results (
 # Statements that bring a database of an older schema version to the next version.
 MIGRATIONS = {
     1: ["ALTER TABLE runs ADD COLUMN deadline_at REAL"],
+    2: [
+        "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN start_at REAL",
+        "ALTER TABLE runs ADD COLUMN durations BLOB",
+        "ALTER TABLE shards ADD COLUMN not_before REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE shards ADD COLUMN avoid TEXT",
+    ],
 }
 
 

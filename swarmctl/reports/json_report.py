@@ -71,6 +71,7 @@ def _case_entry(result: CaseResult) -> dict[str, Any]:
         "signal": result.signal,
         "subtests": [dataclasses.asdict(subtest) for subtest in result.subtests],
         "warnings": list(result.warnings),
+        "flaky": result.flaky,
         "stdout": result.stdout,
         "stderr": result.stderr,
     }

@@ -175,6 +175,8 @@ def _case_properties(result: CaseResult) -> ET.Element:
         values["exit_code"] = result.exit_code
     if result.signal is not None:
         values["signal"] = result.signal
+    if result.flaky:
+        values["flaky"] = "true"  # passed on a retry after failing
     return _properties_element(values)
 
 

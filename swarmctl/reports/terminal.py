@@ -142,6 +142,9 @@ def _short_summary_lines(results: Sequence[CaseResult]) -> list[Text]:
         for result in results:
             if result.outcome == outcome:
                 lines.append(_summary_entry(word, result.case_id, result.message))
+    for result in results:
+        if result.flaky:
+            lines.append(_summary_entry("FLAKY", result.case_id, f"passed on attempt {result.attempt} after failing"))
     return lines
 
 

@@ -24,13 +24,56 @@ def make_executor(executor_id: str, slots: int, joined_at: float, running: int =
     return ExecutorView(executor_id, slots, joined_at, busy)
 
 
-def test_pick_assignments_oldest_run_first() -> None:
+def test_pick_assignments_fair_share_then_age() -> None:
     newer = make_run("run-new", 200.0, [0, 1])
     older = make_run("run-old", 100.0, [0, 1])
 
     picks = pick_assignments([newer, older], [make_executor("exec-a", 3, 1.0)])
 
-    assert picks == [("run-old", 0, "exec-a"), ("run-old", 1, "exec-a"), ("run-new", 0, "exec-a")]
+    # Runs of equal priority take turns; the older run goes first in each turn.
+    assert picks == [("run-old", 0, "exec-a"), ("run-new", 0, "exec-a"), ("run-old", 1, "exec-a")]
+
+
+def test_pick_assignments_priority_first() -> None:
+    nightly = make_run("run-nightly", 100.0, [0, 1, 2])
+    urgent = make_run("run-urgent", 200.0, [0, 1])
+    urgent.priority = 10
+
+    picks = pick_assignments([nightly, urgent], [make_executor("exec-a", 3, 1.0)])
+
+    assert [run_id for run_id, _, _ in picks] == ["run-urgent", "run-urgent", "run-nightly"]
+
+
+def test_pick_assignments_fair_share_counts_running() -> None:
+    busy = make_run("run-busy", 100.0, [5, 6])
+    idle = make_run("run-idle", 200.0, [0])
+    executor = ExecutorView("exec-a", 4, 1.0, {("run-busy", 1), ("run-busy", 2)})
+
+    picks = pick_assignments([busy, idle], [executor])
+
+    assert picks[0] == ("run-idle", 0, "exec-a")
+
+
+def test_pick_assignments_waits_for_backoff_and_start() -> None:
+    retry = make_run("run-retry", 100.0, [0, 1])
+    retry.shards[0].not_before = 50.0
+    delayed = make_run("run-delayed", 90.0, [0])
+    delayed.start_at = 60.0
+
+    early = pick_assignments([retry, delayed], [make_executor("exec-a", 4, 1.0)], now=40.0)
+    later = pick_assignments([retry, delayed], [make_executor("exec-a", 4, 1.0)], now=70.0)
+
+    assert early == [("run-retry", 1, "exec-a")]
+    assert sorted(later) == [("run-delayed", 0, "exec-a"), ("run-retry", 0, "exec-a"), ("run-retry", 1, "exec-a")]
+
+
+def test_pick_assignments_retry_avoids_failed_executor() -> None:
+    run = make_run("run-1", 100.0, [0])
+    run.shards[0].avoid = "exec-a"
+    executors = [make_executor("exec-a", 4, 1.0), make_executor("exec-b", 1, 2.0)]
+
+    assert pick_assignments([run], executors) == [("run-1", 0, "exec-b")]
+    assert pick_assignments([run], executors[:1]) == [("run-1", 0, "exec-a")]
 
 
 def test_pick_assignments_queue_order_within_run() -> None:
@@ -120,8 +163,13 @@ def test_pick_assignments_capacity_properties(queues: list[int], executors: list
         assert count <= free[executor_id], executor_id
     assert len(picks) == min(sum(queues), sum(free.values()))
     assert len(set((run_id, shard_id) for run_id, shard_id, _ in picks)) == len(picks)
-    expected_order = [(run.run_id, shard_id) for run in runs for shard_id in run.queue][: len(picks)]
-    assert [(run_id, shard_id) for run_id, shard_id, _ in picks] == expected_order
+    for run in runs:  # within a run, shards leave the queue in order
+        taken = [shard_id for run_id, shard_id, _ in picks if run_id == run.run_id]
+        assert taken == list(run.queue)[: len(taken)]
+    counts = Counter(run_id for run_id, _, _ in picks)
+    for run in runs:  # fair share: no run with work left gets more than one pick fewer than another
+        if counts[run.run_id] < len(run.queue):
+            assert all(counts[run.run_id] >= counts[other] - 1 for other in counts), counts
 
 
 def test_pick_assignments_accepts_generator() -> None:

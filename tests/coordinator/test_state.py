@@ -552,3 +552,76 @@ def test_state_results_decode_to_case_results(tmp_path: Path) -> None:
     stored = machine.results("run-1")[1]
     assert stored == CaseResult.from_wire({**full, "executor": "exec-a", "attempt": 1})
     assert stored.counted_as == ("failed", "error")
+
+
+def start_retry_run(path: Path, retries: int) -> StateMachine:
+    machine = open_machine(path)
+    machine.apply(cmd.RunSubmitted("run-r", 100.0, SUITE, "even", CASE_IDS[:2], retries=retries), term=1)
+    machine.apply(cmd.ShardsPlanned("run-r", [[0, 1]]), term=1)
+    machine.apply(cmd.ShardAssigned("run-r", 0, 1, "exec-a", 1, 101.0), term=1)
+    return machine
+
+
+def test_state_failed_try_waits_for_retry(tmp_path: Path) -> None:
+    machine = start_retry_run(tmp_path / "state.db", retries=1)
+
+    new = machine.apply(cmd.ResultsRecorded(102.0, [["run-r", 0, 1, "exec-a", result("t.py::a", "failed")]]), term=1)
+
+    run = machine.runs["run-r"]
+    assert new == []
+    assert run.retry_pending == [0]
+    assert run.failed_on == {0: "exec-a"}
+    assert run.shards[0].cases == [1]  # the failed case left its shard
+    assert 0 not in run.done
+
+
+def test_state_retry_pass_is_flaky(tmp_path: Path) -> None:
+    machine = start_retry_run(tmp_path / "state.db", retries=2)
+    machine.apply(cmd.ResultsRecorded(102.0, [["run-r", 0, 1, "exec-a", result("t.py::a", "error")]]), term=1)
+    machine.apply(cmd.RetryPlanned("run-r", 1, [0], 105.0, "exec-a"), term=1)
+    machine.apply(cmd.ShardAssigned("run-r", 1, 1, "exec-b", 1, 106.0), term=1)
+
+    new = machine.apply(cmd.ResultsRecorded(107.0, [["run-r", 1, 1, "exec-b", result("t.py::a", "passed")]]), term=1)
+
+    assert [(data["outcome"], data["attempt"], data["flaky"]) for _, data in new] == [("passed", 2, True)]
+    assert machine.runs["run-r"].retry_pending == []
+    assert machine.runs["run-r"].shards[1].avoid == "exec-a"
+    assert table(machine, "SELECT idx, try, outcome FROM case_attempts ORDER BY try") == [(0, 1, "error"), (0, 2, "passed")]
+
+
+def test_state_retries_are_bounded(tmp_path: Path) -> None:
+    machine = start_retry_run(tmp_path / "state.db", retries=1)
+    machine.apply(cmd.ResultsRecorded(102.0, [["run-r", 0, 1, "exec-a", result("t.py::a", "failed")]]), term=1)
+    machine.apply(cmd.RetryPlanned("run-r", 1, [0], 105.0, "exec-a"), term=1)
+    machine.apply(cmd.ShardAssigned("run-r", 1, 1, "exec-b", 1, 106.0), term=1)
+
+    new = machine.apply(cmd.ResultsRecorded(107.0, [["run-r", 1, 1, "exec-b", result("t.py::a", "failed")]]), term=1)
+
+    assert [(data["outcome"], data["attempt"]) for _, data in new] == [("failed", 2)]
+    assert not new[0][1].get("flaky")
+    assert 0 in machine.runs["run-r"].done
+
+
+def test_state_stale_failure_does_not_retry_twice(tmp_path: Path) -> None:
+    machine = start_retry_run(tmp_path / "state.db", retries=3)
+    machine.apply(cmd.ResultsRecorded(102.0, [["run-r", 0, 1, "exec-a", result("t.py::a", "failed")]]), term=1)
+
+    # The same failure again, as a resent batch would bring it: ignored, not a second try.
+    machine.apply(cmd.ResultsRecorded(103.0, [["run-r", 0, 1, "exec-a", result("t.py::a", "failed")]]), term=1)
+
+    assert machine.runs["run-r"].tries == {0: 1}
+    assert machine.runs["run-r"].duplicates == 1
+
+
+def test_state_reopen_keeps_pending_retry(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    machine = start_retry_run(path, retries=2)
+    machine.apply(cmd.ResultsRecorded(102.0, [["run-r", 0, 1, "exec-a", result("t.py::a", "failed")]]), term=1)
+
+    after = open_machine(path)
+
+    run = after.runs["run-r"]
+    assert run.retries == 2
+    assert run.tries == {0: 1}
+    assert run.retry_pending == [0]
+    assert run.failed_on == {0: "exec-a"}

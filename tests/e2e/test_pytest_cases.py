@@ -246,3 +246,23 @@ def test_case_many_tiny_tests(tmp_path, swarm_env):
     assert set(outcomes.values()) == {pattern["outcome"]}
     assert process.returncode == 0
     assert junit_count(junit) == 10000
+
+
+def test_case_flaky_passes_on_retry(tmp_path, swarm_env):
+    expected = expected_of("030_flaky_then_passes_on_retry")["with_retries_1_or_more"]
+
+    process, report, junit, _ = run_case("030_flaky_then_passes_on_retry", tmp_path, swarm_env, "-n", "2", "--retries", "2")
+
+    assert_outcomes(outcomes_by_id(report), expected["outcomes"])
+    assert process.returncode == expected["exit_code"] == 1
+    flaky = [case["id"] for case in report["cases"] if case["flaky"]]
+    assert flaky == expected["flaky"]
+    attempts = {case["id"]: case["attempt"] for case in report["cases"]}
+    assert attempts == {
+        "test_case.py::test_fails_first_attempt_only": 2,
+        "test_case.py::test_always_fails": 3,  # retries + 1
+        "test_case.py::test_always_passes": 1,
+    }
+    assert "FLAKY test_case.py::test_fails_first_attempt_only" in process.stdout
+    flaky_props = [p.get("value") for p in junit.iter("property") if p.get("name") == "flaky"]
+    assert flaky_props == ["true"]

@@ -85,6 +85,7 @@ def test_json_layout():
         "signal": None,
         "subtests": [{"description": "[bad]", "outcome": "failed", "longrepr": "E   assert False"}],
         "warnings": [],
+        "flaky": False,
         "stdout": "collected output\n",
         "stderr": "",
     }
