@@ -53,6 +53,7 @@ async def submit_and_follow(
     retries: int = 0,
     start_at: float | None = None,
     durations: dict[str, float] | None = None,
+    dependencies: dict[str, list[str]] | None = None,
     on_progress: Callable[[RunWatch, list[tuple[str, str]]], None],
     on_accepted: Callable[[str], None] = lambda run_id: None,
 ) -> tuple[RunSummary, list[CaseResult]]:
@@ -64,7 +65,9 @@ async def submit_and_follow(
         await _hello(peer)
         await _upload(peer, bundle)
         await peer.send(
-            protocol.SubmitRun(suite.to_wire(), strategy, case_ids, deadline_s, priority, retries, start_at, durations)
+            protocol.SubmitRun(
+                suite.to_wire(), strategy, case_ids, deadline_s, priority, retries, start_at, durations, dependencies
+            )
         )
         accepted = await _expect(peer, protocol.RunAccepted)
         watch = RunWatch(run_id=accepted.run_id)

@@ -36,7 +36,7 @@ DEFAULT_TIMEOUT = 600.0
 
 TOP_LEVEL_KEYS = ("defaults", "case")
 DEFAULTS_KEYS = ("timeout", "env")
-CASE_KEYS = ("id", "cmd", "timeout", "env")
+CASE_KEYS = ("id", "cmd", "timeout", "env", "depends_on")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class CommandCase:
     # The defaults' env merged under the case's own env. It is a plain dict so that
     # copy and dataclasses.asdict work, and callers must treat it as read-only.
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    depends_on: tuple[str, ...] = ()  # ids of cases that must pass before this one runs
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,14 @@ def _parse_case(where: str, index: int, table: Mapping[str, Any], defaults: _Def
     if "timeout" in table:
         timeout = _parse_timeout(where, label, table["timeout"])
     env = {**defaults.env, **_parse_env(where, label, table.get("env", {}))}
-    return CommandCase(id=case_id, cmd=cmd, timeout=timeout, env=env)
+    depends_on = table.get("depends_on", [])
+    if not isinstance(depends_on, list) or not all(isinstance(d, str) and d for d in depends_on):
+        raise ManifestError(
+            where,
+            f"{label}: depends_on = {_format_value(depends_on)} is invalid: it must be a list of case ids, "
+            'such as depends_on = ["build"]',
+        )
+    return CommandCase(id=case_id, cmd=cmd, timeout=timeout, env=env, depends_on=tuple(depends_on))
 
 
 def _parse_id(where: str, index: int, table: Mapping[str, Any]) -> str:

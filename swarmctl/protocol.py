@@ -151,6 +151,7 @@ class Collected(Message):
     deselected: int = 0
     exit_code: int = 0
     error: str = ""
+    dependencies: dict[str, list[str]] | None = None  # node id -> node ids it depends on
 
 
 @_message("assign")
@@ -249,6 +250,7 @@ class SubmitRun(Message):
     retries: int = 0  # extra attempts for a failed or errored test
     start_at: float | None = None  # Unix time before which the run waits
     durations: dict[str, float] | None = None  # expected seconds per case id, imported by the client
+    dependencies: dict[str, list[str]] | None = None  # command suites: case id -> ids it depends on
 
 
 @_message("accepted")

@@ -22,6 +22,7 @@ from swarmctl.bundle import build_bundle
 from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.client import RemoteError, RunWatch, submit_and_follow
 from swarmctl.cluster.transport import parse_addresses
+from swarmctl.coordinator.dependencies import resolve
 from swarmctl.duration_files import load_durations_file
 from swarmctl.durations import parse_duration, parse_start_time
 from swarmctl.embedded import data_home, embedded_cluster
@@ -40,6 +41,7 @@ INTERRUPTED = 2
 class StrategyName(str, Enum):
     even = "even"
     time_balanced = "time-balanced"
+    dependency_aware = "dependency-aware"
 
 
 @app.command(context_settings={"ignore_unknown_options": True})
@@ -118,7 +120,7 @@ class RunOptions:
 
 
 async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, options, verbose, console):
-    suite_dir, suite_kind, case_ids = _check_suite(path, pytest_args)
+    suite_dir, suite_kind, case_ids, dependencies = _check_suite(path, pytest_args)
     deadline_s = parse_duration(deadline, "--deadline") if deadline is not None else None
     if options.retries < 0:
         raise UsageError(f"--retries {options.retries} is invalid: it must be 0 or more")
@@ -145,7 +147,8 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
                     await submit_and_follow(
                         addresses, suite=suite, bundle=bundle, strategy=strategy, case_ids=case_ids,
                         deadline_s=deadline_s, priority=options.priority, retries=options.retries,
-                        start_at=start_at, durations=durations, on_progress=display.update, on_accepted=display.accepted,
+                        start_at=start_at, durations=durations, dependencies=dependencies,
+                        on_progress=display.update, on_accepted=display.accepted,
                     )
                 )
 
@@ -186,7 +189,7 @@ def _resolve_python(python: str) -> str:
     return python
 
 
-def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[str] | None]:
+def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[str] | None, dict | None]:
     if not path.exists():
         raise UsageError(f"suite folder {str(path)!r} does not exist")
     if not path.is_dir():
@@ -198,8 +201,12 @@ def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[st
     if is_command_suite(folder):
         if pytest_args:
             raise UsageError(f"{str(path)!r} is a command suite (swarm.toml); pytest arguments {pytest_args} do not apply to it")
-        return folder, "command", [case.id for case in load_manifest(folder).cases]
-    return folder, "pytest", None
+        cases = load_manifest(folder).cases
+        case_ids = [case.id for case in cases]
+        dependencies = {case.id: list(case.depends_on) for case in cases if case.depends_on}
+        resolve(case_ids, dependencies)  # a cycle or an unknown id fails here, before any upload
+        return folder, "command", case_ids, dependencies
+    return folder, "pytest", None, None
 
 
 class ProgressDisplay:

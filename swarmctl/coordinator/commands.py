@@ -45,6 +45,7 @@ class RunSubmitted(Command):
     retries: int = 0
     start_at: float | None = None  # Unix time before which the run waits
     durations: dict[str, float] | None = None  # imported expected seconds per case, for planning
+    dependencies: dict[str, list[str]] | None = None  # command suites: case id -> ids it depends on
 
 
 @_command("run_collected")
@@ -58,6 +59,7 @@ class RunCollected(Command):
     collect_results: list[dict[str, Any]]
     deselected: int
     executor: str
+    dependencies: dict[str, list[str]] | None = None  # node id -> node ids it depends on
 
 
 @_command("shards_planned")

@@ -24,13 +24,14 @@ from swarmctl.bundle import BundleCache, iter_chunks
 from swarmctl.cluster.transport import Peer, PeerGone, serve
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
+from swarmctl.coordinator.dependencies import DependencyError, dependents_of, resolve
 from swarmctl.coordinator.scheduler import ExecutorView, pick_assignments
 from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
 from swarmctl.coordinator.strategies import PlanInput, get_strategy
 from swarmctl.errors import BundleError, ProtocolError, SwarmError
 from swarmctl.executor.runners.pytest_runner import collection_digest
 from swarmctl.reports.summary import exit_code_for
-from swarmctl.results import ERROR, CaseResult
+from swarmctl.results import ERROR, PASSED, SKIPPED, CaseResult
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +267,16 @@ class Coordinator:
         if message.exit_code != 0:
             self._finish(run, RunStatus.FAILED, message.exit_code, message.error or "collection failed")
             return
+        try:
+            resolve(message.case_ids, message.dependencies or {})
+        except DependencyError as exc:
+            self._finish(run, RunStatus.FAILED, exc.exit_code, str(exc))
+            return
         new = self.machine.apply(
-            cmd.RunCollected(run.run_id, self.clock(), message.case_ids, message.collect_results, message.deselected, session.node_id),
+            cmd.RunCollected(
+                run.run_id, self.clock(), message.case_ids, message.collect_results, message.deselected,
+                session.node_id, message.dependencies,
+            ),
             TERM,
         )
         self._publish(new)
@@ -287,7 +296,13 @@ class Coordinator:
     def _plan(self, run: RunState) -> None:
         slots = sum(s.view.slots for s in self.executors.values()) or 1
         durations = {**self.machine.durations(run.suite), **run.imported_durations}
-        shards = get_strategy(run.strategy).plan(PlanInput(run.case_ids, run.runnable_ids(), slots, durations))
+        strategy = run.strategy
+        if run.deps and strategy != "dependency-aware":
+            # Other strategies may put a test before, or in one shard with, a test it needs.
+            log.info("run %s declares dependencies; planning it with dependency-aware instead of %s", run.run_id, strategy)
+            strategy = "dependency-aware"
+        request = PlanInput(run.case_ids, run.runnable_ids(), slots, durations, run.deps)
+        shards = get_strategy(strategy).plan(request)
         self.machine.apply(cmd.ShardsPlanned(run.run_id, shards), TERM)
         log.info("run %s: %d cases in %d shards for %d slots (%s)", run.run_id, len(run.runnable_ids()), len(shards), slots, run.strategy)
         self._schedule()
@@ -299,6 +314,12 @@ class Coordinator:
         for run_id, shard_id, executor_id in pick_assignments(self.machine.runs.values(), views, now=self.clock()):
             run = self.machine.runs[run_id]
             shard = run.shards[shard_id]
+            if all(case in run.done for case in shard.cases):
+                # Every case already has its result (skipped for a failed dependency).
+                self.machine.apply(cmd.ShardFinished(run_id, shard_id, shard.attempt, self.clock()), TERM)
+                self._check_complete(run)
+                self._schedule()
+                return
             attempt = shard.attempt + 1
             self.machine.apply(cmd.ShardAssigned(run_id, shard_id, attempt, executor_id, TERM, self.clock()), TERM)
             session = self.executors[executor_id]
@@ -306,7 +327,7 @@ class Coordinator:
             session.send(
                 protocol.Assign(
                     run_id, shard_id, attempt, TERM, run.suite,
-                    [run.case_ids[i] for i in shard.cases], self._digest(run),
+                    [run.case_ids[i] for i in shard.cases if i not in run.done], self._digest(run),
                 )
             )
             log.debug("run %s: shard %d attempt %d -> %s (%d cases)", run_id, shard_id, attempt, executor_id, len(shard.cases))
@@ -324,8 +345,31 @@ class Coordinator:
             run = self.machine.runs.get(run_id)
             if run is not None and run.active:
                 self._plan_retries(run)
+                self._skip_dependents(run, [data for rid, data in new if rid == run_id])
                 self._check_complete(run)
         self._schedule()
+
+    def _skip_dependents(self, run: RunState, results: list[dict]) -> None:
+        """Record ``skipped`` for every test that depends, directly or not, on one that did not pass."""
+        if not run.deps:
+            return
+        dependents = dependents_of(run.deps)
+        items = []
+        for data in results:
+            if data["outcome"] == PASSED:
+                continue
+            reason = f"skipped: depends on {data['case_id']}, which {data['outcome']}"
+            pending = list(dependents.get(run.index[data["case_id"]], ()))
+            while pending:
+                case = pending.pop()
+                if case in run.done or any(item[4]["case_id"] == run.case_ids[case] for item in items):
+                    continue
+                result = CaseResult(run.case_ids[case], SKIPPED, when="setup", message=reason, longrepr=reason)
+                items.append([run.run_id, -1, 1, "", result.to_wire()])
+                pending.extend(dependents.get(case, ()))
+        if items:
+            log.info("run %s: %d tests skipped because a test they depend on did not pass", run.run_id, len(items))
+            self._publish(self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM))
 
     def _plan_retries(self, run: RunState) -> None:
         """Give each failed case that has attempts left a shard of its own, after a backoff."""
@@ -554,6 +598,12 @@ class Coordinator:
             session.send(protocol.ErrorReply(str(exc), getattr(exc, "exit_code", 4)))
             return
 
+        if message.case_ids is not None and message.dependencies:
+            try:
+                resolve(message.case_ids, message.dependencies)
+            except DependencyError as exc:
+                session.send(protocol.ErrorReply(str(exc), exc.exit_code))
+                return
         if not 0 <= message.retries <= MAX_RETRIES:
             session.send(protocol.ErrorReply(f"--retries {message.retries} is invalid: it must be between 0 and {MAX_RETRIES}", 4))
             return
@@ -565,7 +615,7 @@ class Coordinator:
         self.machine.apply(
             cmd.RunSubmitted(
                 run_id, now, suite.to_wire(), message.strategy, message.case_ids, deadline_at,
-                message.priority, message.retries, start_at, message.durations,
+                message.priority, message.retries, start_at, message.durations, message.dependencies,
             ),
             TERM,
         )

@@ -3,7 +3,8 @@
 Each free slot takes the next ready shard of the run that comes first in this order:
 higher priority; then, among runs of equal priority, the run with the fewest shards running
 now (fair share, so a big run does not starve a small one); then the older run. A shard is
-ready once its retry backoff (``not_before``) has passed. It goes to the executor with the
+ready once its retry backoff (``not_before``) has passed and every test its tests depend on
+has a final result. It goes to the executor with the
 most free slots (ties: the one that joined first), so work spreads over executors before it
 stacks on one, and a retry avoids the executor where it failed while another one is free.
 """
@@ -29,6 +30,13 @@ class ExecutorView:
         return self.slots - len(self.running)
 
 
+def dependencies_met(run: RunState, cases: Iterable[int]) -> bool:
+    """Whether every case these cases depend on has its final result."""
+    if not run.deps:
+        return True
+    return all(need in run.done for case in cases for need in run.deps.get(case, ()))
+
+
 def pick_assignments(
     runs: Iterable[RunState], executors: Iterable[ExecutorView], *, now: float | None = None
 ) -> list[tuple[str, int, str]]:
@@ -46,7 +54,10 @@ def pick_assignments(
     for run in runs:
         if run.status is not RunStatus.RUNNING or (now is not None and run.start_at and run.start_at > now):
             continue
-        shards = deque(s for s in run.queue if now is None or run.shards[s].not_before <= now)
+        shards = deque(
+            s for s in run.queue
+            if (now is None or run.shards[s].not_before <= now) and dependencies_met(run, run.shards[s].cases)
+        )
         if shards:
             ready[run.run_id], by_id[run.run_id] = shards, run
 

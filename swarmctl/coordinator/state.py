@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from swarmctl.coordinator import commands as cmd
+from swarmctl.coordinator.dependencies import resolve
 from swarmctl.errors import StoreError
 from swarmctl.results import FAILING_OUTCOMES, OUTCOMES, CaseResult
 
@@ -81,6 +82,7 @@ class RunState:
     retry_pending: list[int] = field(default_factory=list)  # failed cases waiting for a retry shard
     failed_on: dict[int, str] = field(default_factory=dict)  # case index -> executor of its last failure
     imported_durations: dict[str, float] = field(default_factory=dict)  # from swarmctl run --durations-from
+    deps: dict[int, list[int]] = field(default_factory=dict)  # case index -> indexes it depends on
 
     @property
     def total(self) -> int:
@@ -165,17 +167,22 @@ class StateMachine:
         )
         self.runs[c.run_id] = run
         if c.case_ids is not None:
-            self._set_cases(run, c.case_ids, [], 0)
+            self._set_cases(run, c.case_ids, [], 0, c.dependencies)
 
     def _run_collected(self, c: cmd.RunCollected) -> list[tuple[str, dict]]:
         run = self.runs[c.run_id]
-        self._set_cases(run, c.case_ids, [r["case_id"] for r in c.collect_results], c.deselected)
+        self._set_cases(run, c.case_ids, [r["case_id"] for r in c.collect_results], c.deselected, c.dependencies)
         items = [[c.run_id, -1, 1, c.executor, r] for r in c.collect_results]
         return self._results_recorded(c.at, items)
 
-    def _set_cases(self, run: RunState, case_ids: list[str], collect_ids: list[str], deselected: int) -> None:
+    def _set_cases(
+        self, run: RunState, case_ids: list[str], collect_ids: list[str], deselected: int,
+        dependencies: dict[str, list[str]] | None = None,
+    ) -> None:
         all_ids = collect_ids + case_ids
         run.case_ids = all_ids
+        # The leader validated the dependencies before it applied the command.
+        run.deps = resolve(all_ids, dependencies or {})
         run.collect_only = set(range(len(collect_ids)))
         run.index = {case_id: i for i, case_id in reversed(list(enumerate(all_ids)))}
         run.deselected = deselected
@@ -185,8 +192,8 @@ class StateMachine:
             ((run.run_id, i, case_id, i in run.collect_only) for i, case_id in enumerate(all_ids)),
         )
         self.conn.execute(
-            "UPDATE runs SET status = ?, total = ?, deselected = ? WHERE run_id = ?",
-            (run.status, run.total, deselected, run.run_id),
+            "UPDATE runs SET status = ?, total = ?, deselected = ?, dependencies = ? WHERE run_id = ?",
+            (run.status, run.total, deselected, msgpack.packb(dependencies) if dependencies else None, run.run_id),
         )
 
     def _shards_planned(self, c: cmd.ShardsPlanned) -> None:
@@ -292,8 +299,11 @@ class StateMachine:
         )
 
     def _shard_finished(self, c: cmd.ShardFinished) -> None:
-        shard = self.runs[c.run_id].shards[c.shard_id]
+        run = self.runs[c.run_id]
+        shard = run.shards[c.shard_id]
         shard.status = ShardStatus.DONE
+        if c.shard_id in run.queue:
+            run.queue.remove(c.shard_id)  # finished without running: its cases were all settled
         self.conn.execute(
             "UPDATE shards SET state = ? WHERE run_id = ? AND shard_id = ?", (shard.status, c.run_id, c.shard_id)
         )
@@ -357,11 +367,11 @@ class StateMachine:
         active = (RunStatus.COLLECTING, RunStatus.RUNNING)
         rows = self.conn.execute(
             "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, "
-            "retries, start_at, durations FROM runs WHERE status IN (?, ?) ORDER BY submitted_at",
+            "retries, start_at, durations, dependencies FROM runs WHERE status IN (?, ?) ORDER BY submitted_at",
             active,
         ).fetchall()
         for (run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, retries,
-             start_at, durations) in rows:
+             start_at, durations, dependencies) in rows:
             run = RunState(
                 run_id, submitted_at, msgpack.unpackb(suite, raw=False), strategy, RunStatus(status),
                 deadline_at=deadline_at, priority=priority, retries=retries, start_at=start_at,
@@ -375,6 +385,8 @@ class StateMachine:
                 run.index.setdefault(case_id, idx)
                 if collect_only:
                     run.collect_only.add(idx)
+            if dependencies:
+                run.deps = resolve(run.case_ids, msgpack.unpackb(dependencies, raw=False))
             run.done = {idx for (idx,) in self.conn.execute("SELECT idx FROM results WHERE run_id = ?", (run_id,))}
             run.executors = {
                 executor

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     priority INTEGER NOT NULL DEFAULT 0,
     retries INTEGER NOT NULL DEFAULT 0,
     start_at REAL,
-    durations BLOB
+    durations BLOB,
+    dependencies BLOB
 );
 CREATE TABLE IF NOT EXISTS cases (
     run_id TEXT NOT NULL,
@@ -110,6 +111,7 @@ MIGRATIONS = {
         "ALTER TABLE runs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN start_at REAL",
         "ALTER TABLE runs ADD COLUMN durations BLOB",
+        "ALTER TABLE runs ADD COLUMN dependencies BLOB",
         "ALTER TABLE shards ADD COLUMN not_before REAL NOT NULL DEFAULT 0",
         "ALTER TABLE shards ADD COLUMN avoid TEXT",
     ],

@@ -123,7 +123,10 @@ class Slot:
         if collect:
             collection = worker.collection
             self.executor.send(
-                protocol.Collected(run_id, collection.case_ids, collection.collect_results, collection.deselected)
+                protocol.Collected(
+                    run_id, collection.case_ids, collection.collect_results, collection.deselected,
+                    dependencies=collection.dependencies,
+                )
             )
 
     async def _warm_worker(self, suite: protocol.SuiteSpec) -> PytestWorker:

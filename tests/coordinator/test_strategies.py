@@ -94,7 +94,7 @@ def test_get_strategy_time_balanced() -> None:
 
 
 def test_strategy_names() -> None:
-    assert STRATEGY_NAMES == ("even", "time-balanced")
+    assert STRATEGY_NAMES == ("even", "time-balanced", "dependency-aware")
 
 
 def test_get_strategy_names_all_resolve() -> None:

@@ -32,6 +32,7 @@ class PlanInput:
     runnable: Sequence[int]
     slots: int
     durations: Mapping[str, float] = field(default_factory=dict)
+    dependencies: Mapping[int, Sequence[int]] = field(default_factory=dict)  # case index -> indexes it needs
 
 
 class Strategy(Protocol):
@@ -144,14 +145,19 @@ def cut_shards(order: Sequence[int], expected: Mapping[int, float], slots: int) 
 
 
 def get_strategy(name: str) -> Strategy:
+    from swarmctl.coordinator.strategies.dependency_aware import DependencyAwareStrategy
     from swarmctl.coordinator.strategies.even import EvenStrategy
     from swarmctl.coordinator.strategies.time_balanced import TimeBalancedStrategy
 
-    strategies: dict[str, Strategy] = {"even": EvenStrategy(), "time-balanced": TimeBalancedStrategy()}
+    strategies: dict[str, Strategy] = {
+        "even": EvenStrategy(),
+        "time-balanced": TimeBalancedStrategy(),
+        "dependency-aware": DependencyAwareStrategy(),
+    }
     try:
         return strategies[name]
     except KeyError:
         raise UsageError(f"unknown strategy {name!r}: choose one of {', '.join(sorted(strategies))}") from None
 
 
-STRATEGY_NAMES = ("even", "time-balanced")
+STRATEGY_NAMES = ("even", "time-balanced", "dependency-aware")

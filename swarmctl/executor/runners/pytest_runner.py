@@ -56,6 +56,7 @@ class Collection:
     collect_results: list[dict]
     deselected: int
     timeout_plugin: bool = False  # pytest-timeout is active in the worker
+    dependencies: dict[str, list[str]] | None = None  # node id -> node ids it depends on
 
     @property
     def digest(self) -> str:
@@ -173,7 +174,8 @@ class PytestWorker:
             await worker.kill()
             raise WorkerStartFailed(worker.exit_code, read_tail(log_path, CRASH_LOG_TAIL_BYTES))
         worker.collection = Collection(
-            event["ids"], event["collect_results"], event["deselected"], event.get("timeout_plugin", False)
+            event["ids"], event["collect_results"], event["deselected"], event.get("timeout_plugin", False),
+            event.get("dependencies") or {},
         )
         return worker
 

@@ -118,6 +118,9 @@ class WorkerPlugin:
         self.config = config
         # Known to pytest, so that --strict-markers accepts it without pytest-timeout installed.
         config.addinivalue_line("markers", "timeout(seconds): per-test timeout, enforced by swarmctl")
+        config.addinivalue_line(
+            "markers", "swarm_depends_on(*node_ids): run after these tests pass; skipped when one does not"
+        )
 
     def pytest_deselected(self, items):
         self.deselected += len(items)
@@ -155,6 +158,7 @@ class WorkerPlugin:
                 "collect_results": self.collect_results,
                 "deselected": self.deselected,
                 "timeout_plugin": self.config.pluginmanager.hasplugin("timeout"),
+                "dependencies": dependencies(items),
             }
         )
 
@@ -264,6 +268,16 @@ def log_offset():
         return os.lseek(_STACK_DUMP_FILE.fileno(), 0, os.SEEK_CUR)
     except (OSError, AttributeError):
         return 0
+
+
+def dependencies(items):
+    """Map node ids to the node ids their ``swarm_depends_on`` markers name."""
+    found = {}
+    for item in items:
+        names = [name for marker in item.iter_markers("swarm_depends_on") for name in marker.args]
+        if names:
+            found[item.nodeid] = names
+    return found
 
 
 def test_timeout(item, config):
