@@ -54,6 +54,7 @@ async def submit_and_follow(
     start_at: float | None = None,
     durations: dict[str, float] | None = None,
     dependencies: dict[str, list[str]] | None = None,
+    group: str = "none",
     on_progress: Callable[[RunWatch, list[tuple[str, str]]], None],
     on_accepted: Callable[[str], None] = lambda run_id: None,
 ) -> tuple[RunSummary, list[CaseResult]]:
@@ -66,7 +67,8 @@ async def submit_and_follow(
         await _upload(peer, bundle)
         await peer.send(
             protocol.SubmitRun(
-                suite.to_wire(), strategy, case_ids, deadline_s, priority, retries, start_at, durations, dependencies
+                suite.to_wire(), strategy, case_ids, deadline_s, priority, retries, start_at, durations, dependencies,
+                group,
             )
         )
         accepted = await _expect(peer, protocol.RunAccepted)

@@ -251,6 +251,7 @@ class SubmitRun(Message):
     start_at: float | None = None  # Unix time before which the run waits
     durations: dict[str, float] | None = None  # expected seconds per case id, imported by the client
     dependencies: dict[str, list[str]] | None = None  # command suites: case id -> ids it depends on
+    group: str = "none"  # none, module, class or file: tests kept together in one shard
 
 
 @_message("accepted")

@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 INTERRUPTED = 2
 
 
+class GroupName(str, Enum):
+    none = "none"
+    module = "module"
+    class_ = "class"
+    file = "file"
+
+
 class StrategyName(str, Enum):
     even = "even"
     time_balanced = "time-balanced"
@@ -51,6 +58,7 @@ def run(
     cluster: str = typer.Option(None, "--cluster", help="Submit to running nodes at HOST:PORT[,HOST:PORT...] instead of the embedded default."),
     executors: int = typer.Option(None, "--executors", "-n", help="Embedded default: local executor processes to start. Default: CPU count."),
     strategy: StrategyName = typer.Option(StrategyName.even, "--strategy", help="How cases are split into shards."),
+    group: GroupName = typer.Option(GroupName.none, "--group", help="Keep the tests of one module, class or file in one shard, so they share fixtures; groups are balanced by their durations."),
     junitxml: Path = typer.Option(None, "--junitxml", help="Write a JUnit XML report to this file."),
     json_path: Path = typer.Option(None, "--json", help="Write a JSON report to this file."),
     python: str = typer.Option("python3", "--python", help="The suite's Python interpreter, looked up on each executor's PATH."),
@@ -77,7 +85,7 @@ def run(
             python,
             timeout,
             deadline,
-            RunOptions(retries, priority, delay, at, durations_from),
+            RunOptions(retries, priority, delay, at, durations_from, group.value),
             verbose,
             console,
         )
@@ -108,6 +116,7 @@ class RunOptions:
     delay: str | None
     at: str | None
     durations_from: Path | None
+    group: str
 
     def start_at(self) -> float | None:
         if self.delay is not None and self.at is not None:
@@ -147,7 +156,7 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
                     await submit_and_follow(
                         addresses, suite=suite, bundle=bundle, strategy=strategy, case_ids=case_ids,
                         deadline_s=deadline_s, priority=options.priority, retries=options.retries,
-                        start_at=start_at, durations=durations, dependencies=dependencies,
+                        start_at=start_at, durations=durations, dependencies=dependencies, group=options.group,
                         on_progress=display.update, on_accepted=display.accepted,
                     )
                 )

@@ -46,6 +46,7 @@ class RunSubmitted(Command):
     start_at: float | None = None  # Unix time before which the run waits
     durations: dict[str, float] | None = None  # imported expected seconds per case, for planning
     dependencies: dict[str, list[str]] | None = None  # command suites: case id -> ids it depends on
+    group: str = "none"
 
 
 @_command("run_collected")

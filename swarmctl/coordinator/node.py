@@ -27,7 +27,7 @@ from swarmctl.coordinator import store
 from swarmctl.coordinator.dependencies import DependencyError, dependents_of, resolve
 from swarmctl.coordinator.scheduler import ExecutorView, pick_assignments
 from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
-from swarmctl.coordinator.strategies import PlanInput, get_strategy
+from swarmctl.coordinator.strategies import GROUPINGS, PlanInput, get_strategy
 from swarmctl.errors import BundleError, ProtocolError, SwarmError
 from swarmctl.executor.runners.pytest_runner import collection_digest
 from swarmctl.reports.summary import exit_code_for
@@ -301,7 +301,7 @@ class Coordinator:
             # Other strategies may put a test before, or in one shard with, a test it needs.
             log.info("run %s declares dependencies; planning it with dependency-aware instead of %s", run.run_id, strategy)
             strategy = "dependency-aware"
-        request = PlanInput(run.case_ids, run.runnable_ids(), slots, durations, run.deps)
+        request = PlanInput(run.case_ids, run.runnable_ids(), slots, durations, run.deps, run.group)
         shards = get_strategy(strategy).plan(request)
         self.machine.apply(cmd.ShardsPlanned(run.run_id, shards), TERM)
         log.info("run %s: %d cases in %d shards for %d slots (%s)", run.run_id, len(run.runnable_ids()), len(shards), slots, run.strategy)
@@ -604,6 +604,9 @@ class Coordinator:
             except DependencyError as exc:
                 session.send(protocol.ErrorReply(str(exc), exc.exit_code))
                 return
+        if message.group not in GROUPINGS:
+            session.send(protocol.ErrorReply(f"--group {message.group!r} is invalid: choose one of {', '.join(GROUPINGS)}", 4))
+            return
         if not 0 <= message.retries <= MAX_RETRIES:
             session.send(protocol.ErrorReply(f"--retries {message.retries} is invalid: it must be between 0 and {MAX_RETRIES}", 4))
             return
@@ -616,6 +619,7 @@ class Coordinator:
             cmd.RunSubmitted(
                 run_id, now, suite.to_wire(), message.strategy, message.case_ids, deadline_at,
                 message.priority, message.retries, start_at, message.durations, message.dependencies,
+                message.group,
             ),
             TERM,
         )

@@ -83,6 +83,7 @@ class RunState:
     failed_on: dict[int, str] = field(default_factory=dict)  # case index -> executor of its last failure
     imported_durations: dict[str, float] = field(default_factory=dict)  # from swarmctl run --durations-from
     deps: dict[int, list[int]] = field(default_factory=dict)  # case index -> indexes it depends on
+    group: str = "none"  # tests kept together in one shard: none, module, class or file
 
     @property
     def total(self) -> int:
@@ -157,13 +158,13 @@ class StateMachine:
         run = RunState(
             c.run_id, c.at, c.suite, c.strategy, RunStatus.COLLECTING,
             deadline_at=c.deadline_at, priority=c.priority, retries=c.retries, start_at=c.start_at,
-            imported_durations=dict(c.durations or {}),
+            imported_durations=dict(c.durations or {}), group=c.group,
         )
         self.conn.execute(
             "INSERT INTO runs (run_id, submitted_at, status, suite, strategy, deadline_at, priority, retries, start_at, "
-            "durations) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "durations, grouping) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (c.run_id, c.at, run.status, msgpack.packb(c.suite), c.strategy, c.deadline_at, c.priority, c.retries,
-             c.start_at, msgpack.packb(c.durations) if c.durations else None),
+             c.start_at, msgpack.packb(c.durations) if c.durations else None, c.group),
         )
         self.runs[c.run_id] = run
         if c.case_ids is not None:
@@ -367,15 +368,15 @@ class StateMachine:
         active = (RunStatus.COLLECTING, RunStatus.RUNNING)
         rows = self.conn.execute(
             "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, "
-            "retries, start_at, durations, dependencies FROM runs WHERE status IN (?, ?) ORDER BY submitted_at",
+            "retries, start_at, durations, dependencies, grouping FROM runs WHERE status IN (?, ?) ORDER BY submitted_at",
             active,
         ).fetchall()
         for (run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, retries,
-             start_at, durations, dependencies) in rows:
+             start_at, durations, dependencies, grouping) in rows:
             run = RunState(
                 run_id, submitted_at, msgpack.unpackb(suite, raw=False), strategy, RunStatus(status),
                 deadline_at=deadline_at, priority=priority, retries=retries, start_at=start_at,
-                imported_durations=msgpack.unpackb(durations, raw=False) if durations else {},
+                imported_durations=msgpack.unpackb(durations, raw=False) if durations else {}, group=grouping,
             )
             run.deselected, run.duplicates = deselected, duplicates
             for idx, case_id, collect_only in self.conn.execute(

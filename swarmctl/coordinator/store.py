@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS runs (
     retries INTEGER NOT NULL DEFAULT 0,
     start_at REAL,
     durations BLOB,
-    dependencies BLOB
+    dependencies BLOB,
+    grouping TEXT NOT NULL DEFAULT 'none'
 );
 CREATE TABLE IF NOT EXISTS cases (
     run_id TEXT NOT NULL,
@@ -112,6 +113,7 @@ MIGRATIONS = {
         "ALTER TABLE runs ADD COLUMN start_at REAL",
         "ALTER TABLE runs ADD COLUMN durations BLOB",
         "ALTER TABLE runs ADD COLUMN dependencies BLOB",
+        "ALTER TABLE runs ADD COLUMN grouping TEXT NOT NULL DEFAULT 'none'",
         "ALTER TABLE shards ADD COLUMN not_before REAL NOT NULL DEFAULT 0",
         "ALTER TABLE shards ADD COLUMN avoid TEXT",
     ],

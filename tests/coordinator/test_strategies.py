@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmctl.coordinator.strategies import PlanInput, SHARDS_PER_SLOT, STRATEGY_NAMES, get_strategy, shard_count
+from swarmctl.coordinator.strategies import PlanInput, SHARDS_PER_SLOT, STRATEGY_NAMES, get_strategy, group_key, shard_count
 from swarmctl.coordinator.strategies.even import EvenStrategy
 from swarmctl.coordinator.strategies.time_balanced import TimeBalancedStrategy
 from swarmctl.errors import UsageError
@@ -111,3 +111,36 @@ def test_get_strategy_unknown(name: str) -> None:
     for choice in STRATEGY_NAMES:
         assert choice in message
     assert caught.value.exit_code == 4
+
+
+@pytest.mark.parametrize(
+    ("case_id", "grouping", "key"),
+    [
+        ("tests/test_a.py::test_x", "module", "tests/test_a.py"),
+        ("tests/test_a.py::TestK::test_x[1]", "file", "tests/test_a.py"),
+        ("tests/test_a.py::TestK::test_x[a::b]", "class", "tests/test_a.py::TestK"),
+        ("tests/test_a.py::TestK::TestInner::test_x", "class", "tests/test_a.py::TestK::TestInner"),
+        ("tests/test_a.py::test_x[p]", "class", "tests/test_a.py::test_x[p]"),
+        ("tests/test_a.py::test_x", "none", "tests/test_a.py::test_x"),
+        ("lint", "module", "lint"),
+    ],
+)
+def test_group_key(case_id: str, grouping: str, key: str) -> None:
+    assert group_key(case_id, grouping) == key
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES[:2])
+@pytest.mark.parametrize("grouping", ["module", "class"])
+def test_grouped_plan_keeps_groups_together(name: str, grouping: str) -> None:
+    case_ids = [f"test_{m}.py::Test{c}::test_{t}" for m in range(6) for c in range(3) for t in range(4)]
+    durations = {case_id: float(len(case_id) % 7 + 1) for case_id in case_ids}
+    request = PlanInput(case_ids, list(range(len(case_ids))), 4, durations, group=grouping)
+
+    shards = get_strategy(name).plan(request)
+
+    assert sorted(i for shard in shards for i in shard) == list(range(len(case_ids)))
+    shard_of_group: dict[str, int] = {}
+    for n, shard in enumerate(shards):
+        for index in shard:
+            key = group_key(case_ids[index], grouping)
+            assert shard_of_group.setdefault(key, n) == n, key

@@ -33,6 +33,7 @@ class PlanInput:
     slots: int
     durations: Mapping[str, float] = field(default_factory=dict)
     dependencies: Mapping[int, Sequence[int]] = field(default_factory=dict)  # case index -> indexes it needs
+    group: str = "none"  # keep tests of one module, class or file in one shard (see group_key)
 
 
 class Strategy(Protocol):
@@ -142,6 +143,41 @@ def cut_shards(order: Sequence[int], expected: Mapping[int, float], slots: int) 
         current_seconds += seconds
     shards.append(current)
     return shards
+
+
+GROUPINGS = ("none", "module", "class", "file")
+
+
+def group_key(case_id: str, grouping: str) -> str:
+    """Name the group a case belongs to: its file, its class, or itself.
+
+    ``module`` and ``file`` both group by the file part of the node id; they differ only for
+    files that are not Python modules, such as doctest text files, which are one group each
+    either way. With ``class``, a test outside any class is a group of its own.
+    """
+    path, sep, rest = case_id.partition("::")
+    if grouping == "none" or not sep:
+        return case_id if grouping == "none" else path
+    if grouping in ("module", "file"):
+        return path
+    names = rest.partition("[")[0].split("::")
+    return f"{path}::{'::'.join(names[:-1])}" if len(names) > 1 else case_id
+
+
+def plan_by_groups(request: PlanInput) -> list[list[int]]:
+    """Plan whole groups (``request.group``) as units, balanced by their expected durations.
+
+    Tests of one group share module- or class-scoped fixtures, so keeping them in one shard
+    sets each fixture up once. Groups are ordered longest first and cut like single tests.
+    """
+    expected = expected_durations(request)
+    groups: dict[str, list[int]] = {}
+    for index in request.runnable:
+        groups.setdefault(group_key(request.case_ids[index], request.group), []).append(index)
+    units = list(groups.values())
+    unit_expected = {n: sum(expected[index] for index in unit) for n, unit in enumerate(units)}
+    order = sorted(range(len(units)), key=lambda n: -unit_expected[n])
+    return [[index for n in shard for index in units[n]] for shard in cut_shards(order, unit_expected, request.slots)]
 
 
 def get_strategy(name: str) -> Strategy:

@@ -6,6 +6,8 @@ the expected length of the longest chain of work that starts with them (their ow
 duration plus the longest chain of their dependents), so the chains that bound the run
 start first. Each level is cut into shards that shrink toward its end. The scheduler holds
 a shard back until every case its cases depend on has a final result.
+
+NOTE: ``--group`` is not applied here; dependencies decide which tests share a shard.
 """
 
 from __future__ import annotations

@@ -6,13 +6,15 @@ class-scoped fixtures are set up once per shard rather than once per test.
 
 from __future__ import annotations
 
-from swarmctl.coordinator.strategies import PlanInput, shard_count
+from swarmctl.coordinator.strategies import PlanInput, plan_by_groups, shard_count
 
 
 class EvenStrategy:
     name = "even"
 
     def plan(self, request: PlanInput) -> list[list[int]]:
+        if request.group != "none":
+            return plan_by_groups(request)
         runnable = request.runnable
         if not runnable:
             return []

@@ -9,13 +9,15 @@ class-scoped fixtures are set up more often than with ``even``.
 
 from __future__ import annotations
 
-from swarmctl.coordinator.strategies import PlanInput, cut_shards, expected_durations
+from swarmctl.coordinator.strategies import PlanInput, plan_by_groups, cut_shards, expected_durations
 
 
 class TimeBalancedStrategy:
     name = "time-balanced"
 
     def plan(self, request: PlanInput) -> list[list[int]]:
+        if request.group != "none":
+            return plan_by_groups(request)
         expected = expected_durations(request)
         # sorted() is stable, so cases with equal expected durations keep collection order.
         order = sorted(request.runnable, key=lambda index: -expected[index])
