@@ -11,15 +11,25 @@ A shard runs for the sum of its tests' true durations plus a fixed overhead,
 ``SHARD_OVERHEAD_S`` unless the caller passes another. The strategy never receives the
 true durations. It plans from history durations, which are the true ones times a factor
 drawn uniformly from [1 - noise, 1 + noise].
+
+A suite may declare dependencies between its tests (the ``chains`` shape does). The
+simulation stores them in ``RunState.deps``, so ``pick_assignments`` holds a shard back
+until every test its tests depend on is in ``RunState.done``. A shard's tests enter
+``done`` together when the shard finishes.
+NOTE: the coordinator records results in batches while a shard is still running, so it can
+open a dependent shard before the shard it waits for has ended. The simulation opens it
+only at that shard's end, so on suites with dependencies its makespan may be longer than
+the coordinator's.
 """
 
 from __future__ import annotations
 
+import graphlib
 import heapq
 import math
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from swarmctl.coordinator.scheduler import ExecutorView, pick_assignments
 from swarmctl.coordinator.state import RunState, RunStatus, ShardState, ShardStatus
@@ -80,22 +90,98 @@ def giant_durations(tests: int, slots: int, rng: random.Random) -> list[float]:
     return durations
 
 
-# NOTE: a "chains" shape, tests that must run in a given order on one executor, is left
-# out. Its plans need the dependency-aware strategy, which does not exist yet.
-SHAPES: dict[str, Callable[[int, int, random.Random], list[float]]] = {
-    "uniform": uniform_durations,
-    "long-tail": long_tail_durations,
-    "giants": giant_durations,
+# The chains shape: long-tail tests, of which CHAINS_SHARE are linked into chains of
+# CHAIN_MIN_LENGTH to CHAIN_MAX_LENGTH tests, each test depending on the one before it.
+# The first CHAINS_LONG chains have CHAIN_MAX_LENGTH tests, and their durations are
+# replaced so that each chain takes between the two fractions below of a slot's share of
+# the other tests. Above 1.0 the longest chain is longer than total duration / slots, so it
+# is the lower bound, and below 1.0 it is close to it.
+CHAINS_SHARE = 0.05
+CHAIN_MIN_LENGTH = 3
+CHAIN_MAX_LENGTH = 20
+CHAINS_LONG = 2
+CHAIN_LONG_MIN_SHARE = 0.8
+CHAIN_LONG_MAX_SHARE = 1.2
+# Spread of a long chain's tests: each gets a share of the chain's duration in proportion
+# to a weight drawn from this range.
+CHAIN_LONG_WEIGHTS = (0.5, 1.5)
+
+# Strategy that the coordinator uses for every run that declares dependencies, whatever
+# strategy the run requested.
+DEPENDENCY_STRATEGY = "dependency-aware"
+
+Dependencies = dict[int, list[int]]  # case index -> indexes of the cases it depends on
+
+
+def chain_durations(tests: int, slots: int, rng: random.Random) -> tuple[list[float], Dependencies]:
+    """Draw long-tail durations and link some of the tests into dependency chains.
+
+    Chain members sit at random positions in collection order, and each depends on the
+    previous member in collection order. Tests left over after the last whole chain stay
+    independent. Returns the durations and the dependencies.
+    """
+    durations = long_tail_durations(tests, slots, rng)
+    members = rng.sample(range(tests), int(tests * CHAINS_SHARE))
+
+    chains: list[list[int]] = []
+    position = 0
+    while len(members) - position >= CHAIN_MIN_LENGTH:
+        if len(chains) < CHAINS_LONG:
+            length = CHAIN_MAX_LENGTH
+        else:
+            length = rng.randint(CHAIN_MIN_LENGTH, CHAIN_MAX_LENGTH)
+        chain = sorted(members[position : position + length])
+        chains.append(chain)
+        position += len(chain)
+
+    long_chains = chains[:CHAINS_LONG]
+    in_long_chain = {index for chain in long_chains for index in chain}
+    others_s = math.fsum(seconds for index, seconds in enumerate(durations) if index not in in_long_chain)
+    # Dividing by the slots left to the other tests makes a share factor above 1.0 put the
+    # chain above total / slots, with the chains' own durations counted in the total.
+    per_slot_s = others_s / max(1, slots - len(long_chains))
+    for chain in long_chains:
+        chain_s = per_slot_s * rng.uniform(CHAIN_LONG_MIN_SHARE, CHAIN_LONG_MAX_SHARE)
+        weights = [rng.uniform(*CHAIN_LONG_WEIGHTS) for _ in chain]
+        total_weight = math.fsum(weights)
+        for index, weight in zip(chain, weights):
+            durations[index] = chain_s * weight / total_weight
+
+    dependencies = {chain[k]: [chain[k - 1]] for chain in chains for k in range(1, len(chain))}
+    return durations, dependencies
+
+
+def without_dependencies(
+    draw_durations: Callable[[int, int, random.Random], list[float]],
+) -> Callable[[int, int, random.Random], tuple[list[float], Dependencies]]:
+    """Wrap a duration generator as a shape whose tests are all independent."""
+
+    def draw(tests: int, slots: int, rng: random.Random) -> tuple[list[float], Dependencies]:
+        return draw_durations(tests, slots, rng), {}
+
+    return draw
+
+
+# Each shape draws (durations by case index, dependencies) from (tests, slots, rng).
+SHAPES: dict[str, Callable[[int, int, random.Random], tuple[list[float], Dependencies]]] = {
+    "uniform": without_dependencies(uniform_durations),
+    "long-tail": without_dependencies(long_tail_durations),
+    "giants": without_dependencies(giant_durations),
+    "chains": chain_durations,
 }
+# Shapes whose suites declare dependencies. The coordinator plans them with
+# DEPENDENCY_STRATEGY only, so the simulation rejects other strategies for them.
+SHAPES_WITH_DEPENDENCIES = frozenset({"chains"})
 
 
 @dataclass(frozen=True)
 class Suite:
-    """A generated suite: case ids, the durations they really take, and their history."""
+    """A generated suite: case ids, the durations they really take, their history and dependencies."""
 
     case_ids: list[str]
     true_durations: list[float]  # seconds, by case index
     history: dict[str, float]  # case id -> seconds, what the strategy plans from
+    dependencies: Dependencies = field(default_factory=dict)
 
 
 def make_case_ids(tests: int) -> list[str]:
@@ -113,19 +199,45 @@ def make_suite(shape: str, tests: int, slots: int, noise: float, rng: random.Ran
     if not 0 <= noise < 1:
         raise ValueError(f"noise {noise!r} is invalid: it must be at least 0 and below 1")
     case_ids = make_case_ids(tests)
-    true_durations = SHAPES[shape](tests, slots, rng)
+    true_durations, dependencies = SHAPES[shape](tests, slots, rng)
     history = {
         case_id: duration * rng.uniform(1 - noise, 1 + noise)
         for case_id, duration in zip(case_ids, true_durations)
     }
-    return Suite(case_ids, true_durations, history)
+    return Suite(case_ids, true_durations, history, dependencies)
 
 
-def lower_bound(true_durations: Sequence[float], slots: int) -> float:
-    """Return the makespan no schedule can beat: max(total / slots, longest test), in seconds."""
+def longest_chain(durations: Mapping[int, float], dependencies: Mapping[int, Sequence[int]]) -> float:
+    """Return the seconds of the longest dependency chain among the cases in ``durations``.
+
+    A chain's length is the sum of its cases' durations, and a case without dependencies is
+    a chain of one. Dependencies on cases missing from ``durations`` are ignored.
+    Raises graphlib.CycleError if the dependencies form a cycle.
+    """
+    graph = {case: [need for need in dependencies.get(case, ()) if need in durations] for case in durations}
+    finish: dict[int, float] = {}
+    for case in graphlib.TopologicalSorter(graph).static_order():
+        finish[case] = durations[case] + max((finish[need] for need in graph[case]), default=0.0)
+    return max(finish.values(), default=0.0)
+
+
+def lower_bound(
+    true_durations: Sequence[float] | Mapping[int, float],
+    slots: int,
+    dependencies: Mapping[int, Sequence[int]] | None = None,
+) -> float:
+    """Return the makespan no schedule can beat, in seconds.
+
+    That is max(total / slots, longest test, longest dependency chain). ``true_durations``
+    is indexed by case index, as a list or a mapping, and ``dependencies`` maps a case index
+    to the indexes it depends on.
+    """
+    if not isinstance(true_durations, Mapping):
+        true_durations = dict(enumerate(true_durations))
     if not true_durations:
         return 0.0
-    return max(sum(true_durations) / slots, max(true_durations))
+    average_s = math.fsum(true_durations.values()) / slots
+    return max(average_s, longest_chain(true_durations, dependencies or {}))
 
 
 class SimulationStalled(RuntimeError):
@@ -133,11 +245,28 @@ class SimulationStalled(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ShardRun:
+    """One shard's run on an executor, in simulated seconds since the run started."""
+
+    shard_id: int
+    executor_id: str
+    started_s: float
+    finished_s: float  # when the shard's tests entered RunState.done
+    cases: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class SimulationResult:
     makespan_s: float
     lower_bound_s: float
+    longest_chain_s: float  # the longest test when the suite has no dependencies
     shards: int
-    executed: list[int]  # case indexes in the order their shards started, so a case run twice appears twice
+    trace: list[ShardRun]  # in start order
+
+    @property
+    def executed(self) -> list[int]:
+        """Case indexes in the order their shards started, so a case run twice appears twice."""
+        return [case for shard_run in self.trace for case in shard_run.cases]
 
     @property
     def efficiency(self) -> float:
@@ -150,9 +279,12 @@ def make_executors(executors: int, slots_per_executor: int) -> list[ExecutorView
     return [ExecutorView(f"executor-{i:04d}", slots_per_executor, float(i)) for i in range(executors)]
 
 
-def make_run(strategy: str, case_ids: list[str], shards: list[list[int]]) -> RunState:
+def make_run(
+    strategy: str, case_ids: list[str], shards: list[list[int]], dependencies: Dependencies | None = None
+) -> RunState:
     """Return a running run with ``shards`` queued in plan order, as ShardsPlanned leaves it."""
     run = RunState(RUN_ID, 0.0, suite={}, strategy=strategy, status=RunStatus.RUNNING, case_ids=case_ids)
+    run.deps = dict(dependencies or {})
     for shard_id, cases in enumerate(shards):
         run.shards[shard_id] = ShardState(RUN_ID, shard_id, list(cases))
         run.queue.append(shard_id)
@@ -192,6 +324,22 @@ def finish_shard(run: RunState, shard_id: int, executor: ExecutorView, runnable:
         run.queue.clear()
 
 
+def runnable_dependencies(dependencies: Mapping[int, Sequence[int]], runnable: Sequence[int]) -> Dependencies:
+    """Keep the dependencies between runnable cases only.
+
+    A case left out of ``runnable`` never gets a result in the simulation, so it is treated
+    as already settled, like a case with a collection-time result in the coordinator.
+    """
+    wanted = set(runnable)
+    kept = {}
+    for case, needs in dependencies.items():
+        if case in wanted:
+            runnable_needs = [need for need in needs if need in wanted]
+            if runnable_needs:
+                kept[case] = runnable_needs
+    return kept
+
+
 def simulate(
     strategy: str,
     suite: Suite,
@@ -202,20 +350,32 @@ def simulate(
 ) -> SimulationResult:
     """Plan ``suite`` with the named strategy and run it on simulated executors.
 
-    ``runnable`` defaults to every case index. Raises SimulationStalled if the run cannot
-    finish, for example because the plan left out a runnable test.
+    ``runnable`` defaults to every case index. Raises ValueError if the suite declares
+    dependencies and ``strategy`` is not DEPENDENCY_STRATEGY, because the coordinator would
+    plan that run with DEPENDENCY_STRATEGY instead. Raises SimulationStalled if the run
+    cannot finish, for example because the plan left out a runnable test or put a test in
+    the same shard as a test it depends on.
     """
     if runnable is None:
         runnable = range(len(suite.case_ids))
     runnable = list(runnable)
+    dependencies = runnable_dependencies(suite.dependencies, runnable)
+    if dependencies and strategy != DEPENDENCY_STRATEGY:
+        raise ValueError(
+            f"strategy {strategy!r} cannot be simulated on a suite with dependencies: the coordinator "
+            f"plans such runs with {DEPENDENCY_STRATEGY!r}, so simulate that strategy"
+        )
     slots = executors * slots_per_executor
-    request = PlanInput(suite.case_ids, runnable, slots, suite.history)
+    request = PlanInput(suite.case_ids, runnable, slots, suite.history, dependencies)
     shards = get_strategy(strategy).plan(request)
 
-    run = make_run(strategy, suite.case_ids, shards)
+    run = make_run(strategy, suite.case_ids, shards, dependencies)
     views = make_executors(executors, slots_per_executor)
     true_durations = suite.true_durations
-    executed: list[int] = []
+    # The simulation never requeues, so each shard starts and finishes once.
+    start_order: list[int] = []
+    start_times: dict[int, float] = {}
+    finished: dict[int, ShardRun] = {}
 
     # Heap entries are (finish time, sequence number, shard id, executor). The sequence
     # number breaks ties in start order, so equal finish times never compare executors.
@@ -228,23 +388,34 @@ def simulate(
     while run.status is RunStatus.RUNNING:
         for shard_id, executor in assign_shards(run, views, now):
             cases = run.shards[shard_id].cases
-            executed.extend(cases)
             run_time = sum(true_durations[i] for i in cases) + shard_overhead_s
+            start_order.append(shard_id)
+            start_times[shard_id] = now
             heapq.heappush(events, (now + run_time, sequence, shard_id, executor))
             sequence += 1
         if not events:
             missing = len(runnable) - len(run.done)
             raise SimulationStalled(
-                f"strategy {strategy!r}: no shard is running or queued, but {missing} runnable tests have no result"
+                f"strategy {strategy!r}: no shard is running or ready, but {missing} runnable tests have no result"
             )
         now, _, shard_id, executor = heapq.heappop(events)
         finish_shard(run, shard_id, executor, len(runnable), now)
+        cases = tuple(run.shards[shard_id].cases)
+        finished[shard_id] = ShardRun(shard_id, executor.executor_id, start_times[shard_id], now, cases)
 
+    # A plan that holds a case twice can leave shards running after every case has a
+    # result. They go into the trace with the time they would end, after the makespan.
+    for end_s, _, shard_id, executor in events:
+        cases = tuple(run.shards[shard_id].cases)
+        finished[shard_id] = ShardRun(shard_id, executor.executor_id, start_times[shard_id], end_s, cases)
+
+    runnable_durations = {i: true_durations[i] for i in runnable}
     return SimulationResult(
         makespan_s=now,
-        lower_bound_s=lower_bound([true_durations[i] for i in runnable], slots),
+        lower_bound_s=lower_bound(runnable_durations, slots, dependencies),
+        longest_chain_s=longest_chain(runnable_durations, dependencies),
         shards=len(shards),
-        executed=executed,
+        trace=[finished[shard_id] for shard_id in start_order],
     )
 
 

@@ -115,4 +115,5 @@ def test_executor_process_count_unchanged(tmp_path, swarm_env):
             assert process.returncode in (0, 1), (name, process.stdout, process.stderr)
 
         after = executor_process_count(executor_pid)
-        assert before == after == 1  # the one slot's warm pytest worker
+        survivors = [f"{p.pid} {p.status()} {p.cmdline()}" for p in psutil.Process(executor_pid).children(recursive=True)]
+        assert before == after == 1, survivors  # the one slot's warm pytest worker

@@ -110,7 +110,11 @@ async def run_command_case(
 
         processes.untrack(process.pid)
         leftovers = await trio.to_thread.run_sync(_kill_leftovers, process.pid, token, started_at)
-        # Killed leftovers that were re-parented to this executor are its zombies now.
+        # Wait for the killed leftovers to end. Those re-parented to this executor (it is a
+        # child subreaper) are its children, and waiting for them collects their exit status.
+        await trio.to_thread.run_sync(
+            functools.partial(psutil.wait_procs, [leftover.process for leftover in leftovers], timeout=kill_grace)
+        )
         await trio.to_thread.run_sync(functools.partial(processes.kill_orphans, kill=False))
         stdout = await trio.to_thread.run_sync(_read_capped, stdout_file, output_cap)
         stderr = await trio.to_thread.run_sync(_read_capped, stderr_file, output_cap)
