@@ -192,6 +192,28 @@ class ShardDone(Message):
     error: str = ""
 
 
+@_message("release_tests")
+@dataclass(frozen=True, slots=True)
+class ReleaseTests(Message):
+    """Give back up to ``count`` unstarted tests of a running shard, for an idle executor."""
+
+    run_id: str
+    shard_id: int
+    attempt: int
+    count: int
+
+
+@_message("tests_released")
+@dataclass(frozen=True, slots=True)
+class TestsReleased(Message):
+    """The executor gave back these unstarted tests of a running shard."""
+
+    run_id: str
+    shard_id: int
+    attempt: int
+    case_ids: list[str]
+
+
 @_message("cancel_shard")
 @dataclass(frozen=True, slots=True)
 class CancelShard(Message):

@@ -123,6 +123,17 @@ class RetryPlanned(Command):
     avoid: str | None  # the executor where they failed, used only when no other is free
 
 
+@_command("tests_split")
+@dataclass(frozen=True, slots=True)
+class TestsSplit(Command):
+    """Unstarted cases move from a running shard into a new queued shard (for an idle slot)."""
+
+    run_id: str
+    shard_id: int
+    new_shard_id: int
+    cases: list[int]
+
+
 @_command("run_finished")
 @dataclass(frozen=True, slots=True)
 class RunFinished(Command):

@@ -39,6 +39,7 @@ TERM = 1  # a single coordinator leads term 1; elections will raise it
 HEARTBEAT_TIMEOUT_S = 15.0
 MAX_SHARD_ATTEMPTS = 3  # a shard that loses its executor this often gets error results instead
 MAX_RETRIES = 10
+MIN_TESTS_TO_RELEASE = 3  # one running and at least two waiting, so both halves get work
 RETRY_BASE_S = 1.0  # first retry after about a second, doubling per try, times a jitter of 0.5-1.5
 RETRY_MAX_S = 30.0
 DEADLINE_MESSAGE = "not run: run deadline reached"
@@ -91,6 +92,7 @@ class Coordinator:
         self.collectors: dict[str, str] = {}  # run_id -> executor asked to collect it
         self._nursery: trio.Nursery | None = None
         self._deadline_done: dict[str, trio.Event] = {}  # runs stopping at their deadline
+        self._released: set[tuple[str, int, int]] = set()  # shard attempts asked to give tests back
         if resume_runs:
             self._requeue_after_restart()
         else:
@@ -185,6 +187,8 @@ class Coordinator:
                     self._on_results(session, message)
                 case protocol.ShardDone():
                     self._on_shard_done(session, message)
+                case protocol.TestsReleased():
+                    self._on_tests_released(session, message)
                 case protocol.BundleFetch():
                     nursery.start_soon(self._send_bundle, session, message.digest)
                 case _:
@@ -332,6 +336,37 @@ class Coordinator:
             )
             log.debug("run %s: shard %d attempt %d -> %s (%d cases)", run_id, shard_id, attempt, executor_id, len(shard.cases))
 
+        self._release_for_idle_slots()
+
+    def _release_for_idle_slots(self) -> None:
+        """Let idle slots take the unstarted end of the biggest running shards (work stealing).
+
+        Called after every ready shard has been handed out: a slot still free now has nothing
+        to do, while a busy shard may hold many tests that have not started. The busy worker
+        gives back about half of its unstarted tests; they return to the queue as a shard of
+        their own.
+        """
+        free = sum(max(session.view.free, 0) for session in self.executors.values())
+        if free == 0:
+            return
+        candidates = []
+        for session in self.executors.values():
+            for run_id, shard_id in session.view.running:
+                run = self.machine.runs.get(run_id)
+                if run is None or run.suite.get("kind") != "pytest":
+                    continue  # the command runner runs its cases without a release point
+                shard = run.shards[shard_id]
+                key = (run_id, shard_id, shard.attempt)
+                if key in self._released:
+                    continue
+                unfinished = sum(1 for case in shard.cases if case not in run.done)
+                if unfinished >= MIN_TESTS_TO_RELEASE:
+                    candidates.append((unfinished, key, session))
+        for unfinished, (run_id, shard_id, attempt), session in sorted(candidates, reverse=True)[:free]:
+            self._released.add((run_id, shard_id, attempt))
+            log.info("run %s: asking %s to give back %d tests of shard %d", run_id, session.node_id, unfinished // 2, shard_id)
+            session.send(protocol.ReleaseTests(run_id, shard_id, attempt, unfinished // 2))
+
     def _digest(self, run: RunState) -> str:
         ids = [run.case_ids[i] for i in run.runnable_ids()]
         return collection_digest(ids)
@@ -397,6 +432,21 @@ class Coordinator:
 
         self._nursery.start_soon(wake)
 
+    def _on_tests_released(self, session: Session, message: protocol.TestsReleased) -> None:
+        run = self.machine.runs.get(message.run_id)
+        if run is None or not run.active or message.shard_id not in run.shards:
+            return
+        shard = run.shards[message.shard_id]
+        if shard.attempt != message.attempt or shard.status is not ShardStatus.ASSIGNED:
+            return
+        cases = [run.index[case_id] for case_id in message.case_ids if case_id in run.index]
+        if not cases:
+            return
+        new_shard_id = max(run.shards) + 1
+        self.machine.apply(cmd.TestsSplit(run.run_id, shard.shard_id, new_shard_id, cases), TERM)
+        log.info("run %s: %d tests of shard %d moved to shard %d for an idle slot", run.run_id, len(cases), shard.shard_id, new_shard_id)
+        self._schedule()
+
     def _on_shard_done(self, session: Session, message: protocol.ShardDone) -> None:
         run = self.machine.runs.get(message.run_id)
         key = (message.run_id, message.shard_id)
@@ -409,7 +459,9 @@ class Coordinator:
             self._schedule()
             return  # a fenced attempt: the shard was requeued meanwhile
         missing = [i for i in shard.cases if i not in run.done]
-        if missing:
+        if missing and (run.run_id, shard.shard_id, shard.attempt) in self._released:
+            self._requeue(run.run_id, shard.shard_id, f"{len(missing)} tests given back for an idle slot", released=True)
+        elif missing:
             reason = message.error or f"executor {session.node_id} ended the shard without results for {len(missing)} cases"
             self._requeue(run.run_id, shard.shard_id, reason)
         else:
@@ -419,7 +471,7 @@ class Coordinator:
         self._check_complete(run)
         self._schedule()
 
-    def _requeue(self, run_id: str, shard_id: int, reason: str) -> None:
+    def _requeue(self, run_id: str, shard_id: int, reason: str, *, released: bool = False) -> None:
         run = self.machine.runs.get(run_id)
         if run is None or not run.active:
             return
@@ -428,6 +480,11 @@ class Coordinator:
             return
         if self._past_deadline(run):
             self._fail_shard(run, shard_id, DEADLINE_MESSAGE)
+            return
+        if released:
+            # Not a failure: the attempt limit guards against executors that keep getting lost.
+            log.info("run %s: shard %d: %s", run_id, shard_id, reason)
+            self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock()), TERM)
             return
         if shard.attempt >= MAX_SHARD_ATTEMPTS:
             self._fail_shard(run, shard_id, f"not run: the shard was lost {shard.attempt} times, last because {reason}")

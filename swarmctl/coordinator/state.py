@@ -148,6 +148,8 @@ class StateMachine:
                 self._shard_requeued(command)
             case cmd.RetryPlanned():
                 self._retry_planned(command)
+            case cmd.TestsSplit():
+                self._tests_split(command)
             case cmd.RunFinished():
                 self._run_finished(command)
             case _:
@@ -286,6 +288,22 @@ class StateMachine:
             and data.get("when") != "collect"
             and idx not in run.collect_only
             and run.tries.get(idx, 0) < run.retries
+        )
+
+    def _tests_split(self, c: cmd.TestsSplit) -> None:
+        run = self.runs[c.run_id]
+        shard = run.shards[c.shard_id]
+        moved = [case for case in c.cases if case in shard.cases and case not in run.done]
+        shard.cases = [case for case in shard.cases if case not in moved]
+        run.shards[c.new_shard_id] = ShardState(c.run_id, c.new_shard_id, moved)
+        run.queue = deque(sorted([*run.queue, c.new_shard_id]))
+        self.conn.execute(
+            "UPDATE shards SET cases = ? WHERE run_id = ? AND shard_id = ?",
+            (msgpack.packb(shard.cases), c.run_id, c.shard_id),
+        )
+        self.conn.execute(
+            "INSERT INTO shards (run_id, shard_id, cases, attempt, state) VALUES (?, ?, ?, 0, ?)",
+            (c.run_id, c.new_shard_id, msgpack.packb(moved), ShardStatus.QUEUED),
         )
 
     def _retry_planned(self, c: cmd.RetryPlanned) -> None:

@@ -178,6 +178,9 @@ class Executor:
                     self.jobs_send.send_nowait(Job(kind="shard", run_id=message.run_id, suite=message.suite, assign=message))
                 case protocol.ResultAck():
                     self.outbox.unacked.pop(message.seq, None)
+                case protocol.ReleaseTests():
+                    for slot in self.slots:
+                        slot.release_tests(message.run_id, message.shard_id, message.count)
                 case protocol.CancelShard():
                     for slot in self.slots:
                         slot.cancel_shard(message.run_id, message.shard_id, message.reason, interrupt=message.interrupt)

@@ -53,6 +53,8 @@ class Slot:
         self._shard_scope: trio.CancelScope | None = None
         self._interrupt_reason: str | None = None
         self._case_scope: trio.CancelScope | None = None  # the running command case
+        self._batch_running = False
+        self._pending_release = 0  # tests to give back once the shard's batch starts
 
     async def serve(self, jobs: trio.MemoryReceiveChannel) -> None:
         async with trio.open_nursery() as nursery:
@@ -75,6 +77,7 @@ class Slot:
         assign = job.assign
         self._shard = (assign.run_id, assign.shard_id)
         self._interrupt_reason = None
+        self._pending_release = 0
         with trio.CancelScope() as scope:
             self._shard_scope = scope
             if suite.kind == "command":
@@ -87,6 +90,20 @@ class Slot:
             await self._discard_worker()  # it may be in the middle of a test
             return
         self.executor.send(protocol.ShardDone(assign.run_id, assign.shard_id, assign.attempt))
+
+    def release_tests(self, run_id: str, shard_id: int, count: int) -> None:
+        """Give back the end of the shard this slot runs; the coordinator hands it to an idle slot.
+
+        The request can arrive before the shard's job has reached the worker; it is then kept
+        and sent right after the batch starts.
+        """
+        if self._shard != (run_id, shard_id):
+            return
+        log.info("slot %s: releasing up to %d tests of shard %d of run %s", self.name, count, shard_id, run_id)
+        if self._worker is not None and self._batch_running:
+            self._worker.release(count)
+        else:
+            self._pending_release = count
 
     def cancel_shard(self, run_id: str, shard_id: int, reason: str, *, interrupt: bool = False) -> None:
         """Stop the shard if this slot runs it.
@@ -176,7 +193,16 @@ class Slot:
                 self.executor.send_result(assign.run_id, assign.shard_id, assign.attempt, result)
 
             before = len(remaining)
-            remaining = await worker.run(remaining, report, timeout=suite.timeout)
+            self._batch_running = True
+            try:
+                remaining = await worker.run(
+                    remaining, report, timeout=suite.timeout, release=self._take_pending_release(),
+                    on_release=lambda ids: self.executor.send(
+                        protocol.TestsReleased(assign.run_id, assign.shard_id, assign.attempt, ids)
+                    ),
+                )
+            finally:
+                self._batch_running = False
             if self._interrupt_reason is not None:
                 await self._discard_worker()
                 return
@@ -194,6 +220,10 @@ class Slot:
                 log.warning("slot %s: worker ended with %s; restarting it for %d remaining tests",
                             self.name, describe_exit(worker.exit_code), len(remaining))
                 await self._discard_worker()
+
+    def _take_pending_release(self) -> int:
+        count, self._pending_release = self._pending_release, 0
+        return count
 
     def _drop_uncollected(self, assign: protocol.Assign, worker: PytestWorker, case_ids: list[str]) -> list[str]:
         """Report the shard's tests this worker did not collect as errors; return the others.

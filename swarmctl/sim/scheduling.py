@@ -236,7 +236,7 @@ def lower_bound(
         true_durations = dict(enumerate(true_durations))
     if not true_durations:
         return 0.0
-    average_s = math.fsum(true_durations.values()) / slots
+    average_s = sum(true_durations.values()) / slots
     return max(average_s, longest_chain(true_durations, dependencies or {}))
 
 

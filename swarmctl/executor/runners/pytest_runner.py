@@ -105,6 +105,7 @@ class PytestWorker:
         self.exit_code: int | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._interrupt_reason: str | None = None
+        self.released: list[str] = []  # tests of the last batch given back unstarted
 
     @classmethod
     async def start(
@@ -189,6 +190,8 @@ class PytestWorker:
         on_result: Callable[[dict], None],
         *,
         timeout: float | None = None,
+        release: int = 0,
+        on_release: Callable[[list[str]], None] = lambda ids: None,
     ) -> list[str]:
         """Run ``case_ids`` in order and return the ids that did not run.
 
@@ -199,7 +202,10 @@ class PytestWorker:
         A test that crashes the worker or runs past ``timeout`` seconds gets its result here;
         the tests after it are returned so the caller can run them on a new worker.
         """
+        self.released = []
         self._send_command({"op": "run", "ids": list(case_ids)})
+        if release:
+            self.release(release)  # asked for before the batch started
         finished = 0
         current: str | None = None
         log_offset = 0
@@ -232,7 +238,10 @@ class PytestWorker:
                     on_result(event["result"])
                     finished += 1
                     current, deadline = None, math.inf
+                case "released":
+                    on_release(event["ids"])
                 case "batch_done":
+                    self.released = event.get("released") or []
                     return []
                 case "exit":
                     self.exit_code = event["code"]
@@ -271,6 +280,11 @@ class PytestWorker:
             message=message,
             longrepr=message + ("\n\nworker output before the crash:\n" + output if output else ""),
         )
+
+    def release(self, count: int) -> None:
+        """Ask the worker to give back the last ``count`` tests of its batch that it has not started."""
+        if self.alive:
+            self._send_command({"op": "release", "count": count})
 
     def interrupt(self, reason: str) -> None:
         """Stop the running test as if it timed out, reporting it as an error with ``reason``."""

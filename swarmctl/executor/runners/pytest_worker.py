@@ -10,9 +10,11 @@ Events sent (worker -> executor):
     {"op": "collected", "ids": [...], "collect_results": [...], "deselected": N}
     {"op": "start", "id": NODEID, "log_offset": N, "timeout": SECONDS or null}
     {"op": "result", "result": {...}}            fields of swarmctl.results.CaseResult
-    {"op": "batch_done"}
+    {"op": "released", "ids": [...]}     answers a release at once, so an idle slot can start
+    {"op": "batch_done", "released": [...]}
 Commands received (executor -> worker):
     {"op": "run", "ids": [...]}
+    {"op": "release", "count": N}      give back the last N tests of the batch not yet started
     {"op": "stop"}
 
 The executor decides that a test finished when its result arrives or the worker exits,
@@ -22,6 +24,7 @@ never when this pipe reaches end-of-file: a test that forks keeps the pipe open 
 import faulthandler
 import json
 import os
+import select
 import signal
 import sys
 import time
@@ -44,7 +47,8 @@ class Channel:
 
     def __init__(self, events_fd, commands_fd):
         self._events = os.fdopen(events_fd, "wb", buffering=0)
-        self._commands = os.fdopen(commands_fd, "rb")
+        self._commands_fd = commands_fd
+        self._buffer = b""
 
     def send(self, message):
         data = (json.dumps(message, ensure_ascii=True) + "\n").encode("ascii")
@@ -54,9 +58,25 @@ class Channel:
             view = view[written:]
 
     def receive(self):
-        line = self._commands.readline()
-        if not line:
-            return {"op": "stop"}
+        """Wait for the next command; the executor closing the pipe means stop."""
+        while b"\n" not in self._buffer:
+            chunk = os.read(self._commands_fd, 65536)
+            if not chunk:
+                return {"op": "stop"}
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    def poll(self):
+        """Return a command that has already arrived, or None without waiting."""
+        if b"\n" not in self._buffer and select.select([self._commands_fd], [], [], 0)[0]:
+            chunk = os.read(self._commands_fd, 65536)
+            if not chunk:
+                return None  # closed: the next receive() reports the stop
+            self._buffer += chunk
+        if b"\n" not in self._buffer:
+            return None
+        line, _, self._buffer = self._buffer.partition(b"\n")
         return json.loads(line)
 
 
@@ -164,14 +184,31 @@ class WorkerPlugin:
 
         while True:
             command = self.channel.receive()
+            if command.get("op") == "release":
+                continue  # arrived after its batch ended: nothing left to give back
             if command.get("op") != "run":
                 break
-            self.run_batch(by_id, command["ids"])
-            self.channel.send({"op": "batch_done"})
+            released = self.run_batch(by_id, command["ids"])
+            self.channel.send({"op": "batch_done", "released": released})
         return True
 
     def run_batch(self, by_id, ids):
-        for index, nodeid in enumerate(ids):
+        """Run the node ids in order; return the ones given back to the executor unstarted."""
+        ids = list(ids)
+        released = []
+        index = 0
+        while index < len(ids):
+            command = self.channel.poll() if index else None
+            if command is not None and command.get("op") == "release":
+                # An idle executor takes over the end of this batch.
+                count = max(0, min(int(command.get("count", 0)), len(ids) - index))
+                self.channel.send({"op": "released", "ids": ids[len(ids) - count:]})
+                released = ids[len(ids) - count:] + released
+                ids = ids[: len(ids) - count]
+                if index >= len(ids):
+                    break
+            nodeid = ids[index]
+            index += 1
             item = by_id.get(nodeid)
             if item is None:
                 self.channel.send({"op": "start", "id": nodeid})
@@ -180,7 +217,7 @@ class WorkerPlugin:
 
             # The next item lets pytest keep fixtures it shares with this one. At the end of a
             # batch there is none, so every fixture is torn down, as at the end of a session.
-            next_id = ids[index + 1] if index + 1 < len(ids) else None
+            next_id = ids[index] if index < len(ids) else None
             next_item = by_id.get(next_id) if next_id is not None else None
 
             self.reports = []
@@ -194,6 +231,7 @@ class WorkerPlugin:
             if leftovers:
                 result["warnings"] = [f"killed leftover process {leftover}" for leftover in leftovers]
             self.channel.send({"op": "result", "result": result})
+        return released
 
     def summarize(self, nodeid, started_at):
         """Turn the reports of one test into one result, counted the way pytest counts."""
