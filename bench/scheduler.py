@@ -1,19 +1,24 @@
 """Benchmark the sharding strategies and shard assignment in the scheduling simulator.
 
-Usage: python bench/scheduler.py [--repeat 5] [--repeat-large 2] [--output FILE]
+Usage: python bench/scheduler.py [--repeat 5] [--repeat-large 2] [--repeat-large-dependencies 1]
+                                 [--output FILE] [--timing-output FILE]
 
 Three measurements, all in one process:
 
 1. Makespan against the lower bound. For every strategy, suite shape, executor count,
    test count and history noise, ``swarmctl.sim.scheduling`` simulates the run on a
-   simulated clock and records makespan_s, lower_bound_s and their ratio. Each 10,000-test
-   configuration runs with ``--repeat`` seeds and each 100,000-test one with
-   ``--repeat-large`` seeds. Shards cost SHARD_OVERHEAD_S each, and a smaller grid repeats
-   some runs with SLOW_SHARD_OVERHEAD_S. Every seed is one row of
-   bench/results/scheduler.json.
-2. Planning time: the wall-clock time of one ``plan`` call for 100,000 tests.
+   simulated clock and records makespan_s, lower_bound_s and their ratio. Shapes with
+   dependencies run only with DEPENDENCY_STRATEGY, because the coordinator plans every
+   run that declares dependencies with it. Each 10,000-test configuration runs with
+   ``--repeat`` seeds. Each 100,000-test one runs with ``--repeat-large`` seeds, or with
+   ``--repeat-large-dependencies`` seeds for a shape with dependencies. Shards cost
+   SHARD_OVERHEAD_S each, and a smaller grid repeats some runs with
+   SLOW_SHARD_OVERHEAD_S. Every seed is one row of bench/results/scheduler.json.
+2. Planning time: the wall-clock time of one ``plan`` call for 100,000 tests, on the
+   long-tail shape and, for DEPENDENCY_STRATEGY, also on the chains shape.
 3. Assignment cost: the wall-clock time per shard of ``pick_assignments`` plus the state
-   updates that follow it, for runs of 1,000, 10,000 and 100,000 queued tests.
+   updates that follow it, for runs of 1,000, 10,000 and 100,000 queued tests, on the same
+   shapes as the planning time.
 
 Measurements 2 and 3 use the real clock and go to bench/results/scheduler-timing.json.
 Only measurement 1 is simulated. No executor or coordinator process is started.
@@ -34,7 +39,9 @@ from pathlib import Path
 
 from swarmctl.coordinator.strategies import STRATEGY_NAMES, PlanInput, get_strategy
 from swarmctl.sim.scheduling import (
+    DEPENDENCY_STRATEGY,
     SHAPES,
+    SHAPES_WITH_DEPENDENCIES,
     SHARD_OVERHEAD_S,
     assign_shards,
     finish_shard,
@@ -42,6 +49,7 @@ from swarmctl.sim.scheduling import (
     make_run,
     make_suite,
     run_simulation,
+    runnable_dependencies,
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -67,6 +75,11 @@ PLANNING_REPEAT = 5
 ASSIGNMENT_QUEUED_TESTS = (1_000, 10_000, 100_000)
 ASSIGNMENT_EXECUTORS = 100
 ASSIGNMENT_REPEAT = 3
+# With dependencies, each pick_assignments call checks the dependencies of every queued
+# case, so a run of 100,000 tests costs about shards x tests lookups: one pass takes
+# seconds, not milliseconds. Those runs are simulated and timed with fewer seeds and passes.
+REPEAT_LARGE_WITH_DEPENDENCIES = 1
+ASSIGNMENT_REPEAT_LARGE_WITH_DEPENDENCIES = 1
 
 # Targets that the strategy named TARGET_STRATEGY should meet: the mean efficiency over
 # seeds for long-tail suites of 10,000 tests on 100 executors, by noise level, and the
@@ -88,6 +101,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--repeat-large", type=int, default=2, help="seeds per 100,000-test configuration (default: %(default)s)"
     )
     parser.add_argument(
+        "--repeat-large-dependencies",
+        type=int,
+        default=REPEAT_LARGE_WITH_DEPENDENCIES,
+        help="seeds per 100,000-test configuration of a shape with dependencies (default: %(default)s)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON file of simulation rows (default: bench/results/scheduler.json)"
     )
     parser.add_argument(
@@ -97,19 +116,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="the JSON file of planning and assignment times (default: bench/results/scheduler-timing.json)",
     )
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.repeat_large < 1:
-        parser.error("--repeat and --repeat-large must be at least 1")
+    if args.repeat < 1 or args.repeat_large < 1 or args.repeat_large_dependencies < 1:
+        parser.error("--repeat, --repeat-large and --repeat-large-dependencies must be at least 1")
     return args
 
 
-def simulate_grid(repeat: int, repeat_large: int) -> list[dict]:
+def simulated_shapes(strategy: str) -> list[str]:
+    """Return the shapes to simulate with ``strategy``: those with dependencies only for DEPENDENCY_STRATEGY."""
+    return [shape for shape in SHAPES if shape not in SHAPES_WITH_DEPENDENCIES or strategy == DEPENDENCY_STRATEGY]
+
+
+def timed_shapes(strategy: str) -> list[str]:
+    """Return the shapes for the planning and assignment times of ``strategy``."""
+    return ["long-tail", "chains"] if strategy == DEPENDENCY_STRATEGY else ["long-tail"]
+
+
+def simulate_grid(repeat: int, repeat_large: int, repeat_large_dependencies: int) -> list[dict]:
     """Simulate every configuration with its seeds and return one row per seed."""
     configurations = []
     for strategy in STRATEGY_NAMES:
-        for shape in SHAPES:
+        for shape in simulated_shapes(strategy):
             for executors in EXECUTOR_COUNTS:
                 for tests in TEST_COUNTS:
-                    seeds = repeat if tests <= 10_000 else repeat_large
+                    if tests <= 10_000:
+                        seeds = repeat
+                    elif shape in SHAPES_WITH_DEPENDENCIES:
+                        seeds = repeat_large_dependencies
+                    else:
+                        seeds = repeat_large
                     for noise in NOISE_LEVELS:
                         configurations.append((strategy, shape, executors, tests, noise, seeds, SHARD_OVERHEAD_S))
             for executors in SLOW_SHARD_EXECUTOR_COUNTS:
@@ -131,6 +165,7 @@ def simulate_grid(repeat: int, repeat_large: int) -> list[dict]:
                     "shards": result.shards,
                     "makespan_s": round(result.makespan_s, 4),
                     "lower_bound_s": round(result.lower_bound_s, 4),
+                    "longest_chain_s": round(result.longest_chain_s, 4),
                     "efficiency": round(result.efficiency, 4),
                 }
             )
@@ -146,6 +181,8 @@ def summarize_rows(rows: list[dict]) -> list[dict]:
     summary = []
     for (strategy, shape, executors, tests, noise, overhead), group in groups.items():
         efficiencies = [row["efficiency"] for row in group]
+        # The lower bound is the longest chain (or test) when that exceeds total / slots.
+        chain_bound = sum(row["lower_bound_s"] == row["longest_chain_s"] for row in group)
         summary.append(
             {
                 "strategy": strategy,
@@ -158,15 +195,16 @@ def summarize_rows(rows: list[dict]) -> list[dict]:
                 "mean_efficiency": round(statistics.fmean(efficiencies), 4),
                 "min_efficiency": round(min(efficiencies), 4),
                 "mean_shards": round(statistics.fmean(row["shards"] for row in group), 1),
+                "seeds_bound_by_chain": chain_bound,
             }
         )
     return summary
 
 
-def time_planning(strategy: str) -> dict:
-    """Time ``plan`` on a long-tail suite of PLANNING_TESTS tests with noisy history."""
-    suite = make_suite("long-tail", PLANNING_TESTS, PLANNING_SLOTS, 0.3, random.Random(0))
-    request = PlanInput(suite.case_ids, range(PLANNING_TESTS), PLANNING_SLOTS, suite.history)
+def time_planning(strategy: str, shape: str) -> dict:
+    """Time ``plan`` on a suite of PLANNING_TESTS tests of ``shape`` with noisy history."""
+    suite = make_suite(shape, PLANNING_TESTS, PLANNING_SLOTS, 0.3, random.Random(0))
+    request = PlanInput(suite.case_ids, range(PLANNING_TESTS), PLANNING_SLOTS, suite.history, suite.dependencies)
     plan = get_strategy(strategy).plan
     seconds = []
     for _ in range(PLANNING_REPEAT):
@@ -175,6 +213,7 @@ def time_planning(strategy: str) -> dict:
         seconds.append(time.perf_counter() - start)
     return {
         "strategy": strategy,
+        "shape": shape,
         "tests": PLANNING_TESTS,
         "slots": PLANNING_SLOTS,
         "repeat": PLANNING_REPEAT,
@@ -183,20 +222,27 @@ def time_planning(strategy: str) -> dict:
     }
 
 
-def time_assignment(strategy: str, queued_tests: int) -> dict:
+def time_assignment(strategy: str, shape: str, queued_tests: int) -> dict:
     """Time the assignment of every shard of one planned run, as the coordinator assigns them.
 
-    The first call fills every idle slot, and after that each finished shard frees one slot
-    and the next call assigns one shard. Only the ``assign_shards`` calls are timed, and the
-    SQLite writes and messages of the real coordinator are not part of it.
+    The first call fills every idle slot, and after that the oldest running shard finishes,
+    which frees one slot and may open shards that wait for its tests, and the next call
+    assigns what is ready. Only the ``assign_shards`` calls are timed, and the SQLite writes
+    and messages of the real coordinator are not part of it.
     """
-    suite = make_suite("long-tail", queued_tests, ASSIGNMENT_EXECUTORS, 0.3, random.Random(0))
-    request = PlanInput(suite.case_ids, range(queued_tests), ASSIGNMENT_EXECUTORS * SLOTS_PER_EXECUTOR, suite.history)
+    suite = make_suite(shape, queued_tests, ASSIGNMENT_EXECUTORS, 0.3, random.Random(0))
+    dependencies = runnable_dependencies(suite.dependencies, range(queued_tests))
+    request = PlanInput(
+        suite.case_ids, range(queued_tests), ASSIGNMENT_EXECUTORS * SLOTS_PER_EXECUTOR, suite.history, dependencies
+    )
     shards = get_strategy(strategy).plan(request)
+    repeat = ASSIGNMENT_REPEAT
+    if dependencies and queued_tests > 10_000:
+        repeat = ASSIGNMENT_REPEAT_LARGE_WITH_DEPENDENCIES
 
     per_shard = []
-    for _ in range(ASSIGNMENT_REPEAT):
-        run = make_run(strategy, suite.case_ids, shards)
+    for _ in range(repeat):
+        run = make_run(strategy, suite.case_ids, shards, dependencies)
         views = make_executors(ASSIGNMENT_EXECUTORS, SLOTS_PER_EXECUTOR)
         running: deque = deque()
         assigned = 0
@@ -207,15 +253,18 @@ def time_assignment(strategy: str, queued_tests: int) -> dict:
             elapsed += time.perf_counter() - start
             assigned += len(started)
             running.extend(started)
+            if not running:
+                raise RuntimeError(f"{strategy} on {shape}: {len(run.queue)} shards are queued but none is ready")
             shard_id, executor = running.popleft()
             finish_shard(run, shard_id, executor, queued_tests, 0.0)
         per_shard.append(elapsed / assigned)
     return {
         "strategy": strategy,
+        "shape": shape,
         "queued_tests": queued_tests,
         "shards": len(shards),
         "executors": ASSIGNMENT_EXECUTORS,
-        "repeat": ASSIGNMENT_REPEAT,
+        "repeat": repeat,
         "median_us_per_shard": round(statistics.median(per_shard) * 1e6, 1),
     }
 
@@ -237,20 +286,24 @@ def check_targets(summary: list[dict], planning: list[dict]) -> list[str]:
         )
     for row in planning:
         verdict = "met" if row["median_s"] < TARGET_PLANNING_S else "MISSED"
-        lines.append(f"planning {PLANNING_TESTS:,} tests with {row['strategy']}: {row['median_s']:.3f} s, target < {TARGET_PLANNING_S} s: {verdict}")
+        lines.append(
+            f"planning {PLANNING_TESTS:,} {row['shape']} tests with {row['strategy']}: {row['median_s']:.3f} s, "
+            f"target < {TARGET_PLANNING_S} s: {verdict}"
+        )
     if not any(line.startswith(TARGET_STRATEGY) for line in lines):
         lines.append(f"strategy {TARGET_STRATEGY!r} is not available, so its efficiency targets were not checked")
     return lines
 
 
 def print_summary(summary: list[dict]) -> None:
-    header = f"{'strategy':<14} {'shape':<10} {'exec':>5} {'tests':>7} {'noise':>5} {'ovh ms':>6}"
-    print(f"{header} {'mean eff':>9} {'min eff':>8} {'shards':>7}")
+    header = f"{'strategy':<16} {'shape':<10} {'exec':>5} {'tests':>7} {'noise':>5} {'ovh ms':>6}"
+    print(f"{header} {'mean eff':>9} {'min eff':>8} {'shards':>7} {'chain-bound':>11}")
     for row in summary:
         print(
-            f"{row['strategy']:<14} {row['shape']:<10} {row['executors']:>5} {row['tests']:>7} {row['noise']:>5} "
+            f"{row['strategy']:<16} {row['shape']:<10} {row['executors']:>5} {row['tests']:>7} {row['noise']:>5} "
             f"{row['shard_overhead_s'] * 1000:>6.0f} "
-            f"{row['mean_efficiency']:>9.3f} {row['min_efficiency']:>8.3f} {row['mean_shards']:>7.0f}"
+            f"{row['mean_efficiency']:>9.3f} {row['min_efficiency']:>8.3f} {row['mean_shards']:>7.0f} "
+            f"{row['seeds_bound_by_chain']:>5}/{row['seeds']:<5}"
         )
 
 
@@ -259,17 +312,25 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
 
     print(f"simulating {', '.join(STRATEGY_NAMES)} on {', '.join(SHAPES)}", flush=True)
-    rows = simulate_grid(args.repeat, args.repeat_large)
+    rows = simulate_grid(args.repeat, args.repeat_large, args.repeat_large_dependencies)
     summary = summarize_rows(rows)
     print_summary(summary)
 
-    planning = [time_planning(strategy) for strategy in STRATEGY_NAMES]
+    planning = [time_planning(strategy, shape) for strategy in STRATEGY_NAMES for shape in timed_shapes(strategy)]
     for row in planning:
-        print(f"planning {row['tests']:,} tests, {row['strategy']}: median {row['median_s']:.3f} s, max {row['max_s']:.3f} s")
-    assignment = [time_assignment(strategy, queued) for strategy in STRATEGY_NAMES for queued in ASSIGNMENT_QUEUED_TESTS]
+        print(
+            f"planning {row['tests']:,} {row['shape']} tests, {row['strategy']}: "
+            f"median {row['median_s']:.3f} s, max {row['max_s']:.3f} s"
+        )
+    assignment = [
+        time_assignment(strategy, shape, queued)
+        for strategy in STRATEGY_NAMES
+        for shape in timed_shapes(strategy)
+        for queued in ASSIGNMENT_QUEUED_TESTS
+    ]
     for row in assignment:
         print(
-            f"assignment, {row['strategy']}, {row['queued_tests']:,} queued tests in {row['shards']} shards: "
+            f"assignment, {row['strategy']}, {row['queued_tests']:,} queued {row['shape']} tests in {row['shards']} shards: "
             f"{row['median_us_per_shard']:.1f} us per shard"
         )
 
