@@ -146,7 +146,7 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
     with tempfile.TemporaryDirectory(prefix="swarmctl-bundle-") as tmp:
         bundle = build_bundle(suite_dir, Path(tmp))
         suite = protocol.SuiteSpec(suite_kind, bundle.digest, str(path), python, tuple(pytest_args), timeout)
-        display = ProgressDisplay(console)
+        display = ProgressDisplay(console, start_at)
 
         async with trio.open_nursery() as nursery:
             outcome: list = []
@@ -221,7 +221,7 @@ def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[st
 class ProgressDisplay:
     """A live progress bar with failures printed as they arrive."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, start_at: float | None = None) -> None:
         self.console = console
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -233,7 +233,8 @@ class ProgressDisplay:
             console=console,
             transient=True,
         )
-        self.task = self.progress.add_task("collecting", total=None, failed=0, executors=0)
+        waiting = f"waiting until {time.strftime('%H:%M:%S', time.localtime(start_at))}" if start_at else "collecting"
+        self.task = self.progress.add_task(waiting, total=None, failed=0, executors=0)
         self.failed = 0
 
     def __enter__(self):

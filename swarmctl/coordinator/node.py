@@ -308,7 +308,7 @@ class Coordinator:
         request = PlanInput(run.case_ids, run.runnable_ids(), slots, durations, run.deps, run.group)
         shards = get_strategy(strategy).plan(request)
         self.machine.apply(cmd.ShardsPlanned(run.run_id, shards), TERM)
-        log.info("run %s: %d cases in %d shards for %d slots (%s)", run.run_id, len(run.runnable_ids()), len(shards), slots, run.strategy)
+        log.info("run %s: %d cases in %d shards, slots %d (%s)", run.run_id, len(run.runnable_ids()), len(shards), slots, strategy)
         self._schedule()
 
     # --- assignment and results ------------------------------------------------------
@@ -355,6 +355,8 @@ class Coordinator:
                 run = self.machine.runs.get(run_id)
                 if run is None or run.suite.get("kind") != "pytest":
                     continue  # the command runner runs its cases without a release point
+                if run.group != "none":
+                    continue  # the worker cannot cut at a group's edge; groups stay whole
                 shard = run.shards[shard_id]
                 key = (run_id, shard_id, shard.attempt)
                 if key in self._released:
@@ -393,7 +395,7 @@ class Coordinator:
         for data in results:
             if data["outcome"] == PASSED:
                 continue
-            reason = f"skipped: depends on {data['case_id']}, which {data['outcome']}"
+            reason = f"depends on {data['case_id']}, which {data['outcome']}"
             pending = list(dependents.get(run.index[data["case_id"]], ()))
             while pending:
                 case = pending.pop()

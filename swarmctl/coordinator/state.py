@@ -269,7 +269,8 @@ class StateMachine:
                 data["flaky"] = True
                 body = msgpack.packb(data, use_bin_type=True, unicode_errors="surrogatepass")
             run.done.add(idx)
-            run.executors.add(executor)
+            if executor:  # results the coordinator records itself (not run, skipped) have none
+                run.executors.add(executor)
             rows.append((run_id, idx, data["case_id"], data["outcome"], data.get("duration", 0.0), executor, data["attempt"], at, body))
             new.append((run_id, data))
         self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

@@ -105,6 +105,7 @@ class Executor:
         self.slots = [Slot(self, i) for i in range(slots)]
         self.jobs_send, self.jobs_receive = trio.open_memory_channel(math.inf)
         self._fetches: dict[str, trio.MemorySendChannel] = {}
+        self.pending_releases: dict[tuple[str, int], int] = {}  # (run, shard) -> tests to give back
         self._fetch_done: dict[str, trio.Event] = {}
         self._peer: Peer | None = None
         self._connected = trio.Event()
@@ -179,8 +180,9 @@ class Executor:
                 case protocol.ResultAck():
                     self.outbox.unacked.pop(message.seq, None)
                 case protocol.ReleaseTests():
-                    for slot in self.slots:
-                        slot.release_tests(message.run_id, message.shard_id, message.count)
+                    if not any(slot.release_tests(message.run_id, message.shard_id, message.count) for slot in self.slots):
+                        # Its job still waits in the queue; the slot that takes it applies this.
+                        self.pending_releases[(message.run_id, message.shard_id)] = message.count
                 case protocol.CancelShard():
                     for slot in self.slots:
                         slot.cancel_shard(message.run_id, message.shard_id, message.reason, interrupt=message.interrupt)

@@ -77,7 +77,8 @@ class Slot:
         assign = job.assign
         self._shard = (assign.run_id, assign.shard_id)
         self._interrupt_reason = None
-        self._pending_release = 0
+        # A release request may have come before this job left the executor's queue.
+        self._pending_release = self.executor.pending_releases.pop(self._shard, 0)
         with trio.CancelScope() as scope:
             self._shard_scope = scope
             if suite.kind == "command":
@@ -91,19 +92,20 @@ class Slot:
             return
         self.executor.send(protocol.ShardDone(assign.run_id, assign.shard_id, assign.attempt))
 
-    def release_tests(self, run_id: str, shard_id: int, count: int) -> None:
-        """Give back the end of the shard this slot runs; the coordinator hands it to an idle slot.
+    def release_tests(self, run_id: str, shard_id: int, count: int) -> bool:
+        """Give back the end of the shard this slot runs; return False if it runs another.
 
-        The request can arrive before the shard's job has reached the worker; it is then kept
-        and sent right after the batch starts.
+        The coordinator hands the tests to an idle slot. Between the start of the shard's job
+        and the start of its batch, the request is kept and sent right after the batch starts.
         """
         if self._shard != (run_id, shard_id):
-            return
+            return False
         log.info("slot %s: releasing up to %d tests of shard %d of run %s", self.name, count, shard_id, run_id)
         if self._worker is not None and self._batch_running:
             self._worker.release(count)
         else:
             self._pending_release = count
+        return True
 
     def cancel_shard(self, run_id: str, shard_id: int, reason: str, *, interrupt: bool = False) -> None:
         """Stop the shard if this slot runs it.

@@ -13,7 +13,7 @@ true durations. It plans from history durations, which are the true ones times a
 drawn uniformly from [1 - noise, 1 + noise].
 
 A suite may declare dependencies between its tests (the ``chains`` shape does). The
-simulation stores them in ``RunState.deps``, so ``pick_assignments`` holds a shard back
+simulation stores them in ``RunState.deps``, so ``pick_assignments`` keeps a shard queued
 until every test its tests depend on is in ``RunState.done``. A shard's tests enter
 ``done`` together when the shard finishes.
 NOTE: the coordinator records results in batches while a shard is still running, so it can
@@ -94,8 +94,8 @@ def giant_durations(tests: int, slots: int, rng: random.Random) -> list[float]:
 # CHAIN_MIN_LENGTH to CHAIN_MAX_LENGTH tests, each test depending on the one before it.
 # The first CHAINS_LONG chains have CHAIN_MAX_LENGTH tests, and their durations are
 # replaced so that each chain takes between the two fractions below of a slot's share of
-# the other tests. Above 1.0 the longest chain is longer than total duration / slots, so it
-# is the lower bound, and below 1.0 it is close to it.
+# the other tests. With more than CHAINS_LONG slots, a chain whose fraction is the larger
+# one and above 1.0 is longer than total duration / slots, so it sets the lower bound.
 CHAINS_SHARE = 0.05
 CHAIN_MIN_LENGTH = 3
 CHAIN_MAX_LENGTH = 20
@@ -214,11 +214,20 @@ def longest_chain(durations: Mapping[int, float], dependencies: Mapping[int, Seq
     a chain of one. Dependencies on cases missing from ``durations`` are ignored.
     Raises graphlib.CycleError if the dependencies form a cycle.
     """
-    graph = {case: [need for need in dependencies.get(case, ()) if need in durations] for case in durations}
+    longest_s = max(durations.values(), default=0.0)
+    # Only cases with a dependency, or with a dependent, can be part of a longer chain.
+    graph: dict[int, list[int]] = {}
+    for case, needs in dependencies.items():
+        if case in durations:
+            known_needs = [need for need in needs if need in durations]
+            if known_needs:
+                graph[case] = known_needs
+    if not graph:
+        return longest_s
     finish: dict[int, float] = {}
     for case in graphlib.TopologicalSorter(graph).static_order():
-        finish[case] = durations[case] + max((finish[need] for need in graph[case]), default=0.0)
-    return max(finish.values(), default=0.0)
+        finish[case] = durations[case] + max((finish[need] for need in graph.get(case, ())), default=0.0)
+    return max(longest_s, max(finish.values()))
 
 
 def lower_bound(
@@ -330,14 +339,14 @@ def runnable_dependencies(dependencies: Mapping[int, Sequence[int]], runnable: S
     A case left out of ``runnable`` never gets a result in the simulation, so it is treated
     as already settled, like a case with a collection-time result in the coordinator.
     """
-    wanted = set(runnable)
-    kept = {}
+    runnable_set = set(runnable)
+    between_runnable = {}
     for case, needs in dependencies.items():
-        if case in wanted:
-            runnable_needs = [need for need in needs if need in wanted]
+        if case in runnable_set:
+            runnable_needs = [need for need in needs if need in runnable_set]
             if runnable_needs:
-                kept[case] = runnable_needs
-    return kept
+                between_runnable[case] = runnable_needs
+    return between_runnable
 
 
 def simulate(
@@ -403,7 +412,7 @@ def simulate(
         cases = tuple(run.shards[shard_id].cases)
         finished[shard_id] = ShardRun(shard_id, executor.executor_id, start_times[shard_id], now, cases)
 
-    # A plan that holds a case twice can leave shards running after every case has a
+    # A plan that contains a case twice can leave shards running after every case has a
     # result. They go into the trace with the time they would end, after the makespan.
     for end_s, _, shard_id, executor in events:
         cases = tuple(run.shards[shard_id].cases)
