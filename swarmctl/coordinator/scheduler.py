@@ -30,11 +30,19 @@ class ExecutorView:
         return self.slots - len(self.running)
 
 
-def dependencies_met(run: RunState, cases: Iterable[int]) -> bool:
-    """Whether every case these cases depend on has its final result."""
-    if not run.deps:
-        return True
-    return all(need in run.done for case in cases for need in run.deps.get(case, ()))
+def dependencies_met(run: RunState, shard_id: int) -> bool:
+    """Whether every case the shard's cases depend on has its final result.
+
+    What a shard still waits for is kept per run (derived, never stored) and shrinks as
+    results arrive, so a check costs the shard's unmet needs, not its size.
+    """
+    waiting = run.waiting_on.get(shard_id)
+    if waiting is None:
+        cases = run.shards[shard_id].cases
+        waiting = {need for case in cases for need in run.deps.get(case, ())}
+    waiting = {need for need in waiting if need not in run.done}
+    run.waiting_on[shard_id] = waiting
+    return not waiting
 
 
 def pick_assignments(
@@ -54,9 +62,10 @@ def pick_assignments(
     for run in runs:
         if run.status is not RunStatus.RUNNING or (now is not None and run.start_at and run.start_at > now):
             continue
+        check_needs = bool(run.deps)
         shards = deque(
             s for s in run.queue
-            if (now is None or run.shards[s].not_before <= now) and dependencies_met(run, run.shards[s].cases)
+            if (now is None or run.shards[s].not_before <= now) and (not check_needs or dependencies_met(run, s))
         )
         if shards:
             ready[run.run_id], by_id[run.run_id] = shards, run

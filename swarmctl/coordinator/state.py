@@ -84,6 +84,7 @@ class RunState:
     imported_durations: dict[str, float] = field(default_factory=dict)  # from swarmctl run --durations-from
     deps: dict[int, list[int]] = field(default_factory=dict)  # case index -> indexes it depends on
     group: str = "none"  # tests kept together in one shard: none, module, class or file
+    waiting_on: dict[int, set[int]] = field(default_factory=dict)  # scheduler cache: shard -> unmet needs
 
     @property
     def total(self) -> int:
@@ -296,6 +297,7 @@ class StateMachine:
         shard = run.shards[c.shard_id]
         moved = [case for case in c.cases if case in shard.cases and case not in run.done]
         shard.cases = [case for case in shard.cases if case not in moved]
+        run.waiting_on.pop(c.shard_id, None)
         run.shards[c.new_shard_id] = ShardState(c.run_id, c.new_shard_id, moved)
         run.queue = deque(sorted([*run.queue, c.new_shard_id]))
         self.conn.execute(
@@ -333,6 +335,7 @@ class StateMachine:
         run = self.runs[c.run_id]
         shard = run.shards[c.shard_id]
         shard.cases = [i for i in shard.cases if i not in run.done]
+        run.waiting_on.pop(c.shard_id, None)
         shard.executor = None
         shard.status = ShardStatus.QUEUED if shard.cases else ShardStatus.DONE
         if shard.status is ShardStatus.QUEUED:

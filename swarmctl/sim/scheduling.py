@@ -4,8 +4,11 @@ The simulation calls the coordinator's real code: ``get_strategy(name).plan`` cu
 shards from history durations, and ``pick_assignments`` hands queued shards to executors.
 Between those calls it updates ``RunState``, ``ShardState`` and ``ExecutorView`` the way
 the coordinator's state machine does, but in memory only: no SQLite, no network, no
-requeues and no retries. Time is a simulated clock advanced by an event heap, so a run of 100,000 tests
-takes a fraction of a second and the same seed always gives the same result.
+requeues, no retries and no work stealing (an idle slot taking the unstarted end of a busy
+shard). Time is a simulated clock advanced by an event heap, and the same seed always
+gives the same result. A run of 100,000 independent tests takes under a second. With
+dependencies it takes longer, because each ``pick_assignments`` call checks the
+dependencies of every queued test.
 
 A shard runs for the sum of its tests' true durations plus a fixed overhead,
 ``SHARD_OVERHEAD_S`` unless the caller passes another. The strategy never receives the

@@ -285,14 +285,14 @@ def test_chains_runnable_subset_drops_missing_dependencies() -> None:
     suite = make_suite("chains", 1000, 10, 0.3, random.Random(8))
     heads = {chain[0] for chain in chains_of(suite.dependencies)}
     runnable = [case for case in range(1000) if case not in heads]
-    kept = runnable_dependencies(suite.dependencies, runnable)
+    runnable_deps = runnable_dependencies(suite.dependencies, runnable)
 
     result = simulate(DEPENDENCY_STRATEGY, suite, executors=10, runnable=runnable)
 
     assert sorted(result.executed) == runnable
-    assert len(kept) == len(suite.dependencies) - len(heads)
-    assert all(need not in heads for needs in kept.values() for need in needs)
-    assert dependency_violations(result, kept) == []
+    assert len(runnable_deps) == len(suite.dependencies) - len(heads)
+    assert all(need not in heads for needs in runnable_deps.values() for need in needs)
+    assert dependency_violations(result, runnable_deps) == []
     assert result.makespan_s >= result.lower_bound_s
 
 

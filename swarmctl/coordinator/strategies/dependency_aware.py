@@ -3,9 +3,10 @@
 Cases are grouped into levels: a case's dependencies all lie in earlier levels, so a shard
 never holds a case together with one it depends on. Within a level the cases are ordered by
 the expected length of the longest chain of work that starts with them (their own
-duration plus the longest chain of their dependents), so the chains that bound the run
-start first. Each level is cut into shards that shrink toward its end. The scheduler holds
-a shard back until every case its cases depend on has a final result.
+duration plus the longest chain of their dependents), and each level is cut into shards
+that shrink toward its end. All shards are then ordered by the longest chain they start,
+so the chains that bound the run go first. The scheduler holds a shard back until every
+case its cases depend on has a final result.
 
 NOTE: ``--group`` is not applied here; dependencies decide which tests share a shard.
 """
@@ -28,6 +29,11 @@ class DependencyAwareStrategy:
         for level in levels(graph, request.runnable):
             order = sorted(level, key=lambda index: -chain[index])
             shards.extend(cut_shards(order, expected, request.slots))
+        # Slots take ready shards in this order, so the shards that start the longest remaining
+        # chains go first, whatever their level: a chain's next test must not wait behind
+        # independent work. A later level's shards are held back until their tests' needs
+        # are done, so putting them early costs nothing while they wait.
+        shards.sort(key=lambda shard: -max(chain[index] for index in shard))
         return shards
 
 
