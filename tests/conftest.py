@@ -40,6 +40,19 @@ def run_swarmctl(args: list[str], env: dict[str, str], *, timeout: float = 180, 
     )
 
 
+def generate_suite(
+    folder: Path, *, tests: int, files: int, sleep_ms: int, failed: int = 0, skipped: int = 0
+) -> Path:
+    """Write a synthetic pytest suite with bench/gen_suite.py and return its folder."""
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gen_suite.py"), str(folder), "--tests", str(tests),
+         "--files", str(files), "--sleep-ms", str(sleep_ms), "--failed", str(failed), "--skipped", str(skipped)],
+        check=True,
+        capture_output=True,
+    )
+    return folder
+
+
 def copy_case(kind: str, name: str, dest: Path) -> Path:
     """Copy a case folder (read-only in the library) to ``dest`` and make it writable."""
     target = dest / name

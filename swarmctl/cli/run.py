@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from swarmctl import protocol
 from swarmctl.bundle import build_bundle
 from swarmctl.cli import app, fail, find_error, setup_logging
-from swarmctl.client import RemoteError, RunWatch, submit_and_follow
+from swarmctl.client import RunWatch, submit_and_follow
 from swarmctl.cluster.transport import parse_addresses
 from swarmctl.coordinator.dependencies import resolve
 from swarmctl.duration_files import load_durations_file

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from swarmctl import __version__, protocol
+from swarmctl import protocol
 from swarmctl.bundle import BundleCache, iter_chunks
 from swarmctl.cluster.transport import Peer, PeerGone, serve
 from swarmctl.coordinator import commands as cmd

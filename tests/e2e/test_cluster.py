@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, load_json, outcomes_by_id, run_swarmctl
+from tests.conftest import REPO, generate_suite, load_json, outcomes_by_id, run_swarmctl
 
 EXAMPLE = REPO / "examples" / "pytest-suite"
 STARTUP_TIMEOUT_S = 20
@@ -100,12 +100,7 @@ def test_cluster_matches_embedded_run(tmp_path, swarm_env):
 
 
 def test_cluster_survives_executor_sigkill(tmp_path, swarm_env):
-    suite = tmp_path / "slow-suite"
-    subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gen_suite.py"), str(suite), "--tests", "60", "--files", "3",
-         "--sleep-ms", "200", "--failed", "2", "--skipped", "2"],
-        check=True, capture_output=True,
-    )
+    suite = generate_suite(tmp_path / "slow-suite", tests=60, files=3, sleep_ms=200, failed=2, skipped=2)
     expected = load_json(suite / "expected_counts.json")["counts"]
 
     with cluster(tmp_path, swarm_env) as (address, coordinator, executors):

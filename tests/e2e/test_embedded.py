@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import REPO, run_swarmctl
+from tests.conftest import REPO, generate_suite, run_swarmctl
 from tests.e2e.test_cluster import wait_for_results
 
 
@@ -25,12 +25,7 @@ def processes_using(folder: str) -> list[psutil.Process]:
 
 
 def make_slow_suite(folder: Path) -> Path:
-    subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gen_suite.py"), str(folder), "--tests", "60", "--files", "3",
-         "--sleep-ms", "200"],
-        check=True, capture_output=True,
-    )
-    return folder
+    return generate_suite(folder, tests=60, files=3, sleep_ms=200)
 
 
 def run_rows(home: str) -> list[tuple]:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import time
 
 import psutil
 
-from tests.conftest import CASES, REPO, copy_case, load_json, run_swarmctl
+from tests.conftest import copy_case, generate_suite, load_json, run_swarmctl
 from tests.e2e.test_cluster import cluster
 from tests.e2e.test_command_cases import write_manifest
 
 
 def test_deadline_reports_every_test(tmp_path, swarm_env):
-    suite = tmp_path / "minute-suite"
-    subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gen_suite.py"), str(suite), "--tests", "60", "--files", "2",
-         "--sleep-ms", "2000", "--failed", "0", "--skipped", "0"],
-        check=True, capture_output=True,
-    )
+    suite = generate_suite(tmp_path / "minute-suite", tests=60, files=2, sleep_ms=2000)
     report_path = tmp_path / "report.json"
 
     started = time.monotonic()

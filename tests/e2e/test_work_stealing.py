@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from tests.conftest import REPO, load_json, outcomes_by_id, run_swarmctl
+from tests.conftest import generate_suite, load_json, outcomes_by_id, run_swarmctl
 
 
 def test_idle_slot_takes_unstarted_tests(tmp_path, swarm_env):
-    suite = tmp_path / "one-file"
-    subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gen_suite.py"), str(suite), "--tests", "30", "--files", "1",
-         "--sleep-ms", "200", "--failed", "0", "--skipped", "0"],
-        check=True, capture_output=True,
-    )
+    suite = generate_suite(tmp_path / "one-file", tests=30, files=1, sleep_ms=200)
     # Durations that claim every test is instant make time-balanced plan one shard, so
     # without stealing the second slot would idle while the first runs all 30 tests.
     durations = tmp_path / ".test_durations"

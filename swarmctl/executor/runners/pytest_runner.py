@@ -210,6 +210,7 @@ class PytestWorker:
         current: str | None = None
         log_offset = 0
         deadline = math.inf
+        limit: tuple[float, float, str] | None = None  # the running test's, set at its start
 
         while True:
             with trio.move_on_at(deadline) as scope:
