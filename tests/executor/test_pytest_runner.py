@@ -389,3 +389,48 @@ def test_crash_hint_sigkill() -> None:
     assert "out-of-memory" in crash_hint(-signal.SIGKILL)
     assert crash_hint(-signal.SIGSEGV) == ""
     assert crash_hint(3) == ""
+
+
+# --- giving tests back to an idle slot ---------------------------------------------------
+
+CLASSES = {
+    "test_classes.py": """
+        class TestFirst:
+            def test_a(self):
+                pass
+
+            def test_b(self):
+                pass
+
+
+        class TestSecond:
+            def test_c(self):
+                pass
+
+            def test_d(self):
+                pass
+    """,
+}
+
+
+async def test_pytest_worker_release_keeps_next_item(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "suite", CLASSES)
+    ids = [
+        "test_classes.py::TestFirst::test_a",
+        "test_classes.py::TestFirst::test_b",
+        "test_classes.py::TestSecond::test_c",
+        "test_classes.py::TestSecond::test_d",
+    ]
+    released: list[list[str]] = []
+
+    async with started_worker(suite, tmp_path / "worker.log") as worker:
+        # Asking for everything back: test_b stays, because pytest ran test_a with test_b as
+        # its next item and kept the TestFirst class set up for it.
+        first, rest = await run_batch(worker, ids, release=10, on_release=released.append)
+        # The next batch starts elsewhere in the suite, as another shard would.
+        second, _ = await run_batch(worker, [ids[3]])
+
+    assert rest == []
+    assert released == [ids[2:]]
+    assert [(r["case_id"], r["outcome"]) for r in first] == [(ids[0], "passed"), (ids[1], "passed")]
+    assert [(r["case_id"], r["outcome"]) for r in second] == [(ids[3], "passed")]
