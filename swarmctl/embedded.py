@@ -31,7 +31,7 @@ ADDRESS_FILE = "coordinator.address"  # where `swarmctl cancel` finds the embedd
 
 
 def data_home() -> Path:
-    """The data folder: ``$SWARMCTL_HOME``, else the user's data folder."""
+    """Return the data folder: ``$SWARMCTL_HOME``, else the user's data folder."""
     configured = os.environ.get("SWARMCTL_HOME")
     if configured:
         return Path(configured).expanduser().resolve()
@@ -39,7 +39,7 @@ def data_home() -> Path:
 
 
 def swarmctl_command() -> list[str]:
-    """The command line that starts this same swarmctl, frozen binary or not."""
+    """Return the command line that starts this same swarmctl, frozen binary or not."""
     if getattr(sys, "frozen", False):
         return [sys.executable]
     return [sys.executable, "-m", "swarmctl"]
@@ -62,7 +62,7 @@ async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False)
                 yield LOOPBACK, port
             finally:
                 # A run still active here was interrupted (Ctrl-C); record that before the
-                # executors leave, so its shards are not requeued to nobody.
+                # executors leave, so that its shards are not requeued with no executor left.
                 coordinator.interrupt_runs("swarmctl run was stopped")
                 address_file.unlink(missing_ok=True)
                 with trio.CancelScope(shield=True):

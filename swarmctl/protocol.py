@@ -38,7 +38,7 @@ ROLE_CLIENT = "client"
 
 @dataclass(frozen=True, slots=True)
 class SuiteSpec:
-    """What an executor needs to run a suite: the bundle and how to run it."""
+    """The bundle of a suite and how an executor runs it."""
 
     kind: str  # "pytest" or "command"
     bundle: str  # sha256 of the bundle archive

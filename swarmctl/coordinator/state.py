@@ -284,7 +284,7 @@ class StateMachine:
 
     @staticmethod
     def _retryable(run: RunState, idx: int, data: dict) -> bool:
-        """Whether a result is a failed try that gets another attempt instead of being final."""
+        """Return whether a result is a failed try that gets another attempt instead of being final."""
         return (
             data.get("outcome") in FAILING_OUTCOMES
             and data.get("when") != "collect"
@@ -373,14 +373,14 @@ class StateMachine:
         )
 
     def durations(self, suite: dict[str, Any]) -> dict[str, float]:
-        """The last known duration of each test of a suite, in seconds."""
+        """Return the last known duration of each test of a suite, in seconds."""
         rows = self.conn.execute("SELECT case_id, seconds FROM durations WHERE suite_key = ?", (suite_key(suite),))
         return dict(rows.fetchall())
 
     # --- reading ------------------------------------------------------------------------
 
     def results(self, run_id: str) -> list[CaseResult]:
-        """Every recorded result of a run, in case order."""
+        """Return every recorded result of a run, in case order."""
         rows = self.conn.execute("SELECT body FROM results WHERE run_id = ? ORDER BY idx", (run_id,))
         return [CaseResult.from_wire(msgpack.unpackb(body, raw=False, unicode_errors="surrogatepass")) for (body,) in rows]
 

@@ -416,7 +416,7 @@ async def _pump_events(process: trio.Process, fd: int, send: trio.MemorySendChan
 
 
 def read_available(fd: int) -> bytes | None:
-    """Read what the pipe holds now; ``None`` at end of file."""
+    """Read what the pipe contains now; return ``None`` at end of file."""
     chunks = []
     while True:
         try:

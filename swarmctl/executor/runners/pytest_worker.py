@@ -298,7 +298,7 @@ def captured(report, stream):
 
 
 def log_offset():
-    """Where the worker log ends now, so a crash report can show only this test's output.
+    """Return where the worker log ends now, so a crash report can show only this test's output.
 
     The executor cannot measure this itself: it may read the start event after the test
     has already written more.
