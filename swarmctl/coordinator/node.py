@@ -556,9 +556,13 @@ class Coordinator:
     def _check_complete(self, run: RunState) -> None:
         if run.status is RunStatus.RUNNING and len(run.done) == run.total:
             error = "Stopped: run deadline reached" if self._past_deadline(run) else ""
-            self._finish(run, RunStatus.FINISHED, exit_code_for(self.machine.results(run.run_id)), error)
+            results = self.machine.results(run.run_id)
+            self._finish(run, RunStatus.FINISHED, exit_code_for(results), error, results)
 
-    def _finish(self, run: RunState, status: RunStatus, exit_code: int, error: str) -> None:
+    def _finish(
+        self, run: RunState, status: RunStatus, exit_code: int, error: str, results: list[CaseResult] | None = None
+    ) -> None:
+        """End a run; ``results`` saves reading them again when the caller already has them."""
         for session in self.executors.values():
             for run_id, shard_id in list(session.view.running):
                 if run_id == run.run_id:
@@ -571,7 +575,7 @@ class Coordinator:
         log.info("run %s %s with exit code %d in %.2fs%s", run.run_id, status, exit_code, wall, f": {error}" if error else "")
         watchers = [client for client in self.clients if run.run_id in client.runs]
         if watchers:
-            frames = [protocol.RunResults(run.run_id, part) for part in _parts(self.machine.results(run.run_id))]
+            frames = [protocol.RunResults(run.run_id, part) for part in _parts(results if results is not None else self.machine.results(run.run_id))]
             frames.append(
                 protocol.RunComplete(run.run_id, exit_code, wall, run.submitted_at, run.deselected, error, sorted(run.executors))
             )

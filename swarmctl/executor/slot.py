@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,7 +264,7 @@ class Slot:
 
     async def _run_commands(self, suite: protocol.SuiteSpec, assign: protocol.Assign) -> None:
         suite_dir = await self.executor.suite_dir(suite.bundle)
-        manifest = load_manifest(suite_dir)
+        manifest = _manifest(suite_dir)
         cases = {case.id: case for case in manifest.cases}
         for case_id in assign.case_ids:
             if self._interrupt_reason is not None:
@@ -284,6 +285,12 @@ class Slot:
 
     async def shutdown(self) -> None:
         await self._discard_worker()
+
+
+@functools.lru_cache(maxsize=16)
+def _manifest(suite_dir: Path):
+    """Read a bundle's manifest once: an extracted bundle never changes (it is named by its digest)."""
+    return load_manifest(suite_dir)
 
 
 def pytest_argv(suite_dir: Path, user_args: tuple[str, ...], data_dir: Path) -> list[str]:
