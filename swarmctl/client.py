@@ -24,7 +24,7 @@ CANCEL_TIMEOUT_S = 5.0
 
 @dataclass
 class RunWatch:
-    """What the client knows of a run while it follows it."""
+    """The client's view of a run while it follows it."""
 
     run_id: str = ""
     total: int = 0

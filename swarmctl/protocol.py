@@ -142,7 +142,7 @@ class Collected(Message):
     """The collection of a run: node ids in order, plus collection-time results.
 
     ``exit_code`` is non-zero when pytest stopped before it could collect (4 for a usage
-    error, 3 for an internal error); ``error`` then holds its output.
+    error, 3 for an internal error); ``error`` then contains its output.
     """
 
     run_id: str
@@ -218,7 +218,7 @@ class TestsReleased(Message):
 @dataclass(frozen=True, slots=True)
 class CancelShard(Message):
     """Stop a shard. With ``interrupt``, the running test is stopped like a timed-out one and
-    reported as an error with ``reason``, and the executor answers with ``ShardDone``."""
+    reported as an error with ``reason``, and the executor replies with ``ShardDone``."""
 
     run_id: str
     shard_id: int

@@ -89,7 +89,7 @@ class CaseResult:
 
 @dataclass(slots=True)
 class RunSummary:
-    """What a finished run reports besides its per-case results."""
+    """The summary of a finished run, besides its per-case results."""
 
     run_id: str
     exit_code: int

@@ -152,5 +152,5 @@ def encode_command(command: Command) -> tuple[str, bytes]:
 def decode_command(kind: str, body: bytes) -> Command:
     cls = _REGISTRY.get(kind)
     if cls is None:
-        raise StoreError(f"command log holds an unknown command kind {kind!r}; it was written by a newer swarmctl")
+        raise StoreError(f"command log contains an unknown command kind {kind!r}: it was written by a newer swarmctl; use that version")
     return cls(**msgpack.unpackb(body, raw=False))

@@ -31,7 +31,7 @@ class ExecutorView:
 
 
 def dependencies_met(run: RunState, shard_id: int) -> bool:
-    """Whether every case the shard's cases depend on has its final result.
+    """Return whether every case the shard's cases depend on has its final result.
 
     What a shard still waits for is kept per run (derived, never stored) and shrinks as
     results arrive, so a check costs the shard's unmet needs, not its size.

@@ -24,7 +24,7 @@ SHARDS_PER_SLOT = 4
 class PlanInput:
     """What a strategy plans from.
 
-    ``runnable`` holds indexes into ``case_ids`` in collection order. ``durations`` maps case
+    ``runnable`` contains indexes into ``case_ids`` in collection order. ``durations`` maps case
     ids to expected seconds, from the suite's history or an imported file; it may lack cases.
     """
 

@@ -42,7 +42,7 @@ _WORKER_SOURCE = importlib.resources.files("swarmctl.executor.runners").joinpath
 
 
 class WorkerStartFailed(Exception):
-    """The worker exited before it finished collecting; ``output`` holds what it printed."""
+    """The worker exited before it finished collecting; ``output`` contains what it printed."""
 
     def __init__(self, exit_code: int | None, output: str) -> None:
         super().__init__(f"pytest worker exited with {describe_exit(exit_code)} before collecting")
