@@ -62,6 +62,7 @@ class CaseResult:
     started_at: float = 0.0  # Unix time at which the case started on its executor
     warnings: tuple[str, ...] = ()  # what swarmctl noticed, such as leftover processes it killed
     flaky: bool = False  # passed after failing on an earlier attempt (swarmctl run --retries)
+    reassigned_from: tuple[str, ...] = ()  # executors that were lost while they held this test's shard
 
     def categories(self) -> tuple[str, ...]:
         return self.counted_as or (self.outcome,)
@@ -72,6 +73,7 @@ class CaseResult:
         data["counted_as"] = list(self.counted_as)
         data["subtests"] = [dataclasses.asdict(s) for s in self.subtests]
         data["warnings"] = list(self.warnings)
+        data["reassigned_from"] = list(self.reassigned_from)
         return data
 
     @classmethod
@@ -84,6 +86,7 @@ class CaseResult:
         values["counted_as"] = tuple(values.get("counted_as") or ())
         values["subtests"] = tuple(Subtest(**s) for s in values.get("subtests") or ())
         values["warnings"] = tuple(values.get("warnings") or ())
+        values["reassigned_from"] = tuple(values.get("reassigned_from") or ())
         return cls(**values)
 
 
@@ -99,3 +102,5 @@ class RunSummary:
     deselected: int = 0
     error: str = ""  # why the run ended early (collection interrupted, cancelled, ...)
     executors: list[str] = field(default_factory=list)
+    duplicates: int = 0  # copies of results already recorded (a resent batch), ignored
+    fenced: int = 0  # results from shard attempts that had ended (lease lapsed, executor lost), ignored

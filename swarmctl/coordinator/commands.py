@@ -47,6 +47,7 @@ class RunSubmitted(Command):
     durations: dict[str, float] | None = None  # imported expected seconds per case, for planning
     dependencies: dict[str, list[str]] | None = None  # command suites: case id -> ids it depends on
     group: str = "none"
+    requirements: dict[str, dict[str, str]] | None = None  # command suites: case id -> required labels
 
 
 @_command("run_collected")
@@ -61,6 +62,7 @@ class RunCollected(Command):
     deselected: int
     executor: str
     dependencies: dict[str, list[str]] | None = None  # node id -> node ids it depends on
+    requirements: dict[str, dict[str, str]] | None = None  # node id -> labels its executor must have
 
 
 @_command("shards_planned")
@@ -102,12 +104,28 @@ class ShardFinished(Command):
 @_command("shard_requeued")
 @dataclass(frozen=True, slots=True)
 class ShardRequeued(Command):
-    """Put back the cases of a shard attempt that have no result yet, as a new attempt."""
+    """Put back the cases of a shard attempt that have no result yet, as a new attempt.
+
+    ``lost`` is true when the executor failed the attempt (died, lease lapsed, left mid-shard),
+    and false when the cases were given back on purpose (work stealing, a draining executor).
+    Results that arrive later from the ended attempt are fenced either way.
+    """
 
     run_id: str
     shard_id: int
     attempt: int
     reason: str
+    at: float
+    lost: bool = True
+
+
+@_command("executor_cordoned")
+@dataclass(frozen=True, slots=True)
+class ExecutorCordoned(Command):
+    """Stop (``cordoned``) or resume giving new work to an executor, across restarts."""
+
+    executor_id: str
+    cordoned: bool
     at: float
 
 

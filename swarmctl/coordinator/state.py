@@ -6,8 +6,10 @@ then updates the in-memory view that the scheduler reads. On start the view is r
 the tables, so a restarted coordinator continues where the last committed command left it.
 
 Exactly-once results: the first committed result for a case wins. A later copy of the same
-case (a reassigned shard whose first executor was only slow, a resent batch) is counted in
-``runs.duplicates`` and otherwise ignored.
+case (a resent batch) is counted in ``runs.duplicates`` and otherwise ignored. A result from
+a shard attempt that has ended (its lease lapsed, its executor was lost or gave the shard
+back) is fenced: counted in ``runs.fenced`` and ignored, even when the case has no result
+yet, because the attempt that replaced it may already be running the case.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ShardState:
     executor: str | None = None
     not_before: float = 0.0  # Unix time before which it must not start (retry backoff)
     avoid: str | None = None  # executor to avoid when another one is free (where it failed)
+    lost_on: list[str] = field(default_factory=list)  # executors that lost an attempt of it
 
 
 @dataclass(slots=True)
@@ -85,6 +88,8 @@ class RunState:
     deps: dict[int, list[int]] = field(default_factory=dict)  # case index -> indexes it depends on
     group: str = "none"  # tests kept together in one shard: none, module, class or file
     waiting_on: dict[int, set[int]] = field(default_factory=dict)  # scheduler cache: shard -> unmet needs
+    requires: dict[int, dict[str, str]] = field(default_factory=dict)  # case index -> labels its executor needs
+    fenced: int = 0  # results ignored because their shard attempt had ended
 
     @property
     def total(self) -> int:
@@ -97,6 +102,11 @@ class RunState:
     def runnable_ids(self) -> list[int]:
         return [i for i in range(len(self.case_ids)) if i not in self.collect_only]
 
+    def shard_requires(self, shard_id: int) -> dict[str, str]:
+        """Return the labels an executor needs for the shard (planning keeps a shard's cases alike)."""
+        cases = self.shards[shard_id].cases
+        return self.requires.get(cases[0], {}) if cases and self.requires else {}
+
 
 class StateMachine:
     """Applies commands to SQLite and keeps the in-memory view of runs and shards."""
@@ -104,6 +114,7 @@ class StateMachine:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.runs: dict[str, RunState] = {}
+        self.cordoned: set[str] = set()  # executors that get no new work
         row = conn.execute("SELECT max(idx) FROM log").fetchone()
         self.last_index = row[0] or 0
         self._load()
@@ -153,6 +164,8 @@ class StateMachine:
                 self._tests_split(command)
             case cmd.RunFinished():
                 self._run_finished(command)
+            case cmd.ExecutorCordoned():
+                self._executor_cordoned(command)
             case _:
                 raise StoreError(f"no handler for command {command!r}")
         return []
@@ -171,17 +184,20 @@ class StateMachine:
         )
         self.runs[c.run_id] = run
         if c.case_ids is not None:
-            self._set_cases(run, c.case_ids, [], 0, c.dependencies)
+            self._set_cases(run, c.case_ids, [], 0, c.dependencies, c.requirements)
 
     def _run_collected(self, c: cmd.RunCollected) -> list[tuple[str, dict]]:
         run = self.runs[c.run_id]
-        self._set_cases(run, c.case_ids, [r["case_id"] for r in c.collect_results], c.deselected, c.dependencies)
+        self._set_cases(
+            run, c.case_ids, [r["case_id"] for r in c.collect_results], c.deselected, c.dependencies, c.requirements
+        )
         items = [[c.run_id, -1, 1, c.executor, r] for r in c.collect_results]
         return self._results_recorded(c.at, items)
 
     def _set_cases(
         self, run: RunState, case_ids: list[str], collect_ids: list[str], deselected: int,
         dependencies: dict[str, list[str]] | None = None,
+        requirements: dict[str, dict[str, str]] | None = None,
     ) -> None:
         all_ids = collect_ids + case_ids
         run.case_ids = all_ids
@@ -189,6 +205,7 @@ class StateMachine:
         run.deps = resolve(all_ids, dependencies or {})
         run.collect_only = set(range(len(collect_ids)))
         run.index = {case_id: i for i, case_id in reversed(list(enumerate(all_ids)))}
+        run.requires = _requirements_by_index(run.index, requirements)
         run.deselected = deselected
         run.status = RunStatus.RUNNING
         self.conn.executemany(
@@ -196,8 +213,9 @@ class StateMachine:
             ((run.run_id, i, case_id, i in run.collect_only) for i, case_id in enumerate(all_ids)),
         )
         self.conn.execute(
-            "UPDATE runs SET status = ?, total = ?, deselected = ?, dependencies = ? WHERE run_id = ?",
-            (run.status, run.total, deselected, msgpack.packb(dependencies) if dependencies else None, run.run_id),
+            "UPDATE runs SET status = ?, total = ?, deselected = ?, dependencies = ?, requirements = ? WHERE run_id = ?",
+            (run.status, run.total, deselected, msgpack.packb(dependencies) if dependencies else None,
+             msgpack.packb(requirements) if requirements else None, run.run_id),
         )
 
     def _shards_planned(self, c: cmd.ShardsPlanned) -> None:
@@ -231,6 +249,7 @@ class StateMachine:
         rows = []
         tries = []
         duplicates: dict[str, int] = {}
+        fenced: dict[str, int] = {}
         for run_id, shard_id, attempt, executor, data in items:
             run = self.runs.get(run_id)
             if run is None:
@@ -241,9 +260,14 @@ class StateMachine:
                 log.warning("run %s: result for unknown case %r or outcome %r ignored", run_id, data.get("case_id"), data.get("outcome"))
                 continue
             shard = run.shards.get(shard_id)
-            stale = shard is not None and (shard.attempt != attempt or idx not in shard.cases)
-            if idx in run.done or idx in run.retry_pending or not run.active or (stale and self._retryable(run, idx, data)):
+            if idx in run.done or idx in run.retry_pending or not run.active:
                 duplicates[run_id] = duplicates.get(run_id, 0) + 1
+                continue
+            # Results the coordinator records itself (no executor) are never fenced.
+            if executor and shard is not None and (
+                shard.attempt != attempt or shard.status is not ShardStatus.ASSIGNED or idx not in shard.cases
+            ):
+                fenced[run_id] = fenced.get(run_id, 0) + 1
                 continue
 
             # The executor and attempt are stamped here: the worker that produced the result
@@ -251,6 +275,8 @@ class StateMachine:
             # The attempt counts this case's earlier failed tries as well as reassignments.
             previous = run.tries.get(idx, 0)
             data = {**data, "executor": executor, "attempt": attempt + previous}
+            if shard is not None and shard.lost_on:
+                data["reassigned_from"] = list(shard.lost_on)
             body = msgpack.packb(data, use_bin_type=True, unicode_errors="surrogatepass")
             tries.append((run_id, idx, previous + 1, data["outcome"], executor, at, body))
 
@@ -280,6 +306,10 @@ class StateMachine:
             self.runs[run_id].duplicates += count
             self.conn.execute("UPDATE runs SET duplicates = duplicates + ? WHERE run_id = ?", (count, run_id))
             log.info("run %s: %d duplicate results ignored (first result wins)", run_id, count)
+        for run_id, count in fenced.items():
+            self.runs[run_id].fenced += count
+            self.conn.execute("UPDATE runs SET fenced = fenced + ? WHERE run_id = ?", (count, run_id))
+            log.warning("run %s: %d results from ended shard attempts fenced (ignored)", run_id, count)
         return new
 
     @staticmethod
@@ -336,6 +366,8 @@ class StateMachine:
         shard = run.shards[c.shard_id]
         shard.cases = [i for i in shard.cases if i not in run.done]
         run.waiting_on.pop(c.shard_id, None)
+        if c.lost and shard.executor:
+            shard.lost_on.append(shard.executor)
         shard.executor = None
         shard.status = ShardStatus.QUEUED if shard.cases else ShardStatus.DONE
         if shard.status is ShardStatus.QUEUED:
@@ -343,8 +375,9 @@ class StateMachine:
             # a requeued shard has an older id than unstarted ones, so it goes near the front.
             run.queue = deque(sorted([*run.queue, c.shard_id]))
         self.conn.execute(
-            "UPDATE shards SET cases = ?, state = ?, executor = NULL WHERE run_id = ? AND shard_id = ?",
-            (msgpack.packb(shard.cases), shard.status, c.run_id, c.shard_id),
+            "UPDATE shards SET cases = ?, state = ?, executor = NULL, lost_on = ? WHERE run_id = ? AND shard_id = ?",
+            (msgpack.packb(shard.cases), shard.status, msgpack.packb(shard.lost_on) if shard.lost_on else None,
+             c.run_id, c.shard_id),
         )
         self._end_attempt(c.run_id, c.shard_id, c.attempt, c.at, c.reason)
 
@@ -372,6 +405,17 @@ class StateMachine:
             (suite_key(run.suite), c.run_id),
         )
 
+    def _executor_cordoned(self, c: cmd.ExecutorCordoned) -> None:
+        if c.cordoned:
+            self.cordoned.add(c.executor_id)
+            self.conn.execute(
+                "INSERT INTO cordons (executor_id, at) VALUES (?, ?) ON CONFLICT (executor_id) DO UPDATE SET at = excluded.at",
+                (c.executor_id, c.at),
+            )
+        else:
+            self.cordoned.discard(c.executor_id)
+            self.conn.execute("DELETE FROM cordons WHERE executor_id = ?", (c.executor_id,))
+
     def durations(self, suite: dict[str, Any]) -> dict[str, float]:
         """Return the last known duration of each test of a suite, in seconds."""
         rows = self.conn.execute("SELECT case_id, seconds FROM durations WHERE suite_key = ?", (suite_key(suite),))
@@ -387,20 +431,22 @@ class StateMachine:
     def _load(self) -> None:
         """Rebuild the in-memory view of unfinished runs from the tables."""
         self.runs.clear()
+        self.cordoned = {executor_id for (executor_id,) in self.conn.execute("SELECT executor_id FROM cordons")}
         active = (RunStatus.COLLECTING, RunStatus.RUNNING)
         rows = self.conn.execute(
             "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, "
-            "retries, start_at, durations, dependencies, grouping FROM runs WHERE status IN (?, ?) ORDER BY submitted_at",
+            "retries, start_at, durations, dependencies, grouping, requirements, fenced FROM runs "
+            "WHERE status IN (?, ?) ORDER BY submitted_at",
             active,
         ).fetchall()
         for (run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, retries,
-             start_at, durations, dependencies, grouping) in rows:
+             start_at, durations, dependencies, grouping, requirements, fenced) in rows:
             run = RunState(
                 run_id, submitted_at, msgpack.unpackb(suite, raw=False), strategy, RunStatus(status),
                 deadline_at=deadline_at, priority=priority, retries=retries, start_at=start_at,
                 imported_durations=msgpack.unpackb(durations, raw=False) if durations else {}, group=grouping,
             )
-            run.deselected, run.duplicates = deselected, duplicates
+            run.deselected, run.duplicates, run.fenced = deselected, duplicates, fenced
             for idx, case_id, collect_only in self.conn.execute(
                 "SELECT idx, case_id, collect_only FROM cases WHERE run_id = ? ORDER BY idx", (run_id,)
             ):
@@ -410,6 +456,8 @@ class StateMachine:
                     run.collect_only.add(idx)
             if dependencies:
                 run.deps = resolve(run.case_ids, msgpack.unpackb(dependencies, raw=False))
+            if requirements:
+                run.requires = _requirements_by_index(run.index, msgpack.unpackb(requirements, raw=False))
             run.done = {idx for (idx,) in self.conn.execute("SELECT idx FROM results WHERE run_id = ?", (run_id,))}
             run.executors = {
                 executor
@@ -418,13 +466,14 @@ class StateMachine:
                     (run_id, run_id),
                 )
             }
-            for shard_id, cases, attempt, state, executor, not_before, avoid in self.conn.execute(
-                "SELECT shard_id, cases, attempt, state, executor, not_before, avoid FROM shards "
+            for shard_id, cases, attempt, state, executor, not_before, avoid, lost_on in self.conn.execute(
+                "SELECT shard_id, cases, attempt, state, executor, not_before, avoid, lost_on FROM shards "
                 "WHERE run_id = ? ORDER BY shard_id",
                 (run_id,),
             ):
                 shard = ShardState(
-                    run_id, shard_id, msgpack.unpackb(cases), attempt, ShardStatus(state), executor, not_before or 0.0, avoid
+                    run_id, shard_id, msgpack.unpackb(cases), attempt, ShardStatus(state), executor, not_before or 0.0,
+                    avoid, msgpack.unpackb(lost_on, raw=False) if lost_on else [],
                 )
                 run.shards[shard_id] = shard
                 if shard.status is ShardStatus.QUEUED:
@@ -440,6 +489,12 @@ class StateMachine:
             in_shards = {i for shard in run.shards.values() if shard.status is not ShardStatus.DONE for i in shard.cases}
             run.retry_pending = sorted(idx for idx in run.tries if idx not in in_shards)
             self.runs[run_id] = run
+
+
+def _requirements_by_index(
+    index: dict[str, int], requirements: dict[str, dict[str, str]] | None
+) -> dict[int, dict[str, str]]:
+    return {index[case_id]: dict(labels) for case_id, labels in (requirements or {}).items() if labels and case_id in index}
 
 
 def suite_key(suite: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from swarmctl.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS runs (
     start_at REAL,
     durations BLOB,
     dependencies BLOB,
-    grouping TEXT NOT NULL DEFAULT 'none'
+    grouping TEXT NOT NULL DEFAULT 'none',
+    requirements BLOB,
+    fenced INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS cases (
     run_id TEXT NOT NULL,
@@ -59,6 +61,7 @@ CREATE TABLE IF NOT EXISTS shards (
     executor TEXT,
     not_before REAL NOT NULL DEFAULT 0,
     avoid TEXT,
+    lost_on BLOB,
     PRIMARY KEY (run_id, shard_id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -101,6 +104,10 @@ CREATE TABLE IF NOT EXISTS results (
     body BLOB NOT NULL,
     PRIMARY KEY (run_id, idx)
 );
+CREATE TABLE IF NOT EXISTS cordons (
+    executor_id TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
 """
 
 
@@ -116,6 +123,11 @@ MIGRATIONS = {
         "ALTER TABLE runs ADD COLUMN grouping TEXT NOT NULL DEFAULT 'none'",
         "ALTER TABLE shards ADD COLUMN not_before REAL NOT NULL DEFAULT 0",
         "ALTER TABLE shards ADD COLUMN avoid TEXT",
+    ],
+    3: [
+        "ALTER TABLE runs ADD COLUMN requirements BLOB",
+        "ALTER TABLE runs ADD COLUMN fenced INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE shards ADD COLUMN lost_on BLOB",
     ],
 }
 

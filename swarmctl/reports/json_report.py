@@ -46,6 +46,9 @@ def _summary_section(summary: RunSummary, results: Sequence[CaseResult]) -> dict
         "started_at": summary.started_at,
         "suite": summary.suite,
         "executors": list(summary.executors),
+        "reassigned": sum(1 for result in results if result.reassigned_from),
+        "duplicates": summary.duplicates,
+        "fenced": summary.fenced,
     }
 
 
@@ -72,6 +75,7 @@ def _case_entry(result: CaseResult) -> dict[str, Any]:
         "subtests": [dataclasses.asdict(subtest) for subtest in result.subtests],
         "warnings": list(result.warnings),
         "flaky": result.flaky,
+        "reassigned_from": list(result.reassigned_from),
         "stdout": result.stdout,
         "stderr": result.stderr,
     }

@@ -172,6 +172,7 @@ def test_state_executor_and_attempt_stamped(tmp_path: Path) -> None:
     machine = open_machine(tmp_path / "state.db")
     start_run(machine)
     claimed = {**result("t.py::a"), "executor": "someone-else", "attempt": 99}
+    machine.apply(cmd.ShardAssigned("run-1", 0, 2, "exec-b", 1, 102.0), term=1)
 
     machine.apply(cmd.ResultsRecorded(103.0, [["run-1", 0, 2, "exec-b", claimed]]), term=1)
 
@@ -210,7 +211,10 @@ def test_state_run_finished(tmp_path: Path) -> None:
 def test_state_first_result_wins(tmp_path: Path) -> None:
     machine = open_machine(tmp_path / "state.db")
     run = start_run(machine)
+    machine.apply(cmd.ShardAssigned("run-1", 0, 1, "exec-a", 1, 102.0), term=1)
     machine.apply(cmd.ResultsRecorded(103.0, [["run-1", 0, 1, "exec-a", result("t.py::a", "failed")]]), term=1)
+    machine.apply(cmd.ShardRequeued("run-1", 0, 1, "executor exec-a lost", 103.5), term=1)
+    machine.apply(cmd.ShardAssigned("run-1", 0, 2, "exec-b", 1, 103.6), term=1)
 
     new = machine.apply(
         cmd.ResultsRecorded(
@@ -229,6 +233,59 @@ def test_state_first_result_wins(tmp_path: Path) -> None:
     assert recorded(machine, "run-1")["t.py::b"] == ("passed", "exec-b", 2)
     assert run.duplicates == 2
     assert table(machine, "SELECT duplicates FROM runs") == [(2,)]
+
+
+def test_state_ended_attempt_fenced(tmp_path: Path) -> None:
+    machine = open_machine(tmp_path / "state.db")
+    run = start_run(machine)
+    machine.apply(cmd.ShardAssigned("run-1", 0, 1, "exec-a", 1, 102.0), term=1)
+    machine.apply(cmd.ShardRequeued("run-1", 0, 1, "lease lapsed", 103.0), term=1)
+    machine.apply(cmd.ShardAssigned("run-1", 0, 2, "exec-b", 1, 103.5), term=1)
+
+    late = machine.apply(cmd.ResultsRecorded(104.0, [["run-1", 0, 1, "exec-a", result("t.py::a")]]), term=1)
+    current = machine.apply(cmd.ResultsRecorded(105.0, [["run-1", 0, 2, "exec-b", result("t.py::a", "failed")]]), term=1)
+
+    assert late == []
+    assert [data["case_id"] for _, data in current] == ["t.py::a"]
+    assert recorded(machine, "run-1")["t.py::a"] == ("failed", "exec-b", 2)
+    assert run.fenced == 1
+    assert run.duplicates == 0
+    assert table(machine, "SELECT fenced FROM runs") == [(1,)]
+
+
+def test_state_reassigned_from_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    machine = open_machine(path)
+    start_run(machine)
+    machine.apply(cmd.ShardAssigned("run-1", 0, 1, "exec-a", 1, 102.0), term=1)
+    machine.apply(cmd.ShardRequeued("run-1", 0, 1, "executor exec-a lost", 103.0), term=1)
+    reopened = open_machine(path)
+    reopened.apply(cmd.ShardAssigned("run-1", 0, 2, "exec-b", 1, 103.5), term=1)
+
+    reopened.apply(cmd.ResultsRecorded(104.0, [["run-1", 0, 2, "exec-b", result("t.py::a")]]), term=1)
+
+    assert reopened.runs["run-1"].shards[0].lost_on == ["exec-a"]
+    assert reopened.results("run-1")[1].reassigned_from == ("exec-a",)
+
+
+def test_state_given_back_shard_not_reassigned(tmp_path: Path) -> None:
+    machine = open_machine(tmp_path / "state.db")
+    run = start_run(machine)
+    machine.apply(cmd.ShardAssigned("run-1", 0, 1, "exec-a", 1, 102.0), term=1)
+
+    machine.apply(cmd.ShardRequeued("run-1", 0, 1, "tests given back", 103.0, lost=False), term=1)
+
+    assert run.shards[0].lost_on == []
+
+
+def test_state_cordon_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    machine = open_machine(path)
+    machine.apply(cmd.ExecutorCordoned("exec-a", True, 100.0), term=1)
+    machine.apply(cmd.ExecutorCordoned("exec-b", True, 101.0), term=1)
+    machine.apply(cmd.ExecutorCordoned("exec-b", False, 102.0), term=1)
+
+    assert open_machine(path).cordoned == {"exec-a"}
 
 
 def test_state_collection_result_not_overwritten(tmp_path: Path) -> None:
@@ -546,6 +603,7 @@ def test_state_results_decode_to_case_results(tmp_path: Path) -> None:
     machine = open_machine(tmp_path / "state.db")
     start_run(machine)
     full = result("t.py::a", "failed", message="boom", stdout="out", counted_as=("failed", "error"))
+    machine.apply(cmd.ShardAssigned("run-1", 0, 1, "exec-a", 1, 102.0), term=1)
 
     machine.apply(cmd.ResultsRecorded(103.0, [["run-1", 0, 1, "exec-a", full]]), term=1)
 

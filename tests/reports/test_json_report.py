@@ -50,6 +50,7 @@ def test_json_layout():
             counted_as=("failed", "failed"),
             subtests=(Subtest("[bad]", "failed", "E   assert False"),),
             stdout="collected output\n",
+            reassigned_from=("exec-c",),
         ),
         CaseResult("lint", "timed_out", message="timed out after 5s", exit_code=None, signal="SIGKILL"),
         CaseResult("tests/test_a.py::test_three", "passed", executor="exec-a"),
@@ -70,6 +71,9 @@ def test_json_layout():
         "started_at": 1_700_000_000.25,
         "suite": "tests/",
         "executors": ["exec-a", "exec-b"],
+        "reassigned": 1,
+        "duplicates": 0,
+        "fenced": 0,
     }
     assert [case["id"] for case in report["cases"]] == [result.case_id for result in results]
     assert report["cases"][1] == {
@@ -86,6 +90,7 @@ def test_json_layout():
         "subtests": [{"description": "[bad]", "outcome": "failed", "longrepr": "E   assert False"}],
         "warnings": [],
         "flaky": False,
+        "reassigned_from": ["exec-c"],
         "stdout": "collected output\n",
         "stderr": "",
     }
