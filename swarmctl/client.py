@@ -54,6 +54,7 @@ async def submit_and_follow(
     durations: dict[str, float] | None = None,
     dependencies: dict[str, list[str]] | None = None,
     group: str = "none",
+    requirements: dict[str, dict[str, str]] | None = None,
     on_progress: Callable[[RunWatch, list[tuple[str, str]]], None],
     on_accepted: Callable[[str], None] = lambda run_id: None,
 ) -> tuple[RunSummary, list[CaseResult]]:
@@ -67,7 +68,7 @@ async def submit_and_follow(
         await peer.send(
             protocol.SubmitRun(
                 suite.to_wire(), strategy, case_ids, deadline_s, priority, retries, start_at, durations, dependencies,
-                group,
+                group, requirements,
             )
         )
         accepted = await _expect(peer, protocol.RunAccepted)
@@ -90,6 +91,8 @@ async def submit_and_follow(
         deselected=complete.deselected,
         error=complete.error,
         executors=complete.executors,
+        duplicates=complete.duplicates,
+        fenced=complete.fenced,
     )
     return summary, watch.results
 

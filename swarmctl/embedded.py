@@ -21,6 +21,7 @@ import platformdirs
 import trio
 
 from swarmctl.coordinator.node import Coordinator
+from swarmctl.coordinator.settings import CoordinatorSettings
 from swarmctl.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 EXECUTOR_STOP_GRACE_S = 5.0
 ADDRESS_FILE = "coordinator.address"  # where `swarmctl cancel` finds the embedded coordinator
+# Local executors all have the same labels, so once one has joined, waiting longer for a
+# test whose requirements they do not meet only delays its error.
+UNMATCHED_TIMEOUT_S = 2.0
 
 
 def data_home() -> Path:
@@ -46,17 +50,19 @@ def swarmctl_command() -> list[str]:
 
 
 @asynccontextmanager
-async def embedded_cluster(home: Path, executors: int, *, verbose: bool = False) -> AsyncIterator[tuple[str, int]]:
+async def embedded_cluster(
+    home: Path, executors: int, *, verbose: bool = False, labels: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, int]]:
     """Start a coordinator and ``executors`` local executor processes; yield its address."""
     home.mkdir(parents=True, exist_ok=True)
     with _exclusive(home), _log_to_file(home / "logs" / "coordinator.log"):
-        coordinator = Coordinator(home, resume_runs=False)
+        coordinator = Coordinator(home, resume_runs=False, settings=CoordinatorSettings(unmatched_timeout_s=UNMATCHED_TIMEOUT_S))
         async with trio.open_nursery() as nursery:
             port = await nursery.start(coordinator.serve, LOOPBACK, 0)
             address_file = home / ADDRESS_FILE
             address_file.write_text(f"{LOOPBACK}:{port}\n")
             processes = [
-                await _start_executor(home, port, f"local-{i + 1}", verbose) for i in range(executors)
+                await _start_executor(home, port, f"local-{i + 1}", verbose, labels or {}) for i in range(executors)
             ]
             try:
                 yield LOOPBACK, port
@@ -137,11 +143,13 @@ class _exclusive:
         self.file.close()
 
 
-async def _start_executor(home: Path, port: int, executor_id: str, verbose: bool) -> trio.Process:
+async def _start_executor(home: Path, port: int, executor_id: str, verbose: bool, labels: dict[str, str]) -> trio.Process:
     argv = [
         *swarmctl_command(), "up", "--role", "executor",
         "--join", f"{LOOPBACK}:{port}", "--slots", "1", "--id", executor_id, "--data-dir", str(home),
     ]
+    if labels:
+        argv += ["--labels", ",".join(f"{key}={value}" for key, value in labels.items())]
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{executor_id}.log", "ab") as log_file:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmctl.errors import ManifestError
+from swarmctl.labels import label_value
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ DEFAULT_TIMEOUT = 600.0
 
 TOP_LEVEL_KEYS = ("defaults", "case")
 DEFAULTS_KEYS = ("timeout", "env")
-CASE_KEYS = ("id", "cmd", "timeout", "env", "depends_on")
+CASE_KEYS = ("id", "cmd", "timeout", "env", "depends_on", "requires")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class CommandCase:
     # copy and dataclasses.asdict work, and callers must treat it as read-only.
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     depends_on: tuple[str, ...] = ()  # ids of cases that must pass before this one runs
+    requires: Mapping[str, str] = field(default_factory=dict, hash=False)  # labels its executor must have
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,21 @@ def _parse_case(where: str, index: int, table: Mapping[str, Any], defaults: _Def
             f"{label}: depends_on = {_format_value(depends_on)} is invalid: it must be a list of case ids, "
             'such as depends_on = ["build"]',
         )
-    return CommandCase(id=case_id, cmd=cmd, timeout=timeout, env=env, depends_on=tuple(depends_on))
+    requires = _parse_requires(where, label, table.get("requires", {}))
+    return CommandCase(id=case_id, cmd=cmd, timeout=timeout, env=env, depends_on=tuple(depends_on), requires=requires)
+
+
+def _parse_requires(where: str, label: str, table: Any) -> dict[str, str]:
+    valid = isinstance(table, dict) and all(
+        isinstance(key, str) and key and isinstance(value, (str, bool, int)) for key, value in table.items()
+    )
+    if not valid:
+        raise ManifestError(
+            where,
+            f"{label}: requires = {_format_value(table)} is invalid: it must be a table of executor labels, "
+            'such as requires = { os = "linux", browser = "chromium" }',
+        )
+    return {key: label_value(value) for key, value in table.items()}
 
 
 def _parse_id(where: str, index: int, table: Mapping[str, Any]) -> str:

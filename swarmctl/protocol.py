@@ -91,6 +91,9 @@ class Hello(Message):
     software: str = ""
     hostname: str = ""
     pid: int = 0
+    resources: dict[str, Any] = field(default_factory=dict)  # executors: ResourceMonitor.sample()
+    held: list[list[Any]] = field(default_factory=list)  # executors: [run_id, shard_id, attempt] still running
+    gossip: list[Any] | None = None  # [host, port] of the node's gossip socket, when it gossips
 
 
 @_message("welcome")
@@ -99,12 +102,18 @@ class Welcome(Message):
     version: int
     coordinator_id: str
     term: int
+    heartbeat_s: float = 1.0  # how often an executor reports; its leases last several intervals
+    lease_s: float = 5.0
+    gossip: list[Any] | None = None  # [host, port] of the coordinator's gossip socket, to join through
 
 
 @_message("reject")
 @dataclass(frozen=True, slots=True)
 class Reject(Message):
+    """The node does not serve this peer; with ``redirect`` (HOST:PORT), the peer tries that node."""
+
     reason: str
+    redirect: str = ""
 
 
 @_message("error")
@@ -122,8 +131,44 @@ class ErrorReply(Message):
 @_message("heartbeat")
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
+    """An executor's periodic report; it renews the lease of every shard attempt in ``held``."""
+
     free_slots: int
-    load: float = 0.0
+    load: float = 0.0  # load score from 0 (idle machine) up; 1.0 means one of CPU or memory is saturated
+    resources: dict[str, Any] = field(default_factory=dict)
+    held: list[list[Any]] = field(default_factory=list)  # [run_id, shard_id, attempt]
+
+
+@_message("heartbeat_ack")
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck(Message):
+    """The coordinator's reply to a heartbeat, so an executor notices a coordinator that went silent."""
+
+    term: int
+
+
+@_message("drain")
+@dataclass(frozen=True, slots=True)
+class Drain(Message):
+    """Finish the shards running now, then leave; the coordinator sends no new work."""
+
+    reason: str
+
+
+@_message("draining")
+@dataclass(frozen=True, slots=True)
+class Draining(Message):
+    """The executor is stopping (SIGTERM): send it no new work and take back its unstarted tests."""
+
+    reason: str
+
+
+@_message("leave")
+@dataclass(frozen=True, slots=True)
+class Leave(Message):
+    """The executor leaves on purpose; any shard it still holds goes back to the queue."""
+
+    reason: str
 
 
 @_message("prepare")
@@ -152,6 +197,7 @@ class Collected(Message):
     exit_code: int = 0
     error: str = ""
     dependencies: dict[str, list[str]] | None = None  # node id -> node ids it depends on
+    requirements: dict[str, dict[str, str]] | None = None  # node id -> labels its executor must have
 
 
 @_message("assign")
@@ -274,6 +320,7 @@ class SubmitRun(Message):
     durations: dict[str, float] | None = None  # expected seconds per case id, imported by the client
     dependencies: dict[str, list[str]] | None = None  # command suites: case id -> ids it depends on
     group: str = "none"  # none, module, class or file: tests kept together in one shard
+    requirements: dict[str, dict[str, str]] | None = None  # command suites: case id -> required labels
 
 
 @_message("accepted")
@@ -314,6 +361,8 @@ class RunComplete(Message):
     deselected: int
     error: str
     executors: list[str]
+    duplicates: int = 0
+    fenced: int = 0
 
 
 @_message("cancel_run")
@@ -329,6 +378,34 @@ class RunCancelled(Message):
     """The run was active and is now interrupted; its clients get ``RunComplete`` too."""
 
     run_id: str
+
+
+@_message("list_executors")
+@dataclass(frozen=True, slots=True)
+class ListExecutors(Message):
+    pass
+
+
+@_message("executors")
+@dataclass(frozen=True, slots=True)
+class ExecutorList(Message):
+    """Every registered executor, and those that left recently, as ``ExecutorRecord.describe`` dicts."""
+
+    executors: list[dict[str, Any]]
+
+
+@_message("control_executor")
+@dataclass(frozen=True, slots=True)
+class ControlExecutor(Message):
+    action: str  # drain, cordon or uncordon
+    executor_id: str
+
+
+@_message("executor_controlled")
+@dataclass(frozen=True, slots=True)
+class ExecutorControlled(Message):
+    executor_id: str
+    state: str
 
 
 def encode(message: Message) -> bytes:

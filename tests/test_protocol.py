@@ -94,7 +94,7 @@ def test_protocol_frame_is_map_with_kind() -> None:
 
     data = msgpack.unpackb(frame, raw=False)
 
-    assert data == {"k": "heartbeat", "free_slots": 3, "load": 0.5}
+    assert data == {"k": "heartbeat", "free_slots": 3, "load": 0.5, "resources": {}, "held": []}
 
 
 def test_protocol_defaults_fill_omitted_fields() -> None:

@@ -27,6 +27,7 @@ from swarmctl.duration_files import load_durations_file
 from swarmctl.durations import parse_duration, parse_start_time
 from swarmctl.embedded import data_home, embedded_cluster
 from swarmctl.errors import SwarmError, UsageError
+from swarmctl.labels import parse_labels
 from swarmctl.manifest import is_command_suite, load_manifest
 from swarmctl.reports.json_report import write_json_report
 from swarmctl.reports.junit import write_junit
@@ -69,6 +70,7 @@ def run(
     delay: str = typer.Option(None, "--delay", help="Start the run after this long, such as 10m."),
     at: str = typer.Option(None, "--at", help="Start the run at this time: HH:MM (today, or tomorrow if past) or an ISO 8601 date and time."),
     durations_from: Path = typer.Option(None, "--durations-from", help="Expected test durations for time-balanced planning: a JUnit XML report or a pytest-split .test_durations file."),
+    labels: str = typer.Option("", "--labels", help="Embedded default: labels of the local executors as k=v,k=v, for tests marked swarm_requires."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the coordinator and executors do."),
 ) -> None:
     """Run the suite at PATH and report the result like pytest, with pytest's exit codes."""
@@ -85,7 +87,7 @@ def run(
             python,
             timeout,
             deadline,
-            RunOptions(retries, priority, delay, at, durations_from, group.value),
+            RunOptions(retries, priority, delay, at, durations_from, group.value, labels),
             verbose,
             console,
         )
@@ -117,6 +119,7 @@ class RunOptions:
     at: str | None
     durations_from: Path | None
     group: str
+    labels: str
 
     def start_at(self) -> float | None:
         if self.delay is not None and self.at is not None:
@@ -129,7 +132,10 @@ class RunOptions:
 
 
 async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, options, verbose, console):
-    suite_dir, suite_kind, case_ids, dependencies = _check_suite(path, pytest_args)
+    suite_dir, suite_kind, case_ids, dependencies, requirements = _check_suite(path, pytest_args)
+    labels = parse_labels(options.labels)
+    if cluster and labels:
+        raise UsageError("--labels applies to the embedded default only; a cluster's executors have their own labels")
     deadline_s = parse_duration(deadline, "--deadline") if deadline is not None else None
     if options.retries < 0:
         raise UsageError(f"--retries {options.retries} is invalid: it must be 0 or more")
@@ -157,6 +163,7 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
                         addresses, suite=suite, bundle=bundle, strategy=strategy, case_ids=case_ids,
                         deadline_s=deadline_s, priority=options.priority, retries=options.retries,
                         start_at=start_at, durations=durations, dependencies=dependencies, group=options.group,
+                        requirements=requirements,
                         on_progress=display.update, on_accepted=display.accepted,
                     )
                 )
@@ -167,7 +174,7 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
                         await submit(parse_addresses(cluster))
                     else:
                         count = executors or os.cpu_count() or 1
-                        async with embedded_cluster(data_home(), count, verbose=verbose) as address:
+                        async with embedded_cluster(data_home(), count, verbose=verbose, labels=labels) as address:
                             await submit([address])
                 nursery.cancel_scope.cancel()
 
@@ -198,7 +205,8 @@ def _resolve_python(python: str) -> str:
     return python
 
 
-def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[str] | None, dict | None]:
+def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[str] | None, dict | None, dict | None]:
+    """Return the suite folder, its kind, and a command suite's case ids, dependencies and requirements."""
     if not path.exists():
         raise UsageError(f"suite folder {str(path)!r} does not exist")
     if not path.is_dir():
@@ -214,8 +222,9 @@ def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[st
         case_ids = [case.id for case in cases]
         dependencies = {case.id: list(case.depends_on) for case in cases if case.depends_on}
         resolve(case_ids, dependencies)  # a cycle or an unknown id fails here, before any upload
-        return folder, "command", case_ids, dependencies
-    return folder, "pytest", None, None
+        requirements = {case.id: dict(case.requires) for case in cases if case.requires}
+        return folder, "command", case_ids, dependencies, requirements
+    return folder, "pytest", None, None, None
 
 
 class ProgressDisplay:

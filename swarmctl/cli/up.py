@@ -14,8 +14,11 @@ import typer
 
 from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.cluster.transport import parse_address, parse_addresses
+from swarmctl.coordinator.settings import CoordinatorSettings
+from swarmctl.durations import parse_duration
 from swarmctl.embedded import data_home
 from swarmctl.errors import SwarmError, UsageError
+from swarmctl.labels import parse_labels
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,18 @@ def up(
     ),
     labels: str = typer.Option("", "--labels", help="Executor: labels as k=v,k=v, for example os=linux,browser=chromium."),
     node_id: str = typer.Option(None, "--id", help="Executor: node id. Default: hostname plus a random suffix."),
+    lease: str = typer.Option(
+        "5s", "--lease",
+        help="Coordinator: how long a shard stays with an executor that stops sending heartbeats (killed, frozen or cut off) before it is reassigned.",
+    ),
+    unmatched_timeout: str = typer.Option(
+        "60s", "--unmatched-timeout",
+        help="Coordinator: how long a test whose required labels no executor has waits before it is reported as an error.",
+    ),
+    drain_timeout: str = typer.Option(
+        "60s", "--drain-timeout",
+        help="Executor: on SIGTERM, how long to finish running tests before stopping anyway. A second SIGTERM, or SIGINT, stops at once.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
     """Start a coordinator or an executor and run until SIGINT or SIGTERM."""
@@ -46,25 +61,19 @@ def up(
         if role is Role.coordinator:
             host, port = parse_address(listen)
             _warn_if_exposed(host)
-            main = _run_coordinator(folder, host, port)
+            settings = CoordinatorSettings(
+                lease_s=_positive_duration(lease, "--lease"),
+                unmatched_timeout_s=_positive_duration(unmatched_timeout, "--unmatched-timeout"),
+            )
+            trio.run(_until_signal, _run_coordinator(folder, host, port, settings))
         else:
-            main = _run_executor(folder, join, slots, parse_labels(labels), node_id)
-        trio.run(_until_signal, main)
+            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id)
+            trio.run(_serve_executor, executor, _positive_duration(drain_timeout, "--drain-timeout"))
     except BaseException as exc:
         error = find_error(exc, SwarmError)
         if error is None:
             raise
         raise fail(str(error), error.exit_code) from None
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    labels = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"invalid label {part!r}: expected key=value, for example os=linux")
-        labels[key.strip()] = value.strip()
-    return labels
 
 
 def _warn_if_exposed(host: str) -> None:
@@ -77,25 +86,59 @@ def _warn_if_exposed(host: str) -> None:
         log.warning("listening on %s, which is not a loopback address; connections are not authenticated", host)
 
 
-async def _run_coordinator(folder: Path, host: str, port: int) -> None:
+def _positive_duration(text: str, option: str) -> float:
+    seconds = parse_duration(text, option)
+    if seconds <= 0:
+        raise UsageError(f"{option} {text!r} is invalid: it must be longer than 0s")
+    return seconds
+
+
+async def _run_coordinator(folder: Path, host: str, port: int, settings: CoordinatorSettings) -> None:
     from swarmctl.coordinator.node import Coordinator
 
-    coordinator = Coordinator(folder)
+    coordinator = Coordinator(folder, settings=settings)
     await coordinator.serve(host, port)
     await trio.sleep_forever()
 
 
-async def _run_executor(folder: Path, join: str | None, slots: int, labels: dict[str, str], node_id: str | None) -> None:
+def _make_executor(folder: Path, join: str | None, slots: int, labels: dict[str, str], node_id: str | None):
     from swarmctl.executor.node import Executor, default_executor_id
 
     if not join:
         raise UsageError("an executor needs --join HOST:PORT with the coordinator's address")
     if slots < 1:
         raise UsageError(f"--slots {slots} is invalid: it must be at least 1")
-    executor = Executor(
+    return Executor(
         executor_id=node_id or default_executor_id(), join=parse_addresses(join), slots=slots, labels=labels, data_dir=folder
     )
-    await executor.run()
+
+
+async def _serve_executor(executor, drain_timeout: float) -> None:
+    """Run the executor; the first SIGTERM drains it, SIGINT or a second SIGTERM stops it at once."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGTERM and not executor.draining:
+                        log.info("received %s; draining (at most %.0fs, send it again to stop now)", name, drain_timeout)
+                        executor.drain(f"{name} received")
+                        nursery.start_soon(stop_after, drain_timeout)
+                        continue
+                    log.info("received %s; stopping", name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        async def stop_after(seconds: float) -> None:
+            await trio.sleep(seconds)
+            log.warning("drain did not finish within %.0fs; stopping", seconds)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_signals)
+        await executor.run()
+        nursery.cancel_scope.cancel()
+    log.info("stopped")
 
 
 async def _until_signal(main) -> None:

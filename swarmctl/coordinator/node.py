@@ -25,18 +25,22 @@ from swarmctl.cluster.transport import Peer, PeerGone, serve
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.dependencies import DependencyError, dependents_of, resolve
-from swarmctl.coordinator.scheduler import ExecutorView, pick_assignments
+from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorRegistry, ExecutorState, UnknownExecutor
+from swarmctl.coordinator.heartbeat import Lease, LeaseTable
+from swarmctl.coordinator.load_balancer import can_ever_run
+from swarmctl.coordinator.scheduler import pick_assignments
+from swarmctl.coordinator.settings import CoordinatorSettings
 from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
 from swarmctl.coordinator.strategies import GROUPINGS, PlanInput, get_strategy
 from swarmctl.errors import BundleError, ProtocolError, SwarmError
 from swarmctl.executor.runners.pytest_runner import collection_digest
+from swarmctl.labels import format_labels, satisfies
 from swarmctl.reports.summary import exit_code_for
 from swarmctl.results import ERROR, PASSED, SKIPPED, CaseResult
 
 log = logging.getLogger(__name__)
 
 TERM = 1  # a single coordinator leads term 1; elections will raise it
-HEARTBEAT_TIMEOUT_S = 15.0
 MAX_SHARD_ATTEMPTS = 3  # a shard that loses its executor this often gets error results instead
 MAX_RETRIES = 10
 MIN_TESTS_TO_RELEASE = 3  # one running and at least two waiting, so both halves get work
@@ -52,7 +56,7 @@ class Session:
     hello: protocol.Hello
     outbox: trio.MemorySendChannel
     last_seen: float
-    view: ExecutorView | None = None  # executors only
+    view: ExecutorRecord | None = None  # executors only
     runs: set[str] = field(default_factory=set)  # clients: runs they watch
 
     @property
@@ -74,6 +78,7 @@ class Coordinator:
         resume_runs: bool = True,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        settings: CoordinatorSettings | None = None,
     ) -> None:
         """Open the coordinator state in ``data_dir``.
 
@@ -87,6 +92,11 @@ class Coordinator:
         self.bundles = BundleCache(data_dir / "bundles")
         self.clock = clock
         self.rng = rng or random.Random()  # retry jitter
+        self.settings = settings or CoordinatorSettings()
+        self.registry = ExecutorRegistry(self.machine.cordoned)
+        self.leases = LeaseTable(self.settings.lease_s, self.settings.reconnect_grace_s)
+        self._leases_changed = trio.Event()
+        self._unmatched_since: dict[tuple[str, int], float] = {}  # queued shards no executor can take
         self.executors: dict[str, Session] = {}
         self.clients: list[Session] = []
         self.collectors: dict[str, str] = {}  # run_id -> executor asked to collect it
@@ -94,7 +104,7 @@ class Coordinator:
         self._deadline_done: dict[str, trio.Event] = {}  # runs stopping at their deadline
         self._released: set[tuple[str, int, int]] = set()  # shard attempts asked to give tests back
         if resume_runs:
-            self._requeue_after_restart()
+            self._lease_after_restart()
         else:
             self.interrupt_runs("the swarmctl process that ran it stopped")
 
@@ -104,7 +114,7 @@ class Coordinator:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             bound_port = await nursery.start(serve, self._handle, host, port)
-            nursery.start_soon(self._watch_heartbeats)
+            nursery.start_soon(self._watch_leases)
             for run in list(self.machine.runs.values()):
                 self._arm_deadline(run)
                 self._plan_retries(run)
@@ -130,7 +140,9 @@ class Coordinator:
             log.warning("%s: rejected: %s", peer.name, reason)
             await peer.send(protocol.Reject(reason))
             return
-        await peer.send(protocol.Welcome(protocol.PROTOCOL_VERSION, self.coordinator_id, TERM))
+        await peer.send(
+            protocol.Welcome(protocol.PROTOCOL_VERSION, self.coordinator_id, TERM, self.settings.heartbeat_s, self.settings.lease_s)
+        )
 
         send, receive = trio.open_memory_channel(math.inf)
         session = Session(peer, hello, send, trio.current_time())
@@ -164,10 +176,16 @@ class Coordinator:
         hello = session.hello
         if hello.node_id in self.executors:
             log.warning("executor %s connected again; dropping its previous connection", hello.node_id)
-            await self.executors[hello.node_id].peer.aclose()
-        session.view = ExecutorView(hello.node_id, max(1, hello.slots), trio.current_time())
+            previous = self.executors.pop(hello.node_id)
+            previous.view = None  # its leases stay; this hello claims them
+            await previous.peer.aclose()
+        record = session.view = self.registry.register(hello, address=session.peer.name, now=self.clock())
         self.executors[hello.node_id] = session
-        log.info("executor %s joined: slots %d, labels %s, from %s", hello.node_id, hello.slots, hello.labels, session.peer.name)
+        log.info(
+            "executor %s joined: slots %d, labels %s, state %s, from %s",
+            hello.node_id, record.slots, format_labels(record.labels), record.state, session.peer.name,
+        )
+        self._claim_leases(session, hello.held)
         for run in self.machine.runs.values():
             if run.status is RunStatus.COLLECTING and run.run_id in self.collectors:
                 # Another executor collects it; this one warms its workers meanwhile.
@@ -175,12 +193,12 @@ class Coordinator:
         self._find_collectors()
         self._schedule()
 
-        while True:
+        while session.view is not None:  # None once the executor was declared lost
             message = await session.peer.receive()
             session.last_seen = trio.current_time()
             match message:
                 case protocol.Heartbeat():
-                    pass
+                    self._on_heartbeat(session, message)
                 case protocol.Collected():
                     self._on_collected(session, message)
                 case protocol.ResultBatch():
@@ -191,8 +209,35 @@ class Coordinator:
                     self._on_tests_released(session, message)
                 case protocol.BundleFetch():
                     nursery.start_soon(self._send_bundle, session, message.digest)
+                case protocol.Draining():
+                    self._drain(record, message.reason, tell_executor=False)
+                case protocol.Leave():
+                    log.info("executor %s leaves: %s", hello.node_id, message.reason)
+                    self._executor_gone(session, ExecutorState.LEFT, message.reason)
+                    return
                 case _:
                     raise ProtocolError(f"executor {hello.node_id} sent unexpected {message.KIND}")
+
+    def _claim_leases(self, session: Session, held: list[list]) -> None:
+        """Resume the shards a reconnecting executor still runs; stop those that moved on."""
+        now = self.clock()
+        orphans = self.leases.renew(session.node_id, [tuple(item) for item in held], now)
+        for run_id, shard_id, attempt in held:
+            if (run_id, shard_id, attempt) not in orphans:
+                session.view.running.add((run_id, shard_id))
+                log.info("run %s: shard %d attempt %d resumes on executor %s", run_id, shard_id, attempt, session.node_id)
+        self._stop_orphans(session, orphans)
+
+    def _stop_orphans(self, session: Session, orphans: list[tuple[str, int, int]]) -> None:
+        for run_id, shard_id, attempt in orphans:
+            log.info("run %s: shard %d attempt %d on executor %s has ended here; stopping it", run_id, shard_id, attempt, session.node_id)
+            session.send(protocol.CancelShard(run_id, shard_id, attempt, "the shard attempt ended: it was reassigned"))
+
+    def _on_heartbeat(self, session: Session, message: protocol.Heartbeat) -> None:
+        self.registry.report(session.node_id, message, self.clock())
+        orphans = self.leases.renew(session.node_id, [tuple(item) for item in message.held], self.clock())
+        self._stop_orphans(session, orphans)
+        session.send(protocol.HeartbeatAck(TERM))
 
     def _session_closed(self, session: Session, *, stopping: bool = False) -> None:
         session.outbox.close()
@@ -200,35 +245,125 @@ class Coordinator:
             if session in self.clients:
                 self.clients.remove(session)
             return
+        if self.executors.get(session.node_id) is not session or stopping:
+            return
+        # Its leases wait out the reconnect grace: a broken connection that comes back at once
+        # keeps its shards, and a dead executor's shards move on when the grace ends.
+        self.leases.disconnected(session.node_id, self.clock())
+        self._leases_changed.set()
+        reason = f"connection from {session.peer.name} closed"
+        self._executor_gone(session, ExecutorState.LOST, reason)
+
+    def _executor_gone(self, session: Session, state: ExecutorState, reason: str) -> None:
+        """Take an executor out of the registry; requeue at once what a leaving executor held."""
         if self.executors.get(session.node_id) is not session:
             return
         del self.executors[session.node_id]
-        if stopping:
-            return
-        if session.view.running:
-            log.warning("executor %s lost; requeueing its %d shards", session.node_id, len(session.view.running))
+        record = self.registry.remove(session.node_id, state, reason, trio.current_time())
+        if state is ExecutorState.LEFT:
+            for lease in self.leases.revoke(session.node_id):
+                self._requeue(lease.run_id, lease.shard_id, f"executor {session.node_id} left: {reason}")
+        elif record is not None and record.running:
+            log.warning(
+                "executor %s lost (%s); its %d shards move on unless it reconnects within %.1fs",
+                session.node_id, reason, len(record.running), self.settings.reconnect_grace_s,
+            )
         else:
-            log.info("executor %s left", session.node_id)
-        for run_id, shard_id in sorted(session.view.running):
-            self._requeue(run_id, shard_id, f"executor {session.node_id} lost")
+            log.info("executor %s left: %s", session.node_id, reason)
+        session.view = None
         for run_id, executor_id in list(self.collectors.items()):
             if executor_id == session.node_id:
                 del self.collectors[run_id]
         self._find_collectors()
         self._schedule()
 
-    async def _watch_heartbeats(self) -> None:
+    def executor_dead(self, executor_id: str, reason: str) -> None:
+        """Reassign an executor's shards now (gossip declared it dead) and drop its connection."""
+        for lease in self.leases.revoke(executor_id):
+            self._lease_lapsed(lease, reason)
+        session = self.executors.get(executor_id)
+        if session is not None:
+            self._executor_gone(session, ExecutorState.LOST, reason)
+            if self._nursery is not None:
+                self._nursery.start_soon(session.peer.aclose)
+
+    async def _watch_leases(self) -> None:
+        """Requeue the shards whose leases lapse, drop silent executors, and fail unmatched shards."""
         while True:
-            await trio.sleep(1)
+            next_expiry = self.leases.next_expiry()
+            wait = 1.0 if next_expiry is None else min(1.0, max(0.0, next_expiry - self.clock()))
+            with trio.move_on_after(wait):
+                await self._leases_changed.wait()
+            self._leases_changed = trio.Event()
+
+            for lease in self.leases.expire(self.clock()):
+                self._lease_lapsed(lease, f"its lease lapsed: no heartbeat from executor {lease.executor_id} for {self.settings.lease_s:g}s")
             now = trio.current_time()
             for session in list(self.executors.values()):
-                if now - session.last_seen > HEARTBEAT_TIMEOUT_S:
+                silent = now - session.last_seen
+                if silent > self.settings.lease_s:
                     log.warning(
-                        "executor %s silent for %.0fs (limit %.0fs); closing its connection",
-                        session.node_id, now - session.last_seen, HEARTBEAT_TIMEOUT_S,
+                        "executor %s silent for %.1fs (lease %gs); closing its connection",
+                        session.node_id, silent, self.settings.lease_s,
                     )
-                    self._session_closed(session)
-                    await session.peer.aclose()
+                    self._executor_gone(session, ExecutorState.LOST, f"silent for {silent:.1f}s")
+                    self._nursery.start_soon(session.peer.aclose)
+            self._fail_unmatched()
+            self._schedule()
+
+    def _lease_lapsed(self, lease: Lease, reason: str) -> None:
+        session = self.executors.get(lease.executor_id)
+        if session is not None and session.view is not None:
+            session.view.running.discard(lease.key)
+            session.send(protocol.CancelShard(lease.run_id, lease.shard_id, lease.attempt, reason))
+        run = self.machine.runs.get(lease.run_id)
+        shard = run.shards.get(lease.shard_id) if run is not None else None
+        if shard is not None and shard.attempt == lease.attempt:
+            self._requeue(lease.run_id, lease.shard_id, reason)
+
+    # --- executor control ----------------------------------------------------------------
+
+    def _drain(self, record: ExecutorRecord, reason: str, *, tell_executor: bool) -> None:
+        """Send no new work to an executor and take back the unstarted tests of its shards."""
+        self.registry.drain(record.executor_id, reason)
+        session = self.executors[record.executor_id]
+        if tell_executor:
+            session.send(protocol.Drain(reason))
+        for run_id, shard_id in sorted(record.running):
+            run = self.machine.runs.get(run_id)
+            if run is None or run.suite.get("kind") != "pytest" or run.group != "none":
+                continue  # the command runner, and a kept-together group, finish what they started
+            shard = run.shards[shard_id]
+            key = (run_id, shard_id, shard.attempt)
+            if key not in self._released:
+                self._released.add(key)
+                session.send(protocol.ReleaseTests(run_id, shard_id, shard.attempt, len(shard.cases)))
+        self._schedule()
+
+    def _control_executor(self, session: Session, message: protocol.ControlExecutor) -> None:
+        try:
+            record = self.registry.get(message.executor_id)
+        except UnknownExecutor as exc:
+            session.send(protocol.ErrorReply(f"{exc.args[0]}; list them with `swarmctl executors`", 4))
+            return
+        reason = f"requested by {session.node_id}"
+        match message.action:
+            case "cordon":
+                self.machine.apply(cmd.ExecutorCordoned(record.executor_id, True, self.clock()), TERM)
+                self.registry.cordon(record.executor_id, reason)
+            case "uncordon":
+                self.machine.apply(cmd.ExecutorCordoned(record.executor_id, False, self.clock()), TERM)
+                self.registry.uncordon(record.executor_id)
+            case "drain":
+                self._drain(record, reason, tell_executor=True)
+            case _:
+                session.send(
+                    protocol.ErrorReply(f"executor action {message.action!r} is invalid: use drain, cordon or uncordon", 4)
+                )
+                return
+        log.info("executor %s: %s %s", record.executor_id, message.action, reason)
+        session.send(protocol.ExecutorControlled(record.executor_id, str(record.state)))
+        self._schedule()
 
     async def _send_bundle(self, session: Session, digest: str) -> None:
         try:
@@ -251,10 +386,11 @@ class Coordinator:
                 continue
             if run.start_at is not None and run.start_at > self.clock():
                 continue  # a delayed run; its timer calls this again
-            if not self.executors:
-                log.info("run %s waits for an executor to collect it", run.run_id)
+            active = [s for s in self.executors.values() if s.view.state is ExecutorState.ACTIVE]
+            if not active:
+                log.info("run %s waits for an active executor to collect it", run.run_id)
                 continue
-            collector = min(self.executors.values(), key=lambda s: (len(s.view.running), s.view.joined_at))
+            collector = min(active, key=lambda s: (len(s.view.running), s.view.joined_at))
             self.collectors[run.run_id] = collector.node_id
             for session in self.executors.values():
                 session.send(protocol.PrepareSuite(run.run_id, run.suite, session is collector))
@@ -279,7 +415,7 @@ class Coordinator:
         new = self.machine.apply(
             cmd.RunCollected(
                 run.run_id, self.clock(), message.case_ids, message.collect_results, message.deselected,
-                session.node_id, message.dependencies,
+                session.node_id, message.dependencies, message.requirements,
             ),
             TERM,
         )
@@ -298,23 +434,36 @@ class Coordinator:
         self._plan(run)
 
     def _plan(self, run: RunState) -> None:
-        slots = sum(s.view.slots for s in self.executors.values()) or 1
+        """Cut the run into shards; tests that require different labels never share a shard."""
         durations = {**self.machine.durations(run.suite), **run.imported_durations}
         strategy = run.strategy
         if run.deps and strategy != "dependency-aware":
             # Other strategies may put a test before, or in one shard with, a test it needs.
             log.info("run %s declares dependencies; planning it with dependency-aware instead of %s", run.run_id, strategy)
             strategy = "dependency-aware"
-        request = PlanInput(run.case_ids, run.runnable_ids(), slots, durations, run.deps, run.group)
-        shards = get_strategy(strategy).plan(request)
+
+        partitions: dict[tuple, list[int]] = {}
+        for case in run.runnable_ids():
+            partitions.setdefault(tuple(sorted(run.requires.get(case, {}).items())), []).append(case)
+        shards: list[list[int]] = []
+        for requires, cases in partitions.items():
+            slots = sum(
+                s.view.slots for s in self.executors.values() if satisfies(s.view.labels, dict(requires))
+            ) or 1
+            request = PlanInput(run.case_ids, cases, slots, durations, run.deps, run.group)
+            shards.extend(get_strategy(strategy).plan(request))
         self.machine.apply(cmd.ShardsPlanned(run.run_id, shards), TERM)
-        log.info("run %s: %d cases in %d shards, slots %d (%s)", run.run_id, len(run.runnable_ids()), len(shards), slots, strategy)
+        log.info(
+            "run %s: %d cases in %d shards, %d label sets, slots %d (%s)",
+            run.run_id, len(run.runnable_ids()), len(shards), len(partitions),
+            sum(s.view.slots for s in self.executors.values()), strategy,
+        )
         self._schedule()
 
     # --- assignment and results ------------------------------------------------------
 
     def _schedule(self) -> None:
-        views = [s.view for s in self.executors.values()]
+        views = [s.view for s in self.executors.values() if s.view is not None]
         for run_id, shard_id, executor_id in pick_assignments(self.machine.runs.values(), views, now=self.clock()):
             run = self.machine.runs[run_id]
             shard = run.shards[shard_id]
@@ -326,8 +475,11 @@ class Coordinator:
                 return
             attempt = shard.attempt + 1
             self.machine.apply(cmd.ShardAssigned(run_id, shard_id, attempt, executor_id, TERM, self.clock()), TERM)
+            self.leases.grant(run_id, shard_id, attempt, executor_id, self.clock())
+            self._unmatched_since.pop((run_id, shard_id), None)
             session = self.executors[executor_id]
             session.view.running.add((run_id, shard_id))
+            session.view.warm.add(run.suite.get("bundle", ""))
             session.send(
                 protocol.Assign(
                     run_id, shard_id, attempt, TERM, run.suite,
@@ -346,17 +498,23 @@ class Coordinator:
         gives back about half of its unstarted tests; they return to the queue as a shard of
         their own.
         """
-        free = sum(max(session.view.free, 0) for session in self.executors.values())
+        idle = [s.view for s in self.executors.values() if s.view is not None and s.view.free > 0]
+        free = sum(view.free for view in idle)
         if free == 0:
             return
         candidates = []
         for session in self.executors.values():
+            if session.view is None or session.view.state is not ExecutorState.ACTIVE:
+                continue  # a draining executor already gives back all it can
             for run_id, shard_id in session.view.running:
                 run = self.machine.runs.get(run_id)
                 if run is None or run.suite.get("kind") != "pytest":
                     continue  # the command runner runs its cases without a release point
                 if run.group != "none":
                     continue  # the worker cannot cut at a group's edge; groups stay whole
+                requires = run.shard_requires(shard_id)
+                if requires and not any(satisfies(view.labels, requires) for view in idle):
+                    continue  # no idle executor could take the tests it gives back
                 shard = run.shards[shard_id]
                 key = (run_id, shard_id, shard.attempt)
                 if key in self._released:
@@ -453,6 +611,9 @@ class Coordinator:
         run = self.machine.runs.get(message.run_id)
         key = (message.run_id, message.shard_id)
         session.view.running.discard(key)
+        lease = self.leases.get(*key)
+        if lease is not None and lease.attempt == message.attempt:
+            self.leases.release(*key)
         if run is None or not run.active:
             self._schedule()
             return
@@ -480,13 +641,14 @@ class Coordinator:
         shard = run.shards[shard_id]
         if shard.status is not ShardStatus.ASSIGNED:
             return
+        self.leases.release(run_id, shard_id)
         if self._past_deadline(run):
             self._fail_shard(run, shard_id, DEADLINE_MESSAGE)
             return
         if released:
             # Not a failure: the attempt limit guards against executors that keep getting lost.
             log.info("run %s: shard %d: %s", run_id, shard_id, reason)
-            self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock()), TERM)
+            self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock(), lost=False), TERM)
             return
         if shard.attempt >= MAX_SHARD_ATTEMPTS:
             self._fail_shard(run, shard_id, f"not run: the shard was lost {shard.attempt} times, last because {reason}")
@@ -503,9 +665,47 @@ class Coordinator:
              CaseResult(run.case_ids[i], ERROR, when="setup", message=message, longrepr=message).to_wire()]
             for i in shard.cases if i not in run.done
         ]
-        self._publish(self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM))
+        new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM)
+        self._publish(new)
         self.machine.apply(cmd.ShardFinished(run.run_id, shard_id, shard.attempt, self.clock()), TERM)
+        self.leases.release(run.run_id, shard_id)
+        self._skip_dependents(run, [data for _, data in new])
         self._check_complete(run)
+
+    def _fail_unmatched(self) -> None:
+        """Report as errors the ready shards whose required labels no active executor has had for a while."""
+        now = self.clock()
+        waiting = set()
+        for run in list(self.machine.runs.values()):
+            if run.status is not RunStatus.RUNNING or not run.requires:
+                continue
+            for shard_id in list(run.queue):
+                requires = run.shard_requires(shard_id)
+                if not requires or run.shards[shard_id].not_before > now:
+                    continue
+                if can_ever_run(requires, (s.view for s in self.executors.values() if s.view is not None)):
+                    continue
+                key = (run.run_id, shard_id)
+                waiting.add(key)
+                since = self._unmatched_since.setdefault(key, now)
+                if now - since >= self.settings.unmatched_timeout_s:
+                    self._fail_shard(run, shard_id, self._unmatched_message(requires))
+                    if not run.active:
+                        break
+        self._unmatched_since = {key: since for key, since in self._unmatched_since.items() if key in waiting}
+
+    def _unmatched_message(self, requires: dict[str, str]) -> str:
+        wanted = format_labels(requires)
+        seen = sorted(
+            {format_labels(s.view.labels) for s in self.executors.values() if s.view is not None
+             and s.view.state is ExecutorState.ACTIVE}
+        )
+        return (
+            f"not run: no active executor has the labels {wanted} this test requires "
+            f"(waited {self.settings.unmatched_timeout_s:g}s; active executors have: {'; '.join(seen) or 'none'}). "
+            f"Start one with `swarmctl up --role executor --labels {wanted}`, "
+            f"or give local executors the labels with `swarmctl run --labels {wanted}`"
+        )
 
     # --- run deadlines ---------------------------------------------------------------
 
@@ -569,6 +769,9 @@ class Coordinator:
                     shard = run.shards[shard_id]
                     session.send(protocol.CancelShard(run_id, shard_id, shard.attempt, error or status))
                     session.view.running.discard((run_id, shard_id))
+        for shard_id in run.shards:
+            self.leases.release(run.run_id, shard_id)
+            self._unmatched_since.pop((run.run_id, shard_id), None)
         self.collectors.pop(run.run_id, None)
         self.machine.apply(cmd.RunFinished(run.run_id, self.clock(), status, exit_code, error), TERM)
         wall = (run.finished_at or self.clock()) - run.submitted_at
@@ -577,7 +780,10 @@ class Coordinator:
         if watchers:
             frames = [protocol.RunResults(run.run_id, part) for part in _parts(results if results is not None else self.machine.results(run.run_id))]
             frames.append(
-                protocol.RunComplete(run.run_id, exit_code, wall, run.submitted_at, run.deselected, error, sorted(run.executors))
+                protocol.RunComplete(
+                    run.run_id, exit_code, wall, run.submitted_at, run.deselected, error, sorted(run.executors),
+                    run.duplicates, run.fenced,
+                )
             )
             for client in watchers:
                 for frame in frames:
@@ -591,7 +797,7 @@ class Coordinator:
             by_run.setdefault(run_id, []).append([result["case_id"], result["outcome"]])
         for run_id, outcomes in by_run.items():
             run = self.machine.runs[run_id]
-            progress = protocol.RunProgress(run_id, run.status, run.total, len(run.done), len(self.executors), outcomes)
+            progress = protocol.RunProgress(run_id, run.status, run.total, len(run.done), len(self.registry), outcomes)
             for client in self.clients:
                 if run_id in client.runs:
                     client.send(progress)
@@ -602,11 +808,13 @@ class Coordinator:
             if run.active:
                 self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {reason}")
 
-    def _requeue_after_restart(self) -> None:
-        for run in list(self.machine.runs.values()):
+    def _lease_after_restart(self) -> None:
+        """Give every shard that was running a fresh lease, for its executor to claim on reconnect."""
+        now = self.clock()
+        for run in self.machine.runs.values():
             for shard in run.shards.values():
-                if shard.status is ShardStatus.ASSIGNED:
-                    self._requeue(run.run_id, shard.shard_id, "coordinator restarted")
+                if shard.status is ShardStatus.ASSIGNED and shard.executor:
+                    self.leases.grant(run.run_id, shard.shard_id, shard.attempt, shard.executor, now)
 
     # --- clients -----------------------------------------------------------------------
 
@@ -624,6 +832,10 @@ class Coordinator:
                     self._submit(session, message)
                 case protocol.CancelRun():
                     self._cancel(session, message)
+                case protocol.ListExecutors():
+                    session.send(protocol.ExecutorList(self.registry.describe(trio.current_time())))
+                case protocol.ControlExecutor():
+                    self._control_executor(session, message)
                 case _:
                     raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
 

@@ -4,30 +4,22 @@ Each free slot takes the next ready shard of the run that comes first in this or
 higher priority; then, among runs of equal priority, the run with the fewest shards running
 now (fair share, so a big run does not starve a small one); then the older run. A shard is
 ready once its retry backoff (``not_before``) has passed and every test its tests depend on
-has a final result. It goes to the executor with the
-most free slots (ties: the one that joined first), so work spreads over executors before it
-stacks on one, and a retry avoids the executor where it failed while another one is free.
+has a final result. The load balancer picks its executor among those whose labels meet the
+shard's requirements; a shard that no free executor can take now stays queued and the next
+one gets the slot.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
+from swarmctl.coordinator.executor_registry import ExecutorRecord
+from swarmctl.coordinator.load_balancer import choose_executor
 from swarmctl.coordinator.state import RunState, RunStatus
 
-
-@dataclass(slots=True)
-class ExecutorView:
-    executor_id: str
-    slots: int
-    joined_at: float
-    running: set[tuple[str, int]] = field(default_factory=set)  # (run_id, shard_id)
-
-    @property
-    def free(self) -> int:
-        return self.slots - len(self.running)
+# The scheduler reads the registry's records; tests build them with the first three fields.
+ExecutorView = ExecutorRecord
 
 
 def dependencies_met(run: RunState, shard_id: int) -> bool:
@@ -52,10 +44,9 @@ def pick_assignments(
 
     With ``now`` left out, retry backoffs and start times are not checked.
     """
-    executors = list(executors)
-    free = {e.executor_id: e.free for e in executors if e.free > 0}
-    joined = {e.executor_id: e.joined_at for e in executors}
-    running = Counter(run_id for e in executors for run_id, _ in e.running)
+    records = {e.executor_id: e for e in executors}
+    free = {executor_id: e.free for executor_id, e in records.items() if e.free > 0}
+    running = Counter(run_id for e in records.values() for run_id, _ in e.running)
 
     ready: dict[str, deque[int]] = {}
     by_id: dict[str, RunState] = {}
@@ -73,12 +64,17 @@ def pick_assignments(
     picks = []
     while free and ready:
         run_id = min(ready, key=lambda r: (-by_id[r].priority, running[r], by_id[r].submitted_at, r))
+        run = by_id[run_id]
         shard_id = ready[run_id].popleft()
         if not ready[run_id]:
             del ready[run_id]
 
-        avoid = by_id[run_id].shards[shard_id].avoid
-        executor_id = max(free, key=lambda e: (e != avoid, free[e], -joined[e]))
+        executor_id = choose_executor(
+            free, records, requires=run.shard_requires(shard_id), bundle=run.suite.get("bundle", ""),
+            avoid=run.shards[shard_id].avoid,
+        )
+        if executor_id is None:
+            continue  # no free executor has its labels; it waits for one
         picks.append((run_id, shard_id, executor_id))
         running[run_id] += 1
         free[executor_id] -= 1

@@ -11,27 +11,27 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
+import random
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import trio
 
 from swarmctl import __version__, protocol
 from swarmctl.bundle import BundleCache
-from swarmctl.cluster.transport import Peer, PeerGone, connect, format_address
-from swarmctl.errors import BundleError, ConnectionFailed, ProtocolError
+from swarmctl.cluster.transport import Peer, PeerGone, format_address
+from swarmctl.errors import BundleError, ProtocolError
+from swarmctl.executor.coordinator_client import CoordinatorClient
 from swarmctl.executor.processes import become_subreaper, kill_orphans
+from swarmctl.executor.resource_monitor import ResourceMonitor
 from swarmctl.executor.slot import Job, Slot
+from swarmctl.labels import builtin_labels, format_labels
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 2.0
 SEND_LINGER_S = 0.02
-RECONNECT_MIN_S = 0.2
-RECONNECT_MAX_S = 10.0
 
 
 def default_executor_id() -> str:
@@ -46,6 +46,7 @@ class Outbox:
     unacked: dict[int, protocol.ResultBatch] = field(default_factory=dict)
     next_seq: int = 1
     wake: trio.Event = field(default_factory=trio.Event)
+    _settled: trio.Event = field(default_factory=trio.Event)
 
     def put(self, item: protocol.Message | list) -> None:
         self.pending.append(item)
@@ -72,7 +73,20 @@ class Outbox:
             frames.append(self._seal(batch))
         self.pending.clear()
         self.wake = trio.Event()
+        if not self.unacked:
+            self._settled.set()
         return frames
+
+    def acknowledge(self, seq: int) -> None:
+        self.unacked.pop(seq, None)
+        if not self.unacked:
+            self._settled.set()
+
+    async def flushed(self) -> None:
+        """Wait until every pending frame was sent and every result batch acknowledged."""
+        while self.pending or self.unacked:
+            self._settled = trio.Event()
+            await self._settled.wait()
 
     def _seal(self, items: list[list]) -> protocol.ResultBatch:
         batch = protocol.ResultBatch(self.next_seq, items)
@@ -95,97 +109,122 @@ class Executor:
         slots: int,
         labels: dict[str, str],
         data_dir: Path,
+        rng: random.Random | None = None,
     ) -> None:
         self.executor_id = executor_id
         self.join = join
-        self.labels = labels
+        self.labels = {**builtin_labels(), **labels}
         self.data_dir = data_dir
         self.bundles = BundleCache(data_dir / "bundles")
         self.outbox = Outbox()
         self.slots = [Slot(self, i) for i in range(slots)]
         self.jobs_send, self.jobs_receive = trio.open_memory_channel(math.inf)
-        self._fetches: dict[str, trio.MemorySendChannel] = {}
+        self.monitor = ResourceMonitor(data_dir)
+        self.client = CoordinatorClient(join, rng=rng)
+        self.held: dict[tuple[str, int], int] = {}  # (run, shard) -> attempt, assigned and not yet done
         self.pending_releases: dict[tuple[str, int], int] = {}  # (run, shard) -> tests to give back
+        self.draining = False
+        self._fetches: dict[str, trio.MemorySendChannel] = {}
         self._fetch_done: dict[str, trio.Event] = {}
         self._peer: Peer | None = None
         self._connected = trio.Event()
+        self._idle = trio.Event()  # set when a draining executor holds no shard
+        self._left = trio.Event()  # set once the coordinator was told this executor leaves
 
     async def run(self) -> None:
+        """Serve until cancelled, or until a drain ends with every held shard finished."""
         if not become_subreaper():
             log.warning("cannot become a child subreaper; processes left by crashed tests may outlive them")
         log.info(
             "executor %s starting: slots %d, labels %s, joining %s",
-            self.executor_id, len(self.slots), self.labels, ", ".join(format_address(*a) for a in self.join),
+            self.executor_id, len(self.slots), format_labels(self.labels), ", ".join(format_address(*a) for a in self.join),
         )
         async with trio.open_nursery() as nursery:
             for slot in self.slots:
                 nursery.start_soon(slot.serve, self.jobs_receive.clone())
+            nursery.start_soon(self.client.run, self._hello, self._session)
             try:
-                await self._stay_connected()
+                await self._left.wait()
+                log.info("executor %s drained; leaving", self.executor_id)
             finally:
                 with trio.CancelScope(shield=True):
                     for slot in self.slots:
                         await slot.shutdown()
                 nursery.cancel_scope.cancel()
 
-    async def _stay_connected(self) -> None:
-        delay = RECONNECT_MIN_S
-        while True:
-            try:
-                async with connect(self.join) as peer:
-                    await self._session(peer)
-                    delay = RECONNECT_MIN_S
-            except* (ConnectionFailed, PeerGone, ProtocolError) as group:
-                # The session's nursery wraps these in an exception group.
-                log.warning("executor %s: %s Reconnecting in %.1fs.", self.executor_id, group.exceptions[0], delay)
-            self._peer = None
-            self._connected = trio.Event()
-            await trio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_S)
+    def drain(self, reason: str) -> None:
+        """Take no new work, finish the held shards, then leave (``run`` returns)."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("executor %s draining (%s): %d shards to finish", self.executor_id, reason, len(self.held))
+        self.send(protocol.Draining(reason))
+        self._check_idle()
 
-    async def _session(self, peer: Peer) -> None:
-        hello = protocol.Hello(
+    def _check_idle(self) -> None:
+        if self.draining and not self.held:
+            self._idle.set()
+
+    def _hello(self) -> protocol.Hello:
+        return protocol.Hello(
             protocol.PROTOCOL_VERSION, protocol.ROLE_EXECUTOR, self.executor_id, len(self.slots),
             self.labels, f"swarmctl {__version__}", socket.gethostname(), os.getpid(),
+            resources=self.monitor.sample().to_wire(),
+            held=[[run_id, shard_id, attempt] for (run_id, shard_id), attempt in sorted(self.held.items())],
         )
-        await peer.send(hello)
-        reply = await peer.receive()
-        if isinstance(reply, protocol.Reject):
-            raise ProtocolError(f"coordinator rejected this executor: {reply.reason}")
-        if not isinstance(reply, protocol.Welcome):
-            raise ProtocolError(f"expected welcome, got {reply.KIND}")
-        log.info("executor %s connected to %s (%s, term %d)", self.executor_id, peer.name, reply.coordinator_id, reply.term)
 
+    async def _session(self, peer: Peer, welcome: protocol.Welcome) -> None:
         # Batches the last coordinator never acknowledged go first.
         for seq in sorted(self.outbox.unacked):
             await peer.send(self.outbox.unacked[seq])
+        if self.draining:
+            await peer.send(protocol.Draining("the executor is stopping"))
         self._peer = peer
         self._connected.set()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._send_loop, peer)
-            nursery.start_soon(self._heartbeat_loop, peer)
-            try:
-                await self._receive_loop(peer, nursery)
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop, peer)
+                nursery.start_soon(self._heartbeat_loop, peer, welcome.heartbeat_s)
+                nursery.start_soon(self._leave_when_idle, peer)
+                try:
+                    await self._receive_loop(peer, nursery, silence_limit=max(2 * welcome.lease_s, 3 * welcome.heartbeat_s))
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._peer = None
+            self._connected = trio.Event()
 
-    async def _receive_loop(self, peer: Peer, nursery: trio.Nursery) -> None:
+    async def _leave_when_idle(self, peer: Peer) -> None:
+        await self._idle.wait()
+        await self.outbox.flushed()
+        await peer.send(protocol.Leave("drained"))
+        self._left.set()
+
+    async def _receive_loop(self, peer: Peer, nursery: trio.Nursery, *, silence_limit: float) -> None:
         while True:
-            message = await peer.receive()
+            # The coordinator answers every heartbeat; silence means it, or the network to it, is gone.
+            with trio.move_on_after(silence_limit) as timer:
+                message = await peer.receive()
+            if timer.cancelled_caught:
+                raise PeerGone(f"no message from the coordinator {peer.name} in {silence_limit:.0f}s")
             match message:
+                case protocol.HeartbeatAck():
+                    pass
                 case protocol.PrepareSuite():
                     self.jobs_send.send_nowait(Job(kind="prepare", run_id=message.run_id, suite=message.suite, collect=message.collect))
                 case protocol.Assign():
+                    self.held[(message.run_id, message.shard_id)] = message.attempt
                     self.jobs_send.send_nowait(Job(kind="shard", run_id=message.run_id, suite=message.suite, assign=message))
                 case protocol.ResultAck():
-                    self.outbox.unacked.pop(message.seq, None)
+                    self.outbox.acknowledge(message.seq)
                 case protocol.ReleaseTests():
                     if not any(slot.release_tests(message.run_id, message.shard_id, message.count) for slot in self.slots):
                         # Its job still waits in the queue; the slot that takes it applies this.
                         self.pending_releases[(message.run_id, message.shard_id)] = message.count
                 case protocol.CancelShard():
-                    for slot in self.slots:
-                        slot.cancel_shard(message.run_id, message.shard_id, message.reason, interrupt=message.interrupt)
+                    self._cancel(message)
+                case protocol.Drain():
+                    self.drain(message.reason)
                 case protocol.BundleChunk():
                     channel = self._fetches.get(message.digest)
                     if channel is not None:
@@ -197,6 +236,13 @@ class Executor:
                 case _:
                     raise ProtocolError(f"coordinator sent unexpected {message.KIND}")
 
+    def _cancel(self, message: protocol.CancelShard) -> None:
+        for slot in self.slots:
+            slot.cancel_shard(message.run_id, message.shard_id, message.attempt, message.reason, interrupt=message.interrupt)
+        if not message.interrupt:
+            # An interrupted shard still reports its stopped test and ShardDone; a dropped one is forgotten.
+            self.forget(message.run_id, message.shard_id, message.attempt)
+
     async def _send_loop(self, peer: Peer) -> None:
         while True:
             await self.outbox.wake.wait()
@@ -206,11 +252,13 @@ class Executor:
             for frame in self.outbox.take_frames():
                 await peer.send(frame)
 
-    async def _heartbeat_loop(self, peer: Peer) -> None:
+    async def _heartbeat_loop(self, peer: Peer, interval: float) -> None:
         while True:
             busy = sum(1 for slot in self.slots if slot.busy)
-            await peer.send(protocol.Heartbeat(len(self.slots) - busy, psutil.cpu_percent(interval=None)))
-            await trio.sleep(HEARTBEAT_INTERVAL_S)
+            resources = self.monitor.sample()
+            held = [[run_id, shard_id, attempt] for (run_id, shard_id), attempt in self.held.items()]
+            await peer.send(protocol.Heartbeat(len(self.slots) - busy, resources.load, resources.to_wire(), held))
+            await trio.sleep(interval)
 
     # --- called by slots -------------------------------------------------------------------
 
@@ -220,6 +268,23 @@ class Executor:
 
     def send(self, message: protocol.Message) -> None:
         self.outbox.put(message)
+
+    def holds(self, run_id: str, shard_id: int, attempt: int) -> bool:
+        return self.held.get((run_id, shard_id)) == attempt
+
+    def forget(self, run_id: str, shard_id: int, attempt: int) -> None:
+        """Drop a shard the coordinator took back; it gets no ShardDone."""
+        if self.holds(run_id, shard_id, attempt):
+            del self.held[(run_id, shard_id)]
+            self.pending_releases.pop((run_id, shard_id), None)
+            self._check_idle()
+
+    def shard_done(self, message: protocol.ShardDone) -> None:
+        """Report a finished shard, unless the coordinator took it back meanwhile."""
+        if self.holds(message.run_id, message.shard_id, message.attempt):
+            del self.held[(message.run_id, message.shard_id)]
+            self.outbox.put(message)
+            self._check_idle()
 
     def send_result(self, run_id: str, shard_id: int, attempt: int, result: dict) -> None:
         self.outbox.put([run_id, shard_id, attempt, result])

@@ -50,7 +50,7 @@ class Slot:
         self._worker_key: tuple | None = None
         self._suite_dir: Path | None = None
         self._worker_nursery: trio.Nursery | None = None
-        self._shard: tuple[str, int] | None = None
+        self._shard: tuple[str, int, int] | None = None  # (run_id, shard_id, attempt)
         self._shard_scope: trio.CancelScope | None = None
         self._interrupt_reason: str | None = None
         self._case_scope: trio.CancelScope | None = None  # the running command case
@@ -66,6 +66,11 @@ class Slot:
                     await self._run_job(job)
                 except SwarmError as exc:
                     log.error("slot %s: job %s of run %s failed: %s", self.name, job.kind, job.run_id, exc)
+                    if job.assign is not None:
+                        # Tell the coordinator, which requeues the shard, instead of leaving it held.
+                        assign = job.assign
+                        error = f"executor {self.executor.executor_id} could not run the shard: {exc}"
+                        self.executor.shard_done(protocol.ShardDone(assign.run_id, assign.shard_id, assign.attempt, error))
                 finally:
                     self.busy = False
 
@@ -76,10 +81,12 @@ class Slot:
             return
 
         assign = job.assign
-        self._shard = (assign.run_id, assign.shard_id)
+        if not self.executor.holds(assign.run_id, assign.shard_id, assign.attempt):
+            return  # cancelled while it waited in the queue
+        self._shard = (assign.run_id, assign.shard_id, assign.attempt)
         self._interrupt_reason = None
         # A release request may have come before this job left the executor's queue.
-        self._pending_release = self.executor.pending_releases.pop(self._shard, 0)
+        self._pending_release = self.executor.pending_releases.pop((assign.run_id, assign.shard_id), 0)
         with trio.CancelScope() as scope:
             self._shard_scope = scope
             if suite.kind == "command":
@@ -90,8 +97,9 @@ class Slot:
         if scope.cancelled_caught:
             log.info("slot %s: shard %d of run %s cancelled", self.name, assign.shard_id, assign.run_id)
             await self._discard_worker()  # it may be in the middle of a test
+            self.executor.forget(assign.run_id, assign.shard_id, assign.attempt)
             return
-        self.executor.send(protocol.ShardDone(assign.run_id, assign.shard_id, assign.attempt))
+        self.executor.shard_done(protocol.ShardDone(assign.run_id, assign.shard_id, assign.attempt))
 
     def release_tests(self, run_id: str, shard_id: int, count: int) -> bool:
         """Give back the end of the shard this slot runs; return False if it runs another.
@@ -99,7 +107,7 @@ class Slot:
         The coordinator hands the tests to an idle slot. Between the start of the shard's job
         and the start of its batch, the request is kept and sent right after the batch starts.
         """
-        if self._shard != (run_id, shard_id):
+        if self._shard is None or self._shard[:2] != (run_id, shard_id):
             return False
         log.info("slot %s: releasing up to %d tests of shard %d of run %s", self.name, count, shard_id, run_id)
         if self._worker is not None and self._batch_running:
@@ -108,13 +116,13 @@ class Slot:
             self._pending_release = count
         return True
 
-    def cancel_shard(self, run_id: str, shard_id: int, reason: str, *, interrupt: bool = False) -> None:
+    def cancel_shard(self, run_id: str, shard_id: int, attempt: int, reason: str, *, interrupt: bool = False) -> None:
         """Stop the shard if this slot runs it.
 
         With ``interrupt``, the running test is stopped with a stack dump and reported as an
         error with ``reason``, and the shard ends normally; otherwise the shard is dropped.
         """
-        if self._shard != (run_id, shard_id) or self._shard_scope is None:
+        if self._shard != (run_id, shard_id, attempt) or self._shard_scope is None:
             return
         log.info("slot %s: stopping shard %d of run %s: %s", self.name, shard_id, run_id, reason)
         if interrupt:
@@ -145,7 +153,7 @@ class Slot:
             self.executor.send(
                 protocol.Collected(
                     run_id, collection.case_ids, collection.collect_results, collection.deselected,
-                    dependencies=collection.dependencies,
+                    dependencies=collection.dependencies, requirements=collection.requirements,
                 )
             )
 

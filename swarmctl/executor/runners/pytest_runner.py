@@ -57,6 +57,7 @@ class Collection:
     deselected: int
     timeout_plugin: bool = False  # pytest-timeout is active in the worker
     dependencies: dict[str, list[str]] | None = None  # node id -> node ids it depends on
+    requirements: dict[str, dict[str, str]] | None = None  # node id -> labels its executor must have
 
     @property
     def digest(self) -> str:
@@ -176,7 +177,7 @@ class PytestWorker:
             raise WorkerStartFailed(worker.exit_code, read_tail(log_path, CRASH_LOG_TAIL_BYTES))
         worker.collection = Collection(
             event["ids"], event["collect_results"], event["deselected"], event.get("timeout_plugin", False),
-            event.get("dependencies") or {},
+            event.get("dependencies") or {}, event.get("requirements") or {},
         )
         return worker
 

@@ -141,6 +141,9 @@ class WorkerPlugin:
         config.addinivalue_line(
             "markers", "swarm_depends_on(*node_ids): run after these tests pass; skipped when one does not"
         )
+        config.addinivalue_line(
+            "markers", "swarm_requires(**labels): run only on a swarmctl executor that has these labels"
+        )
 
     def pytest_deselected(self, items):
         self.deselected += len(items)
@@ -179,6 +182,7 @@ class WorkerPlugin:
                 "deselected": self.deselected,
                 "timeout_plugin": self.config.pluginmanager.hasplugin("timeout"),
                 "dependencies": dependencies(items),
+                "requirements": requirements(items),
             }
         )
 
@@ -316,6 +320,23 @@ def dependencies(items):
         names = [name for marker in item.iter_markers("swarm_depends_on") for name in marker.args]
         if names:
             found[item.nodeid] = names
+    return found
+
+
+def requirements(items):
+    """Map node ids to the executor labels their ``swarm_requires`` markers ask for.
+
+    Markers nearer the test win over those of its class and module. Values compare as text,
+    with booleans as ``true``/``false``, the way swarmctl compares executor labels.
+    """
+    found = {}
+    for item in items:
+        labels = {}
+        for marker in reversed(list(item.iter_markers("swarm_requires"))):
+            for key, value in marker.kwargs.items():
+                labels[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        if labels:
+            found[item.nodeid] = labels
     return found
 
 
