@@ -105,6 +105,24 @@ async def cancel_run(addresses: Sequence[tuple[str, int]], run_id: str, reason: 
         await _expect(peer, protocol.RunCancelled)
 
 
+async def list_executors(addresses: Sequence[tuple[str, int]]) -> list[dict]:
+    """Return the coordinator's executor rows (see ``ExecutorRecord.describe``)."""
+    async with connect(addresses) as peer:
+        await _hello(peer)
+        await peer.send(protocol.ListExecutors())
+        reply = await _expect(peer, protocol.ExecutorList)
+        return reply.executors
+
+
+async def control_executor(addresses: Sequence[tuple[str, int]], action: str, executor_id: str) -> str:
+    """Drain, cordon or uncordon an executor; return its state afterwards."""
+    async with connect(addresses) as peer:
+        await _hello(peer)
+        await peer.send(protocol.ControlExecutor(action, executor_id))
+        reply = await _expect(peer, protocol.ExecutorControlled)
+        return reply.state
+
+
 async def _hello(peer: Peer) -> None:
     client_id = f"client-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
     await peer.send(

@@ -245,3 +245,20 @@ def test_nonpositive_timeouts_rejected(tmp_path_factory: pytest.TempPathFactory,
 
     with pytest.raises(ManifestError, match="must be a number of seconds > 0"):
         load_manifest(folder)
+
+
+def test_load_requires_labels(tmp_path: Path) -> None:
+    manifest = load_text(
+        tmp_path,
+        '[[case]]\nid = "ui"\ncmd = "true"\nrequires = { os = "linux", browser = "chromium", gpu = true, cores = 8 }\n',
+    )
+
+    assert dict(manifest.cases[0].requires) == {"os": "linux", "browser": "chromium", "gpu": "true", "cores": "8"}
+
+
+@pytest.mark.parametrize("value", ['"linux"', '["os"]', '{ os = ["linux"] }', '{ os = 1.5 }'])
+def test_load_requires_invalid(tmp_path: Path, value: str) -> None:
+    message = manifest_error(tmp_path, f'[[case]]\nid = "ui"\ncmd = "true"\nrequires = {value}\n')
+
+    assert 'case #1 (id "ui"): requires = ' in message
+    assert "must be a table of executor labels" in message

@@ -75,8 +75,25 @@ def _click_class(name: str) -> type[Exception]:
     return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
 
 
+def cluster_addresses(cluster: str | None) -> list[tuple[str, int]]:
+    """Return the addresses of ``--cluster``, or of the embedded coordinator of a running ``swarmctl run``."""
+    from swarmctl.cluster.transport import parse_addresses
+    from swarmctl.embedded import data_home, embedded_address
+    from swarmctl.errors import UsageError
+
+    if cluster:
+        return parse_addresses(cluster)
+    address = embedded_address(data_home())
+    if address is None:
+        raise UsageError(
+            f"no swarmctl run is running with the data folder {data_home()}; "
+            "pass --cluster HOST:PORT to reach a cluster's coordinator"
+        )
+    return [address]
+
+
 def main() -> None:
-    from swarmctl.cli import cancel, run, up  # noqa: F401  (registers the commands)
+    from swarmctl.cli import cancel, executors, run, up  # noqa: F401  (registers the commands)
 
     usage_error, click_exception = _click_class("UsageError"), _click_class("ClickException")
     try:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import trio
 import typer
 
-from swarmctl.cli import app, fail, find_error, setup_logging
+from swarmctl.cli import app, cluster_addresses, fail, find_error, setup_logging
 from swarmctl.client import cancel_run
-from swarmctl.cluster.transport import parse_addresses
-from swarmctl.embedded import data_home, embedded_address
-from swarmctl.errors import SwarmError, UsageError
+from swarmctl.errors import SwarmError
 
 
 @app.command()
@@ -21,17 +19,7 @@ def cancel(
     """Cancel a run: its tests stop and it ends as interrupted (exit code 2)."""
     setup_logging(False, quiet=True)
     try:
-        if cluster:
-            addresses = parse_addresses(cluster)
-        else:
-            address = embedded_address(data_home())
-            if address is None:
-                raise UsageError(
-                    f"no swarmctl run is running with the data folder {data_home()}; "
-                    "pass --cluster HOST:PORT to cancel a run on a cluster"
-                )
-            addresses = [address]
-        trio.run(cancel_run, addresses, run_id, reason)
+        trio.run(cancel_run, cluster_addresses(cluster), run_id, reason)
     except BaseException as exc:
         error = find_error(exc, SwarmError)
         if error is None:

@@ -51,13 +51,14 @@ class ExecutorRecord:
     address: str = ""
     gossip: tuple[str, int] | None = None
     last_seen: float = 0.0  # trio clock
+    silent: bool = False  # missed heartbeats: gets no new work until it is heard from again
     left_at: float = 0.0  # trio clock, for executors that left
     reason: str = ""  # why it left, was cordoned or drains
 
     @property
     def free(self) -> int:
         """Return the slots that may take a new shard now (none unless active)."""
-        if self.state is not ExecutorState.ACTIVE:
+        if self.state is not ExecutorState.ACTIVE or self.silent:
             return 0
         return self.slots - len(self.running)
 
@@ -65,7 +66,7 @@ class ExecutorRecord:
         """Return the plain-data row that ``swarmctl executors`` prints."""
         return {
             "id": self.executor_id,
-            "state": str(self.state),
+            "state": "silent" if self.silent and self.state is ExecutorState.ACTIVE else str(self.state),
             "labels": dict(self.labels),
             "slots": self.slots,
             "busy": len(self.running),
@@ -137,6 +138,7 @@ class ExecutorRegistry:
             record.load = float(heartbeat.load)
             record.resources = dict(heartbeat.resources)
             record.last_seen = now
+            record.silent = False
 
     def cordon(self, executor_id: str, reason: str) -> ExecutorRecord:
         record = self.get(executor_id)

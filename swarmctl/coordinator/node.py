@@ -140,6 +140,11 @@ class Coordinator:
             log.warning("%s: rejected: %s", peer.name, reason)
             await peer.send(protocol.Reject(reason))
             return
+        duplicate = self._duplicate_id(hello)
+        if duplicate:
+            log.warning("%s: rejected: %s", peer.name, duplicate)
+            await peer.send(protocol.Reject(duplicate))
+            return
         await peer.send(
             protocol.Welcome(protocol.PROTOCOL_VERSION, self.coordinator_id, TERM, self.settings.heartbeat_s, self.settings.lease_s)
         )
@@ -163,6 +168,18 @@ class Coordinator:
                 self._session_closed(session, stopping=stopping)
                 nursery.cancel_scope.cancel()
 
+    def _duplicate_id(self, hello: protocol.Hello) -> str:
+        """Return why an executor's hello is rejected for an id that another live process uses, or ""."""
+        previous = self.executors.get(hello.node_id)
+        if hello.role != protocol.ROLE_EXECUTOR or previous is None:
+            return ""
+        if (previous.hello.hostname, previous.hello.pid) == (hello.hostname, hello.pid):
+            return ""  # the same process reconnecting
+        return (
+            f"executor id {hello.node_id!r} is in use by pid {previous.hello.pid} on {previous.hello.hostname}; "
+            "give each executor its own --id"
+        )
+
     async def _write(self, session: Session, receive: trio.MemoryReceiveChannel) -> None:
         try:
             async for message in receive:
@@ -175,8 +192,9 @@ class Coordinator:
     async def _serve_executor(self, session: Session, nursery: trio.Nursery) -> None:
         hello = session.hello
         if hello.node_id in self.executors:
+            previous = self.executors[hello.node_id]
             log.warning("executor %s connected again; dropping its previous connection", hello.node_id)
-            previous = self.executors.pop(hello.node_id)
+            del self.executors[hello.node_id]
             previous.view = None  # its leases stay; this hello claims them
             await previous.peer.aclose()
         record = session.view = self.registry.register(hello, address=session.peer.name, now=self.clock())
@@ -269,7 +287,7 @@ class Coordinator:
                 session.node_id, reason, len(record.running), self.settings.reconnect_grace_s,
             )
         else:
-            log.info("executor %s left: %s", session.node_id, reason)
+            log.info("executor %s %s: %s", session.node_id, state, reason)
         session.view = None
         for run_id, executor_id in list(self.collectors.items()):
             if executor_id == session.node_id:
@@ -296,9 +314,12 @@ class Coordinator:
                 await self._leases_changed.wait()
             self._leases_changed = trio.Event()
 
-            for lease in self.leases.expire(self.clock()):
-                self._lease_lapsed(lease, f"its lease lapsed: no heartbeat from executor {lease.executor_id} for {self.settings.lease_s:g}s")
             now = trio.current_time()
+            for session in self.executors.values():
+                # Two missed heartbeats: no new work for it until it reports again.
+                session.view.silent = now - session.last_seen > 2.5 * self.settings.heartbeat_s
+            for lease in self.leases.expire(self.clock()):
+                self._lease_lapsed(lease, f"its lease on executor {lease.executor_id} lapsed (not renewed for {self.settings.lease_s:g}s)")
             for session in list(self.executors.values()):
                 silent = now - session.last_seen
                 if silent > self.settings.lease_s:
@@ -894,7 +915,7 @@ class Coordinator:
             cmd.RunSubmitted(
                 run_id, now, suite.to_wire(), message.strategy, message.case_ids, deadline_at,
                 message.priority, message.retries, start_at, message.durations, message.dependencies,
-                message.group,
+                message.group, message.requirements,
             ),
             TERM,
         )

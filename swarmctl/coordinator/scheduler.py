@@ -18,9 +18,6 @@ from swarmctl.coordinator.executor_registry import ExecutorRecord
 from swarmctl.coordinator.load_balancer import choose_executor
 from swarmctl.coordinator.state import RunState, RunStatus
 
-# The scheduler reads the registry's records; tests build them with the first three fields.
-ExecutorView = ExecutorRecord
-
 
 def dependencies_met(run: RunState, shard_id: int) -> bool:
     """Return whether every case the shard's cases depend on has its final result.
@@ -38,7 +35,7 @@ def dependencies_met(run: RunState, shard_id: int) -> bool:
 
 
 def pick_assignments(
-    runs: Iterable[RunState], executors: Iterable[ExecutorView], *, now: float | None = None
+    runs: Iterable[RunState], executors: Iterable[ExecutorRecord], *, now: float | None = None
 ) -> list[tuple[str, int, str]]:
     """Return ``(run_id, shard_id, executor_id)`` for every shard that can start now.
 

@@ -164,6 +164,9 @@ class Executor:
     def _check_idle(self) -> None:
         if self.draining and not self.held:
             self._idle.set()
+            if self._peer is None and not self.outbox.unacked:
+                # No coordinator to tell, and nothing it still has to acknowledge.
+                self._left.set()
 
     def _hello(self) -> protocol.Hello:
         return protocol.Hello(
@@ -193,12 +196,15 @@ class Executor:
         finally:
             self._peer = None
             self._connected = trio.Event()
+            self._check_idle()
 
     async def _leave_when_idle(self, peer: Peer) -> None:
         await self._idle.wait()
         await self.outbox.flushed()
-        await peer.send(protocol.Leave("drained"))
-        self._left.set()
+        try:
+            await peer.send(protocol.Leave("drained"))
+        finally:
+            self._left.set()
 
     async def _receive_loop(self, peer: Peer, nursery: trio.Nursery, *, silence_limit: float) -> None:
         while True:

@@ -2,7 +2,7 @@
 
 The simulation calls the coordinator's real code: ``get_strategy(name).plan`` cuts the
 shards from history durations, and ``pick_assignments`` hands queued shards to executors.
-Between those calls it updates ``RunState``, ``ShardState`` and ``ExecutorView`` the way
+Between those calls it updates ``RunState``, ``ShardState`` and ``ExecutorRecord`` the way
 the coordinator's state machine does, but in memory only: no SQLite, no network, no
 requeues, no retries and no work stealing (an idle slot taking the unstarted end of a busy
 shard). Time is a simulated clock advanced by an event heap, and the same seed always
@@ -34,7 +34,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from swarmctl.coordinator.scheduler import ExecutorView, pick_assignments
+from swarmctl.coordinator.executor_registry import ExecutorRecord
+from swarmctl.coordinator.scheduler import pick_assignments
 from swarmctl.coordinator.state import RunState, RunStatus, ShardState, ShardStatus
 from swarmctl.coordinator.strategies import PlanInput, get_strategy
 
@@ -286,9 +287,9 @@ class SimulationResult:
         return self.lower_bound_s / self.makespan_s if self.makespan_s > 0 else 1.0
 
 
-def make_executors(executors: int, slots_per_executor: int) -> list[ExecutorView]:
+def make_executors(executors: int, slots_per_executor: int) -> list[ExecutorRecord]:
     """Return executor views that joined one simulated second apart, all idle."""
-    return [ExecutorView(f"executor-{i:04d}", slots_per_executor, float(i)) for i in range(executors)]
+    return [ExecutorRecord(f"executor-{i:04d}", slots_per_executor, float(i)) for i in range(executors)]
 
 
 def make_run(
@@ -303,7 +304,7 @@ def make_run(
     return run
 
 
-def assign_shards(run: RunState, executors: list[ExecutorView], now: float) -> list[tuple[int, ExecutorView]]:
+def assign_shards(run: RunState, executors: list[ExecutorRecord], now: float) -> list[tuple[int, ExecutorRecord]]:
     """Ask ``pick_assignments`` which shards start now and record each assignment.
 
     The updates mirror the coordinator: the shard leaves ``run.queue`` and is marked
@@ -324,7 +325,7 @@ def assign_shards(run: RunState, executors: list[ExecutorView], now: float) -> l
     return started
 
 
-def finish_shard(run: RunState, shard_id: int, executor: ExecutorView, runnable: int, now: float) -> None:
+def finish_shard(run: RunState, shard_id: int, executor: ExecutorRecord, runnable: int, now: float) -> None:
     """Record a shard's results, free its slot and finish the run once every test has a result."""
     shard = run.shards[shard_id]
     executor.running.discard((run.run_id, shard_id))
@@ -391,7 +392,7 @@ def simulate(
 
     # Heap entries are (finish time, sequence number, shard id, executor). The sequence
     # number breaks ties in start order, so equal finish times never compare executors.
-    events: list[tuple[float, int, int, ExecutorView]] = []
+    events: list[tuple[float, int, int, ExecutorRecord]] = []
     sequence = 0
     now = 0.0
 

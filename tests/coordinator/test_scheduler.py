@@ -7,7 +7,8 @@ from collections import Counter, deque
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmctl.coordinator.scheduler import ExecutorView, pick_assignments
+from swarmctl.coordinator.executor_registry import ExecutorRecord
+from swarmctl.coordinator.scheduler import pick_assignments
 from swarmctl.coordinator.state import RunState, RunStatus, ShardState
 
 
@@ -18,9 +19,9 @@ def make_run(run_id: str, submitted_at: float, queued: list[int], status: RunSta
     return run
 
 
-def make_executor(executor_id: str, slots: int, joined_at: float, running: int = 0) -> ExecutorView:
+def make_executor(executor_id: str, slots: int, joined_at: float, running: int = 0) -> ExecutorRecord:
     busy = {("earlier-run", shard_id) for shard_id in range(running)}
-    return ExecutorView(executor_id, slots, joined_at, busy)
+    return ExecutorRecord(executor_id, slots, joined_at, busy)
 
 
 def test_pick_assignments_fair_share_then_age() -> None:
@@ -46,7 +47,7 @@ def test_pick_assignments_priority_first() -> None:
 def test_pick_assignments_fair_share_counts_running() -> None:
     busy = make_run("run-busy", 100.0, [5, 6])
     idle = make_run("run-idle", 200.0, [0])
-    executor = ExecutorView("exec-a", 4, 1.0, {("run-busy", 1), ("run-busy", 2)})
+    executor = ExecutorRecord("exec-a", 4, 1.0, {("run-busy", 1), ("run-busy", 2)})
 
     picks = pick_assignments([busy, idle], [executor])
 
@@ -178,3 +179,16 @@ def test_pick_assignments_accepts_generator() -> None:
     picks = pick_assignments([run], (view for view in views))
 
     assert picks == [("run-1", 0, "exec-a")]
+
+
+def test_pick_assignments_matches_required_labels() -> None:
+    run = make_run("r1", 1.0, [0, 1, 2])
+    run.requires = {0: {"browser": "chromium"}, 2: {"gpu": "true"}}
+    plain = make_executor("plain", 2, 0.0)
+    browser = make_executor("browser", 1, 1.0)
+    browser.labels = {"browser": "chromium"}
+
+    picks = pick_assignments([run], [plain, browser])
+
+    # Shard 2 needs a GPU no executor has: it waits, and does not hold back shard 1.
+    assert sorted(picks) == [("r1", 0, "browser"), ("r1", 1, "plain")]

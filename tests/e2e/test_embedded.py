@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 
 from tests.conftest import REPO, generate_suite, run_swarmctl
-from tests.e2e.test_cluster import wait_for_results
+from tests.e2e.nodes import wait_for_results
 
 
 def processes_using(folder: str) -> list[psutil.Process]:

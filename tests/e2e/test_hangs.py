@@ -8,7 +8,7 @@ import time
 import psutil
 
 from tests.conftest import copy_case, generate_suite, load_json, run_swarmctl
-from tests.e2e.test_cluster import cluster
+from tests.e2e.nodes import cluster
 from tests.e2e.test_command_cases import write_manifest
 
 
@@ -97,7 +97,8 @@ def test_executor_process_count_unchanged(tmp_path, swarm_env):
     swarm_env["CASE024_PIDFILE"] = str(tmp_path / "case024_pids.txt")
 
     (tmp_path / "cluster").mkdir()
-    with cluster(tmp_path / "cluster", swarm_env, executors=1) as (address, coordinator, executors):
+    with cluster(tmp_path / "cluster", swarm_env, executors=1) as running:
+        address, executors = running.address, running.executors
         executor_pid = executors[0].process.pid
         run_swarmctl(["run", str(suites["024_child_outlives_test"]), "--cluster", address], swarm_env)
         before = executor_process_count(executor_pid)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO, run_swarmctl
-from tests.e2e.test_cluster import wait_for_results
+from tests.e2e.nodes import wait_for_results
 from tests.e2e.test_embedded import make_slow_suite
 
 

@@ -1,0 +1,106 @@
+"""``swarmctl executors``: list the executors of a cluster, and drain, cordon or uncordon one."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from swarmctl.cli import app, cluster_addresses, fail, find_error, setup_logging
+from swarmctl.client import control_executor, list_executors
+from swarmctl.errors import SwarmError
+from swarmctl.labels import format_labels
+
+executors_app = typer.Typer(
+    help="List executors, or drain, cordon or uncordon one.", invoke_without_command=True, no_args_is_help=False
+)
+app.add_typer(executors_app, name="executors")
+
+CLUSTER_HELP = "Coordinator addresses, HOST:PORT[,HOST:PORT...]. Default: the embedded coordinator of a swarmctl run on this machine."
+
+
+@executors_app.callback()
+def show(
+    ctx: typer.Context,
+    cluster: str = typer.Option(None, "--cluster", help=CLUSTER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array instead of a table."),
+) -> None:
+    """List executors: state, labels, slots, load, current shards and when each was last heard from."""
+    if ctx.invoked_subcommand is not None:
+        return
+    setup_logging(False, quiet=True)
+    rows = _call(list_executors, cluster)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    Console(highlight=False).print(executor_table(rows))
+
+
+def executor_table(rows: list[dict]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("ID", "STATE", "LABELS", "SLOTS", "CPU", "MEM", "LOAD", "SHARDS", "LAST SEEN"):
+        table.add_column(column, no_wrap=column != "LABELS")
+    for row in rows:
+        resources = row["resources"]
+        table.add_row(
+            row["id"],
+            row["state"],
+            format_labels(row["labels"]),
+            f"{row['busy']}/{row['slots']}",
+            _percent(resources.get("cpu_percent")),
+            _percent(resources.get("memory_percent")),
+            f"{row['load']:.2f}",
+            ", ".join(row["shards"]) or "-",
+            f"{row['last_seen_s']:.0f}s ago",
+        )
+    return table
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def _control(action: str, executor_id: str, cluster: str | None) -> None:
+    setup_logging(False, quiet=True)
+    state = _call(control_executor, cluster, action, executor_id)
+    typer.echo(f"executor {executor_id} is {state}")
+
+
+@executors_app.command()
+def drain(
+    executor_id: str = typer.Argument(..., help="The executor's id, as `swarmctl executors` lists it."),
+    cluster: str = typer.Option(None, "--cluster", help=CLUSTER_HELP),
+) -> None:
+    """Give no new work to the executor, take back its unstarted tests, and let it leave when its running tests end."""
+    _control("drain", executor_id, cluster)
+
+
+@executors_app.command()
+def cordon(
+    executor_id: str = typer.Argument(..., help="The executor's id, as `swarmctl executors` lists it."),
+    cluster: str = typer.Option(None, "--cluster", help=CLUSTER_HELP),
+) -> None:
+    """Give no new work to the executor; its running tests go on. Kept across restarts until uncordon."""
+    _control("cordon", executor_id, cluster)
+
+
+@executors_app.command()
+def uncordon(
+    executor_id: str = typer.Argument(..., help="The executor's id, as `swarmctl executors` lists it."),
+    cluster: str = typer.Option(None, "--cluster", help=CLUSTER_HELP),
+) -> None:
+    """Give the executor new work again."""
+    _control("uncordon", executor_id, cluster)
+
+
+def _call(function, cluster: str | None, *args):
+    try:
+        return trio.run(function, cluster_addresses(cluster), *args)
+    except BaseException as exc:
+        error = find_error(exc, SwarmError)
+        if error is None:
+            raise
+        raise fail(str(error), error.exit_code) from None
