@@ -20,29 +20,28 @@ from pathlib import Path
 import trio
 
 from swarmctl import protocol
-from swarmctl.bundle import BundleCache, iter_chunks
+from swarmctl.bundle import BundleCache
 from swarmctl.cluster.transport import Peer, PeerGone, serve
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
+from swarmctl.coordinator.clients import ClientMixin
 from swarmctl.coordinator.dependencies import DependencyError, dependents_of, resolve
-from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorRegistry, ExecutorState, UnknownExecutor
-from swarmctl.coordinator.heartbeat import Lease, LeaseTable
-from swarmctl.coordinator.load_balancer import can_ever_run
+from swarmctl.coordinator.fleet import FleetMixin
+from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorRegistry, ExecutorState
+from swarmctl.coordinator.heartbeat import LeaseTable
 from swarmctl.coordinator.scheduler import pick_assignments
-from swarmctl.coordinator.settings import CoordinatorSettings
+from swarmctl.coordinator.settings import TERM, CoordinatorSettings
 from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
-from swarmctl.coordinator.strategies import GROUPINGS, PlanInput, get_strategy
-from swarmctl.errors import BundleError, ProtocolError, SwarmError
+from swarmctl.coordinator.strategies import PlanInput, get_strategy
+from swarmctl.errors import ProtocolError
 from swarmctl.executor.runners.pytest_runner import collection_digest
-from swarmctl.labels import format_labels, satisfies
+from swarmctl.labels import satisfies
 from swarmctl.reports.summary import exit_code_for
 from swarmctl.results import ERROR, PASSED, SKIPPED, CaseResult
 
 log = logging.getLogger(__name__)
 
-TERM = 1  # a single coordinator leads term 1; elections will raise it
 MAX_SHARD_ATTEMPTS = 3  # a shard that loses its executor this often gets error results instead
-MAX_RETRIES = 10
 MIN_TESTS_TO_RELEASE = 3  # one running and at least two waiting, so both halves get work
 RETRY_BASE_S = 1.0  # first retry after about a second, doubling per try, times a jitter of 0.5-1.5
 RETRY_MAX_S = 30.0
@@ -70,7 +69,7 @@ class Session:
             pass  # the session is closing; its reader task cleans up
 
 
-class Coordinator:
+class Coordinator(FleetMixin, ClientMixin):
     def __init__(
         self,
         data_dir: Path,
@@ -186,217 +185,6 @@ class Coordinator:
                 await session.peer.send(message)
         except PeerGone:
             pass
-
-    # --- executors ------------------------------------------------------------------------
-
-    async def _serve_executor(self, session: Session, nursery: trio.Nursery) -> None:
-        hello = session.hello
-        if hello.node_id in self.executors:
-            previous = self.executors[hello.node_id]
-            log.warning("executor %s connected again; dropping its previous connection", hello.node_id)
-            del self.executors[hello.node_id]
-            previous.view = None  # its leases stay; this hello claims them
-            await previous.peer.aclose()
-        record = session.view = self.registry.register(hello, address=session.peer.name, now=self.clock())
-        self.executors[hello.node_id] = session
-        log.info(
-            "executor %s joined: slots %d, labels %s, state %s, from %s",
-            hello.node_id, record.slots, format_labels(record.labels), record.state, session.peer.name,
-        )
-        self._claim_leases(session, hello.held)
-        for run in self.machine.runs.values():
-            if run.status is RunStatus.COLLECTING and run.run_id in self.collectors:
-                # Another executor collects it; this one warms its workers meanwhile.
-                session.send(protocol.PrepareSuite(run.run_id, run.suite, False))
-        self._find_collectors()
-        self._schedule()
-
-        while session.view is not None:  # None once the executor was declared lost
-            message = await session.peer.receive()
-            session.last_seen = trio.current_time()
-            match message:
-                case protocol.Heartbeat():
-                    self._on_heartbeat(session, message)
-                case protocol.Collected():
-                    self._on_collected(session, message)
-                case protocol.ResultBatch():
-                    self._on_results(session, message)
-                case protocol.ShardDone():
-                    self._on_shard_done(session, message)
-                case protocol.TestsReleased():
-                    self._on_tests_released(session, message)
-                case protocol.BundleFetch():
-                    nursery.start_soon(self._send_bundle, session, message.digest)
-                case protocol.Draining():
-                    self._drain(record, message.reason, tell_executor=False)
-                case protocol.Leave():
-                    log.info("executor %s leaves: %s", hello.node_id, message.reason)
-                    self._executor_gone(session, ExecutorState.LEFT, message.reason)
-                    return
-                case _:
-                    raise ProtocolError(f"executor {hello.node_id} sent unexpected {message.KIND}")
-
-    def _claim_leases(self, session: Session, held: list[list]) -> None:
-        """Resume the shards a reconnecting executor still runs; stop those that moved on."""
-        now = self.clock()
-        orphans = self.leases.renew(session.node_id, [tuple(item) for item in held], now)
-        for run_id, shard_id, attempt in held:
-            if (run_id, shard_id, attempt) not in orphans:
-                session.view.running.add((run_id, shard_id))
-                log.info("run %s: shard %d attempt %d resumes on executor %s", run_id, shard_id, attempt, session.node_id)
-        self._stop_orphans(session, orphans)
-
-    def _stop_orphans(self, session: Session, orphans: list[tuple[str, int, int]]) -> None:
-        for run_id, shard_id, attempt in orphans:
-            log.info("run %s: shard %d attempt %d on executor %s has ended here; stopping it", run_id, shard_id, attempt, session.node_id)
-            session.send(protocol.CancelShard(run_id, shard_id, attempt, "the shard attempt ended: it was reassigned"))
-
-    def _on_heartbeat(self, session: Session, message: protocol.Heartbeat) -> None:
-        self.registry.report(session.node_id, message, self.clock())
-        orphans = self.leases.renew(session.node_id, [tuple(item) for item in message.held], self.clock())
-        self._stop_orphans(session, orphans)
-        session.send(protocol.HeartbeatAck(TERM))
-
-    def _session_closed(self, session: Session, *, stopping: bool = False) -> None:
-        session.outbox.close()
-        if session.view is None:
-            if session in self.clients:
-                self.clients.remove(session)
-            return
-        if self.executors.get(session.node_id) is not session or stopping:
-            return
-        # Its leases wait out the reconnect grace: a broken connection that comes back at once
-        # keeps its shards, and a dead executor's shards move on when the grace ends.
-        self.leases.disconnected(session.node_id, self.clock())
-        self._leases_changed.set()
-        reason = f"connection from {session.peer.name} closed"
-        self._executor_gone(session, ExecutorState.LOST, reason)
-
-    def _executor_gone(self, session: Session, state: ExecutorState, reason: str) -> None:
-        """Take an executor out of the registry; requeue at once what a leaving executor held."""
-        if self.executors.get(session.node_id) is not session:
-            return
-        del self.executors[session.node_id]
-        record = self.registry.remove(session.node_id, state, reason, trio.current_time())
-        if state is ExecutorState.LEFT:
-            for lease in self.leases.revoke(session.node_id):
-                self._requeue(lease.run_id, lease.shard_id, f"executor {session.node_id} left: {reason}")
-        elif record is not None and record.running:
-            log.warning(
-                "executor %s lost (%s); its %d shards move on unless it reconnects within %.1fs",
-                session.node_id, reason, len(record.running), self.settings.reconnect_grace_s,
-            )
-        else:
-            log.info("executor %s %s: %s", session.node_id, state, reason)
-        session.view = None
-        for run_id, executor_id in list(self.collectors.items()):
-            if executor_id == session.node_id:
-                del self.collectors[run_id]
-        self._find_collectors()
-        self._schedule()
-
-    def executor_dead(self, executor_id: str, reason: str) -> None:
-        """Reassign an executor's shards now (gossip declared it dead) and drop its connection."""
-        for lease in self.leases.revoke(executor_id):
-            self._lease_lapsed(lease, reason)
-        session = self.executors.get(executor_id)
-        if session is not None:
-            self._executor_gone(session, ExecutorState.LOST, reason)
-            if self._nursery is not None:
-                self._nursery.start_soon(session.peer.aclose)
-
-    async def _watch_leases(self) -> None:
-        """Requeue the shards whose leases lapse, drop silent executors, and fail unmatched shards."""
-        while True:
-            next_expiry = self.leases.next_expiry()
-            wait = 1.0 if next_expiry is None else min(1.0, max(0.0, next_expiry - self.clock()))
-            with trio.move_on_after(wait):
-                await self._leases_changed.wait()
-            self._leases_changed = trio.Event()
-
-            now = trio.current_time()
-            for session in self.executors.values():
-                # Two missed heartbeats: no new work for it until it reports again.
-                session.view.silent = now - session.last_seen > 2.5 * self.settings.heartbeat_s
-            for lease in self.leases.expire(self.clock()):
-                self._lease_lapsed(lease, f"its lease on executor {lease.executor_id} lapsed (not renewed for {self.settings.lease_s:g}s)")
-            for session in list(self.executors.values()):
-                silent = now - session.last_seen
-                if silent > self.settings.lease_s:
-                    log.warning(
-                        "executor %s silent for %.1fs (lease %gs); closing its connection",
-                        session.node_id, silent, self.settings.lease_s,
-                    )
-                    self._executor_gone(session, ExecutorState.LOST, f"silent for {silent:.1f}s")
-                    self._nursery.start_soon(session.peer.aclose)
-            self._fail_unmatched()
-            self._schedule()
-
-    def _lease_lapsed(self, lease: Lease, reason: str) -> None:
-        session = self.executors.get(lease.executor_id)
-        if session is not None and session.view is not None:
-            session.view.running.discard(lease.key)
-            session.send(protocol.CancelShard(lease.run_id, lease.shard_id, lease.attempt, reason))
-        run = self.machine.runs.get(lease.run_id)
-        shard = run.shards.get(lease.shard_id) if run is not None else None
-        if shard is not None and shard.attempt == lease.attempt:
-            self._requeue(lease.run_id, lease.shard_id, reason)
-
-    # --- executor control ----------------------------------------------------------------
-
-    def _drain(self, record: ExecutorRecord, reason: str, *, tell_executor: bool) -> None:
-        """Send no new work to an executor and take back the unstarted tests of its shards."""
-        self.registry.drain(record.executor_id, reason)
-        session = self.executors[record.executor_id]
-        if tell_executor:
-            session.send(protocol.Drain(reason))
-        for run_id, shard_id in sorted(record.running):
-            run = self.machine.runs.get(run_id)
-            if run is None or run.suite.get("kind") != "pytest" or run.group != "none":
-                continue  # the command runner, and a kept-together group, finish what they started
-            shard = run.shards[shard_id]
-            key = (run_id, shard_id, shard.attempt)
-            if key not in self._released:
-                self._released.add(key)
-                session.send(protocol.ReleaseTests(run_id, shard_id, shard.attempt, len(shard.cases)))
-        self._schedule()
-
-    def _control_executor(self, session: Session, message: protocol.ControlExecutor) -> None:
-        try:
-            record = self.registry.get(message.executor_id)
-        except UnknownExecutor as exc:
-            session.send(protocol.ErrorReply(f"{exc.args[0]}; list them with `swarmctl executors`", 4))
-            return
-        reason = f"requested by {session.node_id}"
-        match message.action:
-            case "cordon":
-                self.machine.apply(cmd.ExecutorCordoned(record.executor_id, True, self.clock()), TERM)
-                self.registry.cordon(record.executor_id, reason)
-            case "uncordon":
-                self.machine.apply(cmd.ExecutorCordoned(record.executor_id, False, self.clock()), TERM)
-                self.registry.uncordon(record.executor_id)
-            case "drain":
-                self._drain(record, reason, tell_executor=True)
-            case _:
-                session.send(
-                    protocol.ErrorReply(f"executor action {message.action!r} is invalid: use drain, cordon or uncordon", 4)
-                )
-                return
-        log.info("executor %s: %s %s", record.executor_id, message.action, reason)
-        session.send(protocol.ExecutorControlled(record.executor_id, str(record.state)))
-        self._schedule()
-
-    async def _send_bundle(self, session: Session, digest: str) -> None:
-        try:
-            path = self.bundles.archive_path(digest)
-            if not path.exists():
-                raise BundleError(f"bundle {digest} is not stored on this coordinator")
-            chunks = list(iter_chunks(path, protocol.BUNDLE_CHUNK_BYTES)) or [b""]
-            for i, chunk in enumerate(chunks):
-                await session.peer.send(protocol.BundleChunk(digest, chunk, i == len(chunks) - 1))
-        except BundleError as exc:
-            log.error("executor %s asked for bundle %s: %s", session.node_id, digest, exc)
-            session.send(protocol.ErrorReply(str(exc)))
 
     # --- collection -------------------------------------------------------------------
 
@@ -693,41 +481,6 @@ class Coordinator:
         self._skip_dependents(run, [data for _, data in new])
         self._check_complete(run)
 
-    def _fail_unmatched(self) -> None:
-        """Report as errors the ready shards whose required labels no active executor has had for a while."""
-        now = self.clock()
-        waiting = set()
-        for run in list(self.machine.runs.values()):
-            if run.status is not RunStatus.RUNNING or not run.requires:
-                continue
-            for shard_id in list(run.queue):
-                requires = run.shard_requires(shard_id)
-                if not requires or run.shards[shard_id].not_before > now:
-                    continue
-                if can_ever_run(requires, (s.view for s in self.executors.values() if s.view is not None)):
-                    continue
-                key = (run.run_id, shard_id)
-                waiting.add(key)
-                since = self._unmatched_since.setdefault(key, now)
-                if now - since >= self.settings.unmatched_timeout_s:
-                    self._fail_shard(run, shard_id, self._unmatched_message(requires))
-                    if not run.active:
-                        break
-        self._unmatched_since = {key: since for key, since in self._unmatched_since.items() if key in waiting}
-
-    def _unmatched_message(self, requires: dict[str, str]) -> str:
-        wanted = format_labels(requires)
-        seen = sorted(
-            {format_labels(s.view.labels) for s in self.executors.values() if s.view is not None
-             and s.view.state is ExecutorState.ACTIVE}
-        )
-        return (
-            f"not run: no active executor has the labels {wanted} this test requires "
-            f"(waited {self.settings.unmatched_timeout_s:g}s; active executors have: {'; '.join(seen) or 'none'}). "
-            f"Start one with `swarmctl up --role executor --labels {wanted}`, "
-            f"or give local executors the labels with `swarmctl run --labels {wanted}`"
-        )
-
     # --- run deadlines ---------------------------------------------------------------
 
     def _past_deadline(self, run: RunState) -> bool:
@@ -828,114 +581,6 @@ class Coordinator:
         for run in list(self.machine.runs.values()):
             if run.active:
                 self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {reason}")
-
-    def _lease_after_restart(self) -> None:
-        """Give every shard that was running a fresh lease, for its executor to claim on reconnect."""
-        now = self.clock()
-        for run in self.machine.runs.values():
-            for shard in run.shards.values():
-                if shard.status is ShardStatus.ASSIGNED and shard.executor:
-                    self.leases.grant(run.run_id, shard.shard_id, shard.attempt, shard.executor, now)
-
-    # --- clients -----------------------------------------------------------------------
-
-    async def _serve_client(self, session: Session, nursery: trio.Nursery) -> None:
-        self.clients.append(session)
-        writers: dict[str, object] = {}
-        while True:
-            message = await session.peer.receive()
-            match message:
-                case protocol.BundleQuery():
-                    session.send(protocol.BundleStatus(message.digest, self.bundles.has_archive(message.digest)))
-                case protocol.BundleChunk():
-                    self._receive_bundle_chunk(session, writers, message)
-                case protocol.SubmitRun():
-                    self._submit(session, message)
-                case protocol.CancelRun():
-                    self._cancel(session, message)
-                case protocol.ListExecutors():
-                    session.send(protocol.ExecutorList(self.registry.describe(trio.current_time())))
-                case protocol.ControlExecutor():
-                    self._control_executor(session, message)
-                case _:
-                    raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
-
-    def _cancel(self, session: Session, message: protocol.CancelRun) -> None:
-        run = self.machine.runs.get(message.run_id)
-        if run is None or not run.active:
-            session.send(protocol.ErrorReply(f"run {message.run_id!r} is not active on this coordinator", 4))
-            return
-        log.info("run %s cancelled by %s: %s", run.run_id, session.node_id, message.reason)
-        self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {message.reason}")
-        session.send(protocol.RunCancelled(message.run_id))
-
-    def _receive_bundle_chunk(self, session: Session, writers: dict, message: protocol.BundleChunk) -> None:
-        try:
-            writer = writers.get(message.digest)
-            if writer is None:
-                writer = writers[message.digest] = self.bundles.open_writer(message.digest)
-            writer.write(message.data)
-            if message.last:
-                del writers[message.digest]
-                writer.commit()
-                session.send(protocol.BundleStatus(message.digest, True))
-                log.info("stored bundle %s from client %s", message.digest[:12], session.node_id)
-        except BundleError as exc:
-            writers.pop(message.digest, None)
-            session.send(protocol.ErrorReply(str(exc), 3))
-
-    def _submit(self, session: Session, message: protocol.SubmitRun) -> None:
-        try:
-            suite = protocol.SuiteSpec.from_wire(message.suite)
-            get_strategy(message.strategy)
-            if not self.bundles.has_archive(suite.bundle):
-                raise BundleError(f"bundle {suite.bundle} was not uploaded before the run was submitted")
-        except (SwarmError, TypeError) as exc:
-            session.send(protocol.ErrorReply(str(exc), getattr(exc, "exit_code", 4)))
-            return
-
-        if message.case_ids is not None and message.dependencies:
-            try:
-                resolve(message.case_ids, message.dependencies)
-            except DependencyError as exc:
-                session.send(protocol.ErrorReply(str(exc), exc.exit_code))
-                return
-        if message.group not in GROUPINGS:
-            session.send(protocol.ErrorReply(f"--group {message.group!r} is invalid: choose one of {', '.join(GROUPINGS)}", 4))
-            return
-        if not 0 <= message.retries <= MAX_RETRIES:
-            session.send(protocol.ErrorReply(f"--retries {message.retries} is invalid: it must be between 0 and {MAX_RETRIES}", 4))
-            return
-
-        now = self.clock()
-        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
-        start_at = message.start_at if message.start_at and message.start_at > now else None
-        deadline_at = (start_at or now) + message.deadline_s if message.deadline_s else None
-        self.machine.apply(
-            cmd.RunSubmitted(
-                run_id, now, suite.to_wire(), message.strategy, message.case_ids, deadline_at,
-                message.priority, message.retries, start_at, message.durations, message.dependencies,
-                message.group, message.requirements,
-            ),
-            TERM,
-        )
-        session.runs.add(run_id)
-        session.send(protocol.RunAccepted(run_id))
-        log.info("run %s submitted by %s: %s suite %s", run_id, session.node_id, suite.kind, suite.name)
-
-        run = self.machine.runs[run_id]
-        self._arm_deadline(run)
-        if start_at is not None:
-            log.info("run %s waits until %s", run_id, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start_at)))
-            self._wake_at(start_at)
-        if run.status is RunStatus.RUNNING:
-            if run.total == 0:
-                self._finish(run, RunStatus.FINISHED, 5, "")
-            else:
-                self._plan(run)
-        else:
-            self._find_collectors()
-
 
 def _parts(results: list[CaseResult]) -> list[list[dict]]:
     """Cut results into frames of about ``BATCH_BYTES`` each."""

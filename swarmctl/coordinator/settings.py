@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from swarmctl.errors import UsageError
 
+TERM = 1  # a single coordinator leads term 1; elections will raise it
+
 # How long the leases of an executor whose connection closed survive, waiting for it to
 # reconnect and claim them: a second covers a broken connection that reconnects at once,
 # and keeps a killed executor's work waiting no longer than that.
