@@ -23,6 +23,7 @@ import trio
 from swarmctl.coordinator.node import Coordinator
 from swarmctl.coordinator.settings import CoordinatorSettings
 from swarmctl.errors import UsageError
+from swarmctl.security import load_secret, write_secret
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,18 @@ async def embedded_cluster(
     """Start a coordinator and ``executors`` local executor processes; yield its address."""
     home.mkdir(parents=True, exist_ok=True)
     with _exclusive(home), _log_to_file(home / "logs" / "coordinator.log"):
-        coordinator = Coordinator(home, resume_runs=False, settings=CoordinatorSettings(unmatched_timeout_s=UNMATCHED_TIMEOUT_S))
+        secret_path = _cluster_secret(home)
+        coordinator = Coordinator(
+            home, resume_runs=False, settings=CoordinatorSettings(unmatched_timeout_s=UNMATCHED_TIMEOUT_S),
+            secret=load_secret(secret_path),
+        )
         async with trio.open_nursery() as nursery:
             port = await nursery.start(coordinator.serve, LOOPBACK, 0)
             address_file = home / ADDRESS_FILE
             address_file.write_text(f"{LOOPBACK}:{port}\n")
             processes = [
-                await _start_executor(home, port, f"local-{i + 1}", verbose, labels or {}) for i in range(executors)
+                await _start_executor(home, port, f"local-{i + 1}", verbose, labels or {}, secret_path)
+                for i in range(executors)
             ]
             try:
                 yield LOOPBACK, port
@@ -143,10 +149,23 @@ class _exclusive:
         self.file.close()
 
 
-async def _start_executor(home: Path, port: int, executor_id: str, verbose: bool, labels: dict[str, str]) -> trio.Process:
+def _cluster_secret(home: Path) -> Path:
+    """Return the embedded cluster's secret file, created with mode 0600 on first use."""
+    path = home / "cluster.secret"
+    if not path.exists():
+        try:
+            write_secret(path)
+        except FileExistsError:
+            pass  # another process created it first
+    return path
+
+
+async def _start_executor(
+    home: Path, port: int, executor_id: str, verbose: bool, labels: dict[str, str], secret_path: Path
+) -> trio.Process:
     argv = [
-        *swarmctl_command(), "up", "--role", "executor",
-        "--join", f"{LOOPBACK}:{port}", "--slots", "1", "--id", executor_id, "--data-dir", str(home),
+        *swarmctl_command(), "up", "--role", "executor", "--join", f"{LOOPBACK}:{port}", "--slots", "1",
+        "--id", executor_id, "--data-dir", str(home), "--secret-file", str(secret_path),
     ]
     if labels:
         argv += ["--labels", ",".join(f"{key}={value}" for key, value in labels.items())]

@@ -19,6 +19,7 @@ from swarmctl.durations import parse_duration
 from swarmctl.embedded import data_home
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.labels import parse_labels
+from swarmctl.security import load_secret
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,14 @@ def up(
         "60s", "--unmatched-timeout",
         help="Coordinator: how long a test whose required labels no executor has waits before it is reported as an error.",
     ),
+    advertise: str = typer.Option(
+        None, "--advertise",
+        help="Coordinator: the IP address executors reach it at, for gossip. Needed when --listen binds every address (0.0.0.0).",
+    ),
+    secret_file: Path = typer.Option(
+        None, "--secret-file", envvar="SWARMCTL_SECRET_FILE",
+        help="File with the cluster secret (mode 0600), the same on every node. It keys the gossip membership; without it the node does not gossip.",
+    ),
     drain_timeout: str = typer.Option(
         "60s", "--drain-timeout",
         help="Executor: on SIGTERM, how long to finish running tests before stopping anyway. A second SIGTERM, or SIGINT, stops at once.",
@@ -58,6 +67,9 @@ def up(
     setup_logging(verbose)
     try:
         folder = (data_dir or data_home()).resolve()
+        secret = load_secret(secret_file) if secret_file else None
+        if secret is None:
+            log.info("no --secret-file: this node does not gossip; lost executors are found by their leases alone")
         if role is Role.coordinator:
             host, port = parse_address(listen)
             _warn_if_exposed(host)
@@ -65,9 +77,9 @@ def up(
                 lease_s=_positive_duration(lease, "--lease"),
                 unmatched_timeout_s=_positive_duration(unmatched_timeout, "--unmatched-timeout"),
             )
-            trio.run(_until_signal, _run_coordinator(folder, host, port, settings))
+            trio.run(_until_signal, _run_coordinator(folder, host, port, settings, secret, advertise))
         else:
-            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id)
+            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id, secret)
             trio.run(_serve_executor, executor, _positive_duration(drain_timeout, "--drain-timeout"))
     except BaseException as exc:
         error = find_error(exc, SwarmError)
@@ -93,15 +105,24 @@ def _positive_duration(text: str, option: str) -> float:
     return seconds
 
 
-async def _run_coordinator(folder: Path, host: str, port: int, settings: CoordinatorSettings) -> None:
+async def _run_coordinator(
+    folder: Path, host: str, port: int, settings: CoordinatorSettings, secret: bytes | None, advertise: str | None
+) -> None:
     from swarmctl.coordinator.node import Coordinator
 
-    coordinator = Coordinator(folder, settings=settings)
+    if advertise is not None:
+        try:
+            ipaddress.ip_address(advertise)
+        except ValueError:
+            raise UsageError(f"--advertise {advertise!r} is invalid: give an IP address, such as 10.0.0.5") from None
+    coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise)
     await coordinator.serve(host, port)
     await trio.sleep_forever()
 
 
-def _make_executor(folder: Path, join: str | None, slots: int, labels: dict[str, str], node_id: str | None):
+def _make_executor(
+    folder: Path, join: str | None, slots: int, labels: dict[str, str], node_id: str | None, secret: bytes | None
+):
     from swarmctl.executor.node import Executor, default_executor_id
 
     if not join:
@@ -109,7 +130,8 @@ def _make_executor(folder: Path, join: str | None, slots: int, labels: dict[str,
     if slots < 1:
         raise UsageError(f"--slots {slots} is invalid: it must be at least 1")
     return Executor(
-        executor_id=node_id or default_executor_id(), join=parse_addresses(join), slots=slots, labels=labels, data_dir=folder
+        executor_id=node_id or default_executor_id(), join=parse_addresses(join), slots=slots, labels=labels,
+        data_dir=folder, secret=secret,
     )
 
 

@@ -10,6 +10,7 @@ and to report tests whose required labels no executor has.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
@@ -17,13 +18,16 @@ import trio
 
 from swarmctl import protocol
 from swarmctl.bundle import iter_chunks
+from swarmctl.cluster.gossip import GossipNode
+from swarmctl.cluster.members import MemberState
+from swarmctl.cluster.node_gossip import gossip_node
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorState, UnknownExecutor
 from swarmctl.coordinator.heartbeat import Lease
 from swarmctl.coordinator.load_balancer import can_ever_run
 from swarmctl.coordinator.settings import TERM
 from swarmctl.coordinator.state import RunStatus, ShardStatus
-from swarmctl.errors import BundleError, ProtocolError
+from swarmctl.errors import BundleError, ProtocolError, UsageError
 from swarmctl.labels import format_labels
 
 if TYPE_CHECKING:
@@ -35,6 +39,29 @@ log = logging.getLogger(__name__)
 
 class FleetMixin:
     """Executor-facing part of ``Coordinator``; it uses the coordinator's queue and state."""
+
+    async def _start_gossip(self, nursery: trio.Nursery, host: str, port: int) -> None:
+        """Join the gossip membership on UDP at the coordinator's own host and port."""
+        advertise = self.advertise or host
+        if ipaddress.ip_address(advertise).is_unspecified:
+            raise UsageError(
+                f"--listen {host} binds every address, so gossip needs --advertise IP: "
+                "the address at which executors reach this coordinator"
+            )
+        meta = {"role": "coordinator", "address": f"{advertise}:{port}"}
+        gossip = gossip_node(self.coordinator_id, (host, port), meta, self.secret, advertise=(advertise, port))
+        await nursery.start(gossip.run)
+        self.gossip_address = (advertise, port)
+        nursery.start_soon(self._follow_gossip, gossip)
+
+    async def _follow_gossip(self, gossip: GossipNode) -> None:
+        """Treat a gossip ``dead`` verdict on an executor like its lapsed leases."""
+        async for event in gossip.events:
+            if event.state is not MemberState.DEAD:
+                continue  # suspicion alone moves nothing: heartbeats over TCP decide sooner
+            if event.node_id in self.executors or self.leases.held_by(event.node_id):
+                log.warning("executor %s declared dead by gossip (incarnation %d)", event.node_id, event.incarnation)
+                self.executor_dead(event.node_id, f"gossip declared executor {event.node_id} dead")
 
 
 

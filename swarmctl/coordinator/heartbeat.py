@@ -6,9 +6,10 @@ its executor stops renewing it (killed, frozen by SIGSTOP, cut off by the networ
 the job), and the coordinator then requeues the shard as a new attempt. Results that arrive
 later from the old attempt are fenced by the state machine.
 
-A closed connection does not end the leases at once: they are cut to ``reconnect_grace``
-seconds, long enough for an executor whose connection broke to reconnect and list them in
-its hello, short enough that a killed executor's work moves on within a few seconds.
+A closed connection does not end the leases at once. They are cut to ``reconnect_grace``
+seconds, which is long enough for an executor whose connection broke to reconnect and claim
+them in its hello. It is also short enough that a killed executor's work moves on within
+a few seconds.
 """
 
 from __future__ import annotations

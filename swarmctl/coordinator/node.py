@@ -78,6 +78,8 @@ class Coordinator(FleetMixin, ClientMixin):
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         settings: CoordinatorSettings | None = None,
+        secret: bytes | None = None,
+        advertise: str | None = None,
     ) -> None:
         """Open the coordinator state in ``data_dir``.
 
@@ -92,6 +94,9 @@ class Coordinator(FleetMixin, ClientMixin):
         self.clock = clock
         self.rng = rng or random.Random()  # retry jitter
         self.settings = settings or CoordinatorSettings()
+        self.secret = secret  # the cluster secret; without it the coordinator does not gossip
+        self.advertise = advertise  # the IP executors reach this coordinator at, if --listen binds every address
+        self.gossip_address: tuple[str, int] | None = None
         self.registry = ExecutorRegistry(self.machine.cordoned)
         self.leases = LeaseTable(self.settings.lease_s, self.settings.reconnect_grace_s)
         self._leases_changed = trio.Event()
@@ -114,6 +119,8 @@ class Coordinator(FleetMixin, ClientMixin):
             self._nursery = nursery
             bound_port = await nursery.start(serve, self._handle, host, port)
             nursery.start_soon(self._watch_leases)
+            if self.secret is not None:
+                await self._start_gossip(nursery, host, bound_port)
             for run in list(self.machine.runs.values()):
                 self._arm_deadline(run)
                 self._plan_retries(run)
@@ -145,7 +152,10 @@ class Coordinator(FleetMixin, ClientMixin):
             await peer.send(protocol.Reject(duplicate))
             return
         await peer.send(
-            protocol.Welcome(protocol.PROTOCOL_VERSION, self.coordinator_id, TERM, self.settings.heartbeat_s, self.settings.lease_s)
+            protocol.Welcome(
+                protocol.PROTOCOL_VERSION, self.coordinator_id, TERM, self.settings.heartbeat_s, self.settings.lease_s,
+                list(self.gossip_address) if self.gossip_address else None,
+            )
         )
 
         send, receive = trio.open_memory_channel(math.inf)

@@ -21,6 +21,8 @@ import trio
 
 from swarmctl import __version__, protocol
 from swarmctl.bundle import BundleCache
+from swarmctl.cluster.gossip import GossipNode
+from swarmctl.cluster.node_gossip import gossip_node, local_address_towards
 from swarmctl.cluster.transport import Peer, PeerGone, format_address
 from swarmctl.errors import BundleError, ProtocolError
 from swarmctl.executor.coordinator_client import CoordinatorClient
@@ -32,6 +34,7 @@ from swarmctl.labels import builtin_labels, format_labels
 log = logging.getLogger(__name__)
 
 SEND_LINGER_S = 0.02
+GOSSIP_META_INTERVAL_S = 10.0
 
 
 def default_executor_id() -> str:
@@ -110,8 +113,12 @@ class Executor:
         labels: dict[str, str],
         data_dir: Path,
         rng: random.Random | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.executor_id = executor_id
+        self.secret = secret  # the cluster secret; without it the executor does not gossip
+        self.gossip: GossipNode | None = None
+        self.gossip_address: tuple[str, int] | None = None
         self.join = join
         self.labels = {**builtin_labels(), **labels}
         self.data_dir = data_dir
@@ -142,10 +149,23 @@ class Executor:
         async with trio.open_nursery() as nursery:
             for slot in self.slots:
                 nursery.start_soon(slot.serve, self.jobs_receive.clone())
-            nursery.start_soon(self.client.run, self._hello, self._session)
+            if self.secret is not None:
+                host = local_address_towards(*self.join[0])
+                self.gossip = gossip_node(self.executor_id, (host, 0), self._gossip_meta(0.0), self.secret)
+                self.gossip_address = await nursery.start(self.gossip.run)
+            client_scope = trio.CancelScope()
+
+            async def stay_connected() -> None:
+                with client_scope:
+                    await self.client.run(self._hello, self._session)
+
+            nursery.start_soon(stay_connected)
             try:
                 await self._left.wait()
                 log.info("executor %s drained; leaving", self.executor_id)
+                client_scope.cancel()
+                if self.gossip is not None:
+                    await self.gossip.leave()
             finally:
                 with trio.CancelScope(shield=True):
                     for slot in self.slots:
@@ -174,7 +194,11 @@ class Executor:
             self.labels, f"swarmctl {__version__}", socket.gethostname(), os.getpid(),
             resources=self.monitor.sample().to_wire(),
             held=[[run_id, shard_id, attempt] for (run_id, shard_id), attempt in sorted(self.held.items())],
+            gossip=list(self.gossip_address) if self.gossip_address else None,
         )
+
+    def _gossip_meta(self, load: float) -> dict:
+        return {"role": "executor", "slots": len(self.slots), "labels": self.labels, "load": round(load, 2)}
 
     async def _session(self, peer: Peer, welcome: protocol.Welcome) -> None:
         # Batches the last coordinator never acknowledged go first.
@@ -182,6 +206,8 @@ class Executor:
             await peer.send(self.outbox.unacked[seq])
         if self.draining:
             await peer.send(protocol.Draining("the executor is stopping"))
+        if self.gossip is not None and welcome.gossip:
+            self.gossip.join([(welcome.gossip[0], int(welcome.gossip[1]))])
         self._peer = peer
         self._connected.set()
         try:
@@ -259,11 +285,16 @@ class Executor:
                 await peer.send(frame)
 
     async def _heartbeat_loop(self, peer: Peer, interval: float) -> None:
+        published_at = -math.inf
         while True:
             busy = sum(1 for slot in self.slots if slot.busy)
             resources = self.monitor.sample()
             held = [[run_id, shard_id, attempt] for (run_id, shard_id), attempt in self.held.items()]
             await peer.send(protocol.Heartbeat(len(self.slots) - busy, resources.load, resources.to_wire(), held))
+            if self.gossip is not None and trio.current_time() - published_at >= GOSSIP_META_INTERVAL_S:
+                # Every change of meta is disseminated to every member: publish load rarely.
+                self.gossip.set_meta(self._gossip_meta(resources.load))
+                published_at = trio.current_time()
             await trio.sleep(interval)
 
     # --- called by slots -------------------------------------------------------------------

@@ -89,12 +89,15 @@ class Cluster:
 
 
 @contextmanager
-def cluster(tmp_path: Path, env: dict, executors: int = 2, coordinator_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
+def cluster(
+    tmp_path: Path, env: dict, executors: int = 2, coordinator_args: tuple[str, ...] = (),
+    executor_args: tuple[str, ...] = (),
+) -> Iterator[Cluster]:
     running = Cluster(tmp_path, env)
     try:
         running.start_coordinator(*coordinator_args)
         for i in range(executors):
-            running.add_executor(f"exec-{i}", wait=False)
+            running.add_executor(f"exec-{i}", *executor_args, wait=False)
         for i in range(executors):
             running.coordinator.wait_for_log(rf"executor exec-{i} joined")
         yield running

@@ -46,4 +46,8 @@ def test_cluster_survives_executor_sigkill(tmp_path, swarm_env):
         assert len(outcomes) == 60
         assert report["summary"]["counts"] == expected, output
         assert 2 in {case["attempt"] for case in report["cases"]}  # the lost shard ran again
+        reassigned = [case for case in report["cases"] if case["reassigned_from"]]
+        assert reassigned
+        assert {tuple(case["reassigned_from"]) for case in reassigned} == {("exec-0",)}
+        assert {case["executor"] for case in reassigned} == {"exec-1"}
         assert "executor exec-0 lost" in coordinator.log()

@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+from swarmctl.security import write_secret
 from tests.conftest import generate_suite, load_json, outcomes_by_id, run_swarmctl
 from tests.e2e.nodes import Cluster, cluster, start_run, wait_for_results, wait_until_running
 
@@ -173,6 +174,31 @@ def test_fleet_frozen_executor_fenced(tmp_path, swarm_env):
     assert report["summary"]["reassigned"] >= 1
     # The frozen executor's worker kept running tests; what it sent after SIGCONT was ignored.
     assert report["summary"]["fenced"] + report["summary"]["duplicates"] >= 1
+
+
+def test_fleet_gossip_finds_frozen_executor(tmp_path, swarm_env):
+    secret = tmp_path / "cluster.secret"
+    write_secret(secret)
+    suite = generate_suite(tmp_path / "suite", tests=60, files=3, sleep_ms=200)
+    with cluster(
+        tmp_path, swarm_env, executors=3,
+        coordinator_args=("--secret-file", str(secret), "--lease", "60s"), executor_args=("--secret-file", str(secret)),
+    ) as running:
+        report_path = tmp_path / "report.json"
+        run = start_run(suite, running.address, report_path, swarm_env)
+        frozen = running.executors[0]
+        wait_until_running(tmp_path / "coordinator" / "state.db", "exec-0")
+
+        frozen.process.send_signal(signal.SIGSTOP)
+        # The lease is a minute long: only the gossip verdict can move the work this soon.
+        running.coordinator.wait_for_log(r"executor exec-0 declared dead by gossip", timeout=30)
+        output, _ = run.communicate(timeout=50)
+        frozen.process.send_signal(signal.SIGCONT)
+
+    report = load_json(report_path)
+    assert len(outcomes_by_id(report)) == 60, output
+    assert set(outcomes_by_id(report).values()) == {"passed"}
+    assert report["summary"]["reassigned"] >= 1
 
 
 def test_fleet_fifty_executors(tmp_path, swarm_env):
