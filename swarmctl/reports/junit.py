@@ -4,9 +4,28 @@ One ``<testcase>`` is written per result. The ``<testsuite>`` counters count the
 ``<failure>``, ``<error>`` and ``<skipped>`` elements, as pytest's do. Each testcase carries
 ``<properties>`` naming its executor and attempt.
 
+Earlier failed attempts of a retried test (``swarmctl run --retries``), when the caller
+passes them, follow Maven Surefire's rerun convention. ``swarmctl report`` passes them
+from the state database. ``swarmctl run --junitxml`` cannot, because its client receives
+only final results.
+
+- A test that passed after failing keeps no ``<failure>`` and gets one ``<flakyFailure>``
+  or ``<flakyError>`` per failed attempt.
+- A test that failed on every attempt keeps the ``<failure>`` or ``<error>`` of its final
+  attempt and gets one ``<rerunFailure>`` or ``<rerunError>`` per earlier attempt.
+  Surefire puts the first attempt in ``<failure>``. Here it is the final one, because
+  that is the result the run reported.
+
+Each of these elements carries ``message``, ``type`` (the attempt's outcome), a
+``<stackTrace>`` and the attempt's captured output. The testsuite counters never include
+them, so a reader that ignores unknown elements reads an ordinary pass or failure.
+Children of a testcase come in the order of Surefire's report schema: failures, rerun and
+flaky failures, skipped, error, rerun and flaky errors, output.
+
 NOTE: the Jenkins xunit plugin's ``junit-10.xsd``, the schema pytest's junitxml targets,
-does not allow ``<properties>`` inside ``<testcase>``. A tool that validates strictly
-against it rejects these files. Everything else follows that schema.
+allows neither ``<properties>`` inside ``<testcase>`` nor the rerun and flaky elements. A
+tool that validates strictly against it rejects these files. Everything else follows that
+schema, and ``tests/data/junit-swarmctl.xsd`` describes the whole format.
 """
 
 from __future__ import annotations
@@ -15,13 +34,14 @@ import datetime
 import platform
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from swarmctl.reports import write_report_file
 from swarmctl.results import (
     ERROR,
     FAILED,
+    FAILING_OUTCOMES,
     PASSED,
     SKIPPED,
     TIMED_OUT,
@@ -45,18 +65,32 @@ _ILLEGAL_XML_CHARS = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U
 MAX_MESSAGE_CHARS = 500
 
 
-def render_junit(summary: RunSummary, results: Sequence[CaseResult]) -> bytes:
-    """Render the run as a UTF-8 JUnit XML document."""
-    testcases = [_testcase_element(result) for result in results]
+def render_junit(
+    summary: RunSummary,
+    results: Sequence[CaseResult],
+    earlier_attempts: Mapping[str, Sequence[CaseResult]] | None = None,
+) -> bytes:
+    """Render the run as a UTF-8 JUnit XML document.
+
+    ``earlier_attempts`` maps a case id to its failed attempts before the final result,
+    oldest first, as ``RunStore.load`` returns them.
+    """
+    earlier_attempts = earlier_attempts or {}
+    testcases = [_testcase_element(result, earlier_attempts.get(result.case_id, ())) for result in results]
     suite = _testsuite_element(summary, results, testcases)
     root = ET.Element("testsuites")
     root.append(suite)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def write_junit(path: Path, summary: RunSummary, results: Sequence[CaseResult]) -> None:
+def write_junit(
+    path: Path,
+    summary: RunSummary,
+    results: Sequence[CaseResult],
+    earlier_attempts: Mapping[str, Sequence[CaseResult]] | None = None,
+) -> None:
     """Write the run's JUnit XML to ``path``, creating its folder."""
-    write_report_file(Path(path), render_junit(summary, results))
+    write_report_file(Path(path), render_junit(summary, results, earlier_attempts))
 
 
 def split_node_id(case_id: str, *, when: str = "call") -> tuple[str, str]:
@@ -144,7 +178,7 @@ def _properties_element(values: dict[str, object]) -> ET.Element:
     return properties
 
 
-def _testcase_element(result: CaseResult) -> ET.Element:
+def _testcase_element(result: CaseResult, earlier: Sequence[CaseResult]) -> ET.Element:
     classname, name = split_node_id(result.case_id, when=result.when)
     testcase = ET.Element(
         "testcase",
@@ -156,9 +190,16 @@ def _testcase_element(result: CaseResult) -> ET.Element:
     for subtest in result.subtests:
         if subtest.outcome == FAILED:
             testcase.append(_subtest_failure(subtest))
+
     outcome_element = _outcome_element(result)
-    if outcome_element is not None:
+    reruns = [_earlier_attempt_element(attempt, final=result) for attempt in earlier]
+    if outcome_element is not None and outcome_element.tag == "failure":
         testcase.append(outcome_element)
+    testcase.extend(element for element in reruns if element.tag.endswith("Failure"))
+    if outcome_element is not None and outcome_element.tag != "failure":
+        testcase.append(outcome_element)
+    testcase.extend(element for element in reruns if element.tag.endswith("Error"))
+
     if result.stdout:
         _append_text(testcase, "system-out", result.stdout)
     stderr = result.stderr
@@ -177,7 +218,25 @@ def _case_properties(result: CaseResult) -> ET.Element:
         values["signal"] = result.signal
     if result.flaky:
         values["flaky"] = "true"  # passed on a retry after failing
+    if result.reassigned_from:
+        values["reassigned_from"] = ",".join(result.reassigned_from)  # executors lost while holding it
     return _properties_element(values)
+
+
+def _earlier_attempt_element(attempt: CaseResult, *, final: CaseResult) -> ET.Element:
+    """Build the ``<rerunFailure>``-style element of one failed attempt before ``final``."""
+    prefix = "rerun" if final.outcome in FAILING_OUTCOMES else "flaky"
+    if attempt.outcome == ERROR:
+        tag, message = f"{prefix}Error", _error_message(attempt)
+    else:
+        tag, message = f"{prefix}Failure", _failure_message(attempt)
+    element = ET.Element(tag, message=escape_illegal_xml(_shorten(message)), type=attempt.outcome)
+    _append_text(element, "stackTrace", attempt.longrepr or attempt.message)
+    if attempt.stdout:
+        _append_text(element, "system-out", attempt.stdout)
+    if attempt.stderr:
+        _append_text(element, "system-err", attempt.stderr)
+    return element
 
 
 def _outcome_element(result: CaseResult) -> ET.Element | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -78,12 +80,14 @@ MIXED_RESULTS = [
 ]
 
 # Element and attribute rules of the Jenkins xunit plugin's junit-10.xsd, the schema that
-# pytest's junitxml module names as its target. The one addition is "properties" inside
-# "testcase", which swarmctl writes and that schema leaves out.
+# pytest's junitxml module names as its target. The additions are "properties" inside
+# "testcase", and Maven Surefire's rerun and flaky elements for earlier attempts, which
+# swarmctl writes and that schema leaves out.
+RERUN_TAGS = ("rerunFailure", "rerunError", "flakyFailure", "flakyError")
 SCHEMA_CHILDREN = {
     "testsuites": {"testsuite"},
     "testsuite": {"testsuite", "properties", "testcase", "system-out", "system-err"},
-    "testcase": {"properties", "skipped", "error", "failure", "system-out", "system-err"},
+    "testcase": {"properties", "skipped", "error", "failure", "system-out", "system-err", *RERUN_TAGS},
     "properties": {"property"},
     "property": set(),
     "failure": set(),
@@ -91,6 +95,8 @@ SCHEMA_CHILDREN = {
     "skipped": set(),
     "system-out": set(),
     "system-err": set(),
+    "stackTrace": set(),
+    **{tag: {"stackTrace", "system-out", "system-err"} for tag in RERUN_TAGS},
 }
 SCHEMA_ATTRIBUTES = {
     "testsuites": {"name", "time", "tests", "failures", "errors"},
@@ -106,11 +112,14 @@ SCHEMA_ATTRIBUTES = {
     "skipped": {"type", "message"},
     "system-out": set(),
     "system-err": set(),
+    "stackTrace": set(),
+    **{tag: {"type", "message"} for tag in RERUN_TAGS},
 }
 SCHEMA_REQUIRED = {
     "testsuite": {"name", "tests", "failures", "errors"},
     "testcase": {"name"},
     "property": {"name", "value"},
+    **{tag: {"type"} for tag in RERUN_TAGS},
 }
 SUREFIRE_TIME = re.compile(r"(([0-9]{0,3},)*[0-9]{3}|[0-9]{0,3})*(\.[0-9]*)?")
 
@@ -412,3 +421,140 @@ def test_write_junit_creates_file(tmp_path):
 
     assert ET.parse(path).getroot().find("testsuite").get("tests") == "1"
     assert [entry.name for entry in path.parent.iterdir()] == ["junit.xml"]
+
+
+# --- earlier attempts of retried tests ----------------------------------------------------
+
+XSD = Path(__file__).resolve().parent.parent / "data" / "junit-swarmctl.xsd"
+
+FLAKY_RESULT = CaseResult(
+    "tests/test_r.py::test_flaky", "passed", duration=0.1, executor="exec-b", attempt=3, flaky=True
+)
+FLAKY_EARLIER = [
+    CaseResult(
+        "tests/test_r.py::test_flaky", "failed", executor="exec-a", attempt=1,
+        message="AssertionError: first", longrepr="E   AssertionError: first", stdout="out 1\n",
+    ),
+    CaseResult(
+        "tests/test_r.py::test_flaky", "error", executor="exec-a", attempt=2, when="setup",
+        message="RuntimeError: fixture", longrepr="E   RuntimeError: fixture", stderr="err 2\n",
+    ),
+]
+BROKEN_RESULT = CaseResult(
+    "tests/test_r.py::test_broken", "failed", executor="exec-b", attempt=2,
+    message="AssertionError: last", longrepr="E   AssertionError: last",
+)
+BROKEN_EARLIER = [
+    CaseResult(
+        "tests/test_r.py::test_broken", "failed", executor="exec-a", attempt=1,
+        message="AssertionError: first", longrepr="E   AssertionError: first",
+    ),
+]
+ERRORED_RESULT = CaseResult(
+    "tests/test_r.py::test_errored", "error", executor="exec-b", attempt=3, when="setup",
+    message="OSError: disk", longrepr="E   OSError: disk",
+)
+ERRORED_EARLIER = [
+    CaseResult("tests/test_r.py::test_errored", "failed", executor="exec-a", attempt=1, message="boom", longrepr="boom"),
+    CaseResult("tests/test_r.py::test_errored", "timed_out", executor="exec-a", attempt=2, message="timed out"),
+]
+RETRY_RESULTS = [FLAKY_RESULT, BROKEN_RESULT, ERRORED_RESULT]
+RETRY_EARLIER = {
+    FLAKY_RESULT.case_id: FLAKY_EARLIER,
+    BROKEN_RESULT.case_id: BROKEN_EARLIER,
+    ERRORED_RESULT.case_id: ERRORED_EARLIER,
+}
+
+
+def parse_with_reruns() -> ET.Element:
+    return ET.fromstring(render_junit(SUMMARY, RETRY_RESULTS, RETRY_EARLIER))
+
+
+def test_junit_flaky_attempts_become_flaky_elements():
+    testcase = find_testcase(parse_with_reruns(), "test_flaky")
+
+    assert [child.tag for child in testcase] == ["properties", "flakyFailure", "flakyError"]
+    flaky_failure, flaky_error = testcase.find("flakyFailure"), testcase.find("flakyError")
+    assert flaky_failure.get("message") == "AssertionError: first"
+    assert flaky_failure.get("type") == "failed"
+    assert flaky_failure.find("stackTrace").text == "E   AssertionError: first"
+    assert flaky_failure.find("system-out").text == "out 1\n"
+    assert flaky_error.get("message") == 'failed on setup with "RuntimeError: fixture"'
+    assert flaky_error.find("system-err").text == "err 2\n"
+
+
+def test_junit_failed_retries_become_rerun_elements():
+    testcase = find_testcase(parse_with_reruns(), "test_broken")
+
+    assert [child.tag for child in testcase] == ["properties", "failure", "rerunFailure"]
+    assert testcase.find("failure").get("message") == "AssertionError: last"
+    assert testcase.find("rerunFailure").get("message") == "AssertionError: first"
+
+
+def test_junit_reruns_follow_surefire_order():
+    testcase = find_testcase(parse_with_reruns(), "test_errored")
+
+    # Failure-kind attempts come before the final <error>, error-kind ones after it.
+    assert [child.tag for child in testcase] == ["properties", "rerunFailure", "rerunFailure", "error"]
+    assert [element.get("type") for element in testcase.findall("rerunFailure")] == ["failed", "timed_out"]
+    assert testcase.findall("rerunFailure")[1].find("stackTrace").text == "timed out"
+
+
+def test_junit_reruns_leave_counters_alone():
+    suite = parse_with_reruns().find("testsuite")
+
+    assert suite.get("tests") == "3"
+    assert suite.get("failures") == "1"
+    assert suite.get("errors") == "1"
+
+
+def test_junit_reruns_valid_against_schema_rules():
+    assert schema_violations(parse_with_reruns()) == []
+
+
+def test_junit_without_earlier_attempts_unchanged():
+    assert render_junit(SUMMARY, MIXED_RESULTS, {}) == render_junit(SUMMARY, MIXED_RESULTS)
+
+
+def test_junit_reassigned_property():
+    result = CaseResult("tests/test_r.py::test_moved", "passed", executor="exec-c", attempt=2, reassigned_from=("exec-a", "exec-b"))
+
+    testcase = find_testcase(parse(SUMMARY, [result]), "test_moved")
+    properties = {prop.get("name"): prop.get("value") for prop in testcase.iter("property")}
+
+    assert properties["reassigned_from"] == "exec-a,exec-b"
+
+
+@pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint (Debian package libxml2-utils) is not installed")
+@pytest.mark.parametrize("name", ["mixed", "reruns", "empty"])
+def test_junit_valid_against_xsd(tmp_path, name):
+    documents = {
+        "mixed": render_junit(SUMMARY, MIXED_RESULTS),
+        "reruns": render_junit(SUMMARY, RETRY_RESULTS, RETRY_EARLIER),
+        "empty": render_junit(SUMMARY, []),
+    }
+    path = tmp_path / f"{name}.xml"
+    path.write_bytes(documents[name])
+
+    process = subprocess.run(
+        ["xmllint", "--noout", "--schema", str(XSD), str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert process.returncode == 0, process.stderr
+
+
+@pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint (Debian package libxml2-utils) is not installed")
+def test_junit_xsd_rejects_misordered_reruns(tmp_path):
+    # The schema must be able to fail: a rerunFailure after the error breaks Surefire's order.
+    path = tmp_path / "bad.xml"
+    path.write_text(
+        '<testsuites><testsuite name="s" tests="1" failures="0" errors="1">'
+        '<testcase name="t"><error message="m"/><rerunFailure type="failed"><stackTrace/></rerunFailure>'
+        "</testcase></testsuite></testsuites>"
+    )
+
+    process = subprocess.run(
+        ["xmllint", "--noout", "--schema", str(XSD), str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert process.returncode != 0

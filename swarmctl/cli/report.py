@@ -1,0 +1,110 @@
+"""``swarmctl report``: write a past run's report from the state database.
+
+The report commands (``report``, ``history``, ``compare``) read ``state.db`` in a data
+folder read-only, so they work while a run is going on and on a coordinator's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+
+from swarmctl.cli import app, fail, setup_logging
+from swarmctl.embedded import data_home
+from swarmctl.errors import SwarmError, UsageError
+from swarmctl.reports import write_report_file
+from swarmctl.reports.html import encode_text, render_html
+from swarmctl.reports.json_report import build_json_report
+from swarmctl.reports.junit import render_junit
+from swarmctl.reports.markdown import render_markdown
+from swarmctl.reports.run_store import RunStore, StoredRun, open_run_store
+
+DATA_DIR_HELP = (
+    "Data folder whose state.db holds the runs: a coordinator's --data-dir. "
+    "Default: $SWARMCTL_HOME or the user data folder, where swarmctl run keeps its runs."
+)
+RUN_HELP = "A run id as swarmctl run printed it, `last` for the newest run, or `last~N` for the N-th before it."
+
+FORMATS = ("junit", "json", "html", "md")
+# The format -o implies when --format is not given.
+FORMAT_BY_SUFFIX = {".xml": "junit", ".json": "json", ".html": "html", ".htm": "html", ".md": "md"}
+DEFAULT_FORMAT = "md"
+
+T = TypeVar("T")
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn a SwarmError into ``swarmctl: error: ...`` on stderr and its exit code."""
+    try:
+        yield
+    except SwarmError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+
+
+def read_store(data_dir: Path | None, reader: Callable[[RunStore], T]) -> T:
+    """Open the state database of ``data_dir`` (default: the embedded data folder) and call ``reader``."""
+    folder = (data_dir or data_home()).expanduser()
+    with open_run_store(folder) as store:
+        return reader(store)
+
+
+@app.command()
+def report(
+    run_id: str = typer.Argument(..., help=RUN_HELP),
+    report_format: str = typer.Option(
+        None, "--format", "-f",
+        help="junit, json, html or md (Markdown). Default: from the -o file's extension, else md.",
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout."),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """Write the report of a past run as JUnit XML, JSON (as swarmctl run --json), HTML or Markdown."""
+    setup_logging(False, quiet=True)
+    with cli_errors():
+        chosen = _choose_format(report_format, output)
+        run = read_store(data_dir, lambda store: store.load(run_id))
+        data = render_report(run, chosen)
+        if output is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            try:
+                write_report_file(output, data)
+            except OSError as exc:
+                raise UsageError(f"cannot write the report to {output}: {exc.strerror or exc}") from exc
+    if output is not None:
+        typer.echo(f"wrote the {chosen} report of run {run.header.run_id} to {output}", err=True)
+
+
+def render_report(run: StoredRun, report_format: str) -> bytes:
+    """Render ``run`` in one of ``FORMATS`` as the bytes of a file."""
+    match report_format:
+        case "junit":
+            return render_junit(run.summary, run.results, run.earlier_attempts)
+        case "json":
+            # The same text as `swarmctl run --json` writes. A lone surrogate from an
+            # undecodable id becomes a JSON \udcxx escape, which decodes back to it.
+            report = build_json_report(run.summary, run.results)
+            return encode_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        case "html":
+            return encode_text(render_html(run.summary, run.results, run.earlier_attempts))
+        case "md":
+            return encode_text(render_markdown(run.summary, run.results, run.earlier_attempts))
+    raise UsageError(f"--format {report_format!r} is invalid: use one of {', '.join(FORMATS)}")
+
+
+def _choose_format(report_format: str | None, output: Path | None) -> str:
+    if report_format is not None:
+        if report_format not in FORMATS:
+            raise UsageError(f"--format {report_format!r} is invalid: use one of {', '.join(FORMATS)}")
+        return report_format
+    if output is not None:
+        return FORMAT_BY_SUFFIX.get(output.suffix.lower(), DEFAULT_FORMAT)
+    return DEFAULT_FORMAT
