@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv run run-commands test test-fast bench-xdist bench-scheduler clean
+.PHONY: venv run run-commands test test-fast bench-xdist bench-scheduler bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench-xdist: venv
 
 bench-scheduler: venv
 	$(BIN)/python bench/scheduler.py
+
+bench-recovery: venv
+	$(BIN)/python bench/recovery.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .swarmctl-example.*
