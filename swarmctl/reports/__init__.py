@@ -2,7 +2,9 @@
 
 ``summary`` computes pytest's counts, summary line, colour and exit code. ``junit``,
 ``json_report`` and ``terminal`` write the JUnit XML file, the JSON file and the final
-console report.
+console report. ``html`` and ``markdown`` write the single-file HTML report and the CI
+summary; ``statistics``, ``history`` and ``comparison`` compute what they show, from runs
+read out of a coordinator's database by ``run_store``.
 """
 
 from __future__ import annotations
