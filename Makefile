@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv run run-commands test test-fast bench-xdist bench-scheduler bench-recovery clean
+.PHONY: venv run run-commands test test-fast bench-xdist bench-scheduler bench-recovery bench-eta clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-scheduler: venv
 
 bench-recovery: venv
 	$(BIN)/python bench/recovery.py
+
+bench-eta: venv
+	$(BIN)/python bench/eta.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .swarmctl-example.*

@@ -30,6 +30,12 @@ class RunWatch:
     total: int = 0
     done: int = 0
     executors: int = 0
+    status: str = ""
+    eta_s: float | None = None  # seconds left when the last progress frame was sent, None if unknown
+    eta_low_s: float | None = None
+    eta_high_s: float | None = None
+    eta_basis: str = "unknown"
+    counts: dict[str, int] = field(default_factory=dict)  # outcome -> final results so far
     failed: list[tuple[str, str]] = field(default_factory=list)  # (case_id, outcome) as they arrive
     results: list[CaseResult] = field(default_factory=list)  # the final results, in collection order
 
@@ -157,6 +163,9 @@ async def _follow(peer: Peer, watch: RunWatch, on_progress) -> protocol.RunCompl
         match message:
             case protocol.RunProgress():
                 watch.total, watch.done, watch.executors = message.total, message.done, message.executors
+                watch.status, watch.counts = message.status, dict(message.counts)
+                watch.eta_s, watch.eta_low_s, watch.eta_high_s = message.eta_s, message.eta_low_s, message.eta_high_s
+                watch.eta_basis = message.eta_basis
                 on_progress(watch, [tuple(pair) for pair in message.outcomes])
             case protocol.RunResults():
                 watch.results.extend(CaseResult.from_wire(r) for r in message.results)

@@ -23,7 +23,9 @@ import msgpack
 
 from swarmctl.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+# Raised whenever a message gains or loses a field: ``decode`` rejects unknown fields, so
+# peers of different versions must be stopped at the hello, with a message that says why.
+PROTOCOL_VERSION = 2
 
 # A frame carries a batch of results with their captured output. Output is capped per test
 # on the executor (pytest_runner.OUTPUT_CAP_CHARS), and batches are cut at BATCH_BYTES, so a
@@ -332,7 +334,10 @@ class RunAccepted(Message):
 @_message("progress")
 @dataclass(frozen=True, slots=True)
 class RunProgress(Message):
-    """How far a run is, with the outcomes recorded since the last progress frame."""
+    """How far a run is, with the outcomes recorded since the last progress frame.
+
+    The ETA fields are ``ProgressTracker.estimate`` at the time the frame was sent.
+    """
 
     run_id: str
     status: str
@@ -340,6 +345,11 @@ class RunProgress(Message):
     done: int
     executors: int
     outcomes: list[list[str]]  # [case_id, outcome]
+    eta_s: float | None = None  # seconds until the run ends; None when nothing to estimate from
+    eta_low_s: float | None = None  # the range of that estimate
+    eta_high_s: float | None = None
+    eta_basis: str = "unknown"  # durations (history, calibrated by this run), rate (this run only) or unknown
+    counts: dict[str, int] = field(default_factory=dict)  # outcome -> final results so far
 
 
 @_message("run_results")

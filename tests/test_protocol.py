@@ -247,3 +247,50 @@ def test_protocol_collected_arbitrary_values(
     )
 
     assert protocol.decode(protocol.encode(message)) == message
+
+
+def test_protocol_run_progress_eta_round_trip() -> None:
+    message = protocol.RunProgress(
+        run_id="run-1",
+        status="running",
+        total=400,
+        done=120,
+        executors=3,
+        outcomes=[["tests/test_a.py::test_x", "failed"]],
+        eta_s=130.5,
+        eta_low_s=110.0,
+        eta_high_s=160.25,
+        eta_basis="durations",
+        counts={"passed": 117, "failed": 3},
+    )
+
+    decoded = protocol.decode(protocol.encode(message))
+
+    assert decoded == message
+    assert decoded.counts == {"passed": 117, "failed": 3}
+
+
+def test_protocol_run_progress_unknown_eta_round_trip() -> None:
+    message = protocol.RunProgress("run-1", "running", 10, 0, 1, [], None, None, None, "unknown", {})
+
+    decoded = protocol.decode(protocol.encode(message))
+
+    assert decoded == message
+    assert decoded.eta_s is None
+
+
+def test_protocol_run_progress_without_eta_fields_decodes() -> None:
+    # The frame of a coordinator that predates the ETA fields.
+    frame = frame_of(
+        {"k": "progress", "run_id": "run-1", "status": "running", "total": 4, "done": 1, "executors": 2,
+         "outcomes": [["tests/test_a.py::test_x", "passed"]]}
+    )
+
+    decoded = protocol.decode(frame)
+
+    assert decoded == protocol.RunProgress("run-1", "running", 4, 1, 2, [["tests/test_a.py::test_x", "passed"]])
+    assert decoded.eta_s is None
+    assert decoded.eta_low_s is None
+    assert decoded.eta_high_s is None
+    assert decoded.eta_basis == "unknown"
+    assert decoded.counts == {}

@@ -7,6 +7,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -15,7 +16,8 @@ import trio
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from swarmctl import protocol
 from swarmctl.bundle import build_bundle
@@ -227,11 +229,21 @@ def _check_suite(path: Path, pytest_args: list[str]) -> tuple[Path, str, list[st
     return folder, "pytest", None, None, None
 
 
-class ProgressDisplay:
-    """A live progress bar with failures printed as they arrive."""
+# Off a terminal (a CI log), a plain progress line is printed at most this often, so a long
+# run shows signs of life without flooding the log.
+PLAIN_PROGRESS_INTERVAL_S = 10.0
 
-    def __init__(self, console: Console, start_at: float | None = None) -> None:
+
+class ProgressDisplay:
+    """Progress of a run: on a terminal a live bar with failures printed as they arrive,
+    otherwise a plain line at most every ``PLAIN_PROGRESS_INTERVAL_S`` seconds."""
+
+    def __init__(
+        self, console: Console, start_at: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.console = console
+        self.clock = clock
+        self.live = console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -239,33 +251,84 @@ class ProgressDisplay:
             TextColumn("{task.fields[failed]} failed"),
             TextColumn("{task.fields[executors]} executors"),
             TimeElapsedColumn(),
+            EtaColumn(clock),
             console=console,
             transient=True,
         )
         waiting = f"waiting until {time.strftime('%H:%M:%S', time.localtime(start_at))}" if start_at else "collecting"
-        self.task = self.progress.add_task(waiting, total=None, failed=0, executors=0)
+        self.task = self.progress.add_task(waiting, total=None, failed=0, executors=0, eta=None)
         self.failed = 0
+        self.last_line_at = clock()
 
     def __enter__(self):
-        self.progress.start()
+        if self.live:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
 
     def accepted(self, run_id: str) -> None:
         # The run id is what `swarmctl cancel` and later commands take.
-        self.progress.console.print(f"swarmctl run {run_id}", style="bold", highlight=False)
+        self.console.print(f"swarmctl run {run_id}", style="bold", highlight=False)
 
     def update(self, watch: RunWatch, new: list[tuple[str, str]]) -> None:
         for case_id, outcome in new:
             if outcome in FAILING_OUTCOMES:
                 self.failed += 1
-                if self.console.is_terminal:
+                if self.live:
                     # Off a terminal these lines would only repeat the short test summary.
-                    self.progress.console.print(f"[red]{outcome.upper()}[/red] {escape(case_id)}", soft_wrap=True)
-        self.progress.update(
-            self.task, description="running", total=watch.total, completed=watch.done,
-            failed=self.failed, executors=watch.executors,
-        )
+                    self.console.print(f"[red]{outcome.upper()}[/red] {escape(case_id)}", soft_wrap=True)
 
+        now = self.clock()
+        if self.live:
+            eta = (watch.eta_s, watch.eta_low_s, watch.eta_high_s, now) if watch.eta_s is not None else None
+            self.progress.update(
+                self.task, description="running", total=watch.total, completed=watch.done,
+                failed=self.failed, executors=watch.executors, eta=eta,
+            )
+        elif now - self.last_line_at >= PLAIN_PROGRESS_INTERVAL_S:
+            self.last_line_at = now
+            line = f"{watch.status or 'running'}: {watch.done}/{watch.total} done, {self.failed} failed"
+            if watch.eta_s is not None:
+                line += ", " + format_eta(watch.eta_s, watch.eta_low_s, watch.eta_high_s, dash="-")
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+class EtaColumn(ProgressColumn):
+    """The time left of a run, counting down from the estimate of the last progress frame."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def render(self, task) -> Text:
+        reading = task.fields.get("eta")
+        if reading is None:
+            return Text("")
+        eta_s, low_s, high_s, received_at = reading
+        passed = self.clock() - received_at
+        return Text(format_eta(eta_s - passed, _minus(low_s, passed), _minus(high_s, passed)))
+
+
+def format_eta(eta_s: float, low_s: float | None = None, high_s: float | None = None, *, dash: str = "–") -> str:
+    """Format a time left as ``ETA 1m20s (1m05s–1m40s)``, without the range when it is unknown."""
+    text = f"ETA {format_seconds(eta_s)}"
+    if low_s is not None and high_s is not None:
+        text += f" ({format_seconds(low_s)}{dash}{format_seconds(high_s)})"
+    return text
+
+
+def format_seconds(seconds: float) -> str:
+    """Format seconds as 45s, 1m20s or 2h05m; negative values count as 0."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def _minus(seconds: float | None, passed: float) -> float | None:
+    return None if seconds is None else seconds - passed

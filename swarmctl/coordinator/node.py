@@ -29,6 +29,7 @@ from swarmctl.coordinator.dependencies import DependencyError, dependents_of, re
 from swarmctl.coordinator.fleet import FleetMixin
 from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorRegistry, ExecutorState
 from swarmctl.coordinator.heartbeat import LeaseTable
+from swarmctl.coordinator.progress_tracker import ProgressTracker
 from swarmctl.coordinator.scheduler import pick_assignments
 from swarmctl.coordinator.settings import TERM, CoordinatorSettings
 from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
@@ -107,6 +108,7 @@ class Coordinator(FleetMixin, ClientMixin):
         self._nursery: trio.Nursery | None = None
         self._deadline_done: dict[str, trio.Event] = {}  # runs stopping at their deadline
         self._released: set[tuple[str, int, int]] = set()  # shard attempts asked to give tests back
+        self.progress: dict[str, ProgressTracker] = {}  # run_id -> tracker, for running runs
         if resume_runs:
             self._lease_after_restart()
         else:
@@ -296,6 +298,7 @@ class Coordinator(FleetMixin, ClientMixin):
             self.machine.apply(cmd.ShardAssigned(run_id, shard_id, attempt, executor_id, TERM, self.clock()), TERM)
             self.leases.grant(run_id, shard_id, attempt, executor_id, self.clock())
             self._unmatched_since.pop((run_id, shard_id), None)
+            self._progress_of(run).shard_started(shard_id, attempt, executor_id, shard.cases, self.clock())
             session = self.executors[executor_id]
             session.view.running.add((run_id, shard_id))
             session.view.warm.add(run.suite.get("bundle", ""))
@@ -573,18 +576,52 @@ class Coordinator(FleetMixin, ClientMixin):
                 for frame in frames:
                     client.send(frame)
         del self.machine.runs[run.run_id]
+        self.progress.pop(run.run_id, None)
         self._schedule()
 
     def _publish(self, new: list[tuple[str, dict]]) -> None:
-        by_run: dict[str, list[list[str]]] = {}
+        by_run: dict[str, list[dict]] = {}
         for run_id, result in new:
-            by_run.setdefault(run_id, []).append([result["case_id"], result["outcome"]])
-        for run_id, outcomes in by_run.items():
+            by_run.setdefault(run_id, []).append(result)
+        now = self.clock()
+        free_slots = sum(s.view.free for s in self.executors.values() if s.view is not None)
+        for run_id, results in by_run.items():
             run = self.machine.runs[run_id]
-            progress = protocol.RunProgress(run_id, run.status, run.total, len(run.done), len(self.registry), outcomes)
-            for client in self.clients:
-                if run_id in client.runs:
-                    client.send(progress)
+            tracker = self._progress_of(run)
+            for result in results:
+                tracker.record(result["case_id"], result["outcome"], result.get("duration", 0.0), result.get("executor", ""), now)
+            watchers = [client for client in self.clients if run_id in client.runs]
+            if not watchers:
+                continue
+            tracker.sync_shards(run.shards)
+            eta = tracker.estimate(now, free_slots)
+            outcomes = [[result["case_id"], result["outcome"]] for result in results]
+            progress = protocol.RunProgress(
+                run_id, run.status, run.total, len(run.done), len(self.registry), outcomes,
+                eta.eta_s, eta.low_s, eta.high_s, eta.basis, dict(tracker.counts),
+            )
+            for client in watchers:
+                client.send(progress)
+
+    def _progress_of(self, run: RunState) -> ProgressTracker:
+        """Return the run's progress tracker, made on first use from the durations planning uses.
+
+        A run that a restarted coordinator resumes gets its tracker here too, with the
+        results it already has.
+        """
+        tracker = self.progress.get(run.run_id)
+        if tracker is None:
+            durations = {**self.machine.durations(run.suite), **run.imported_durations}
+            tracker = ProgressTracker(run.case_ids, run.runnable_ids(), durations, run.deps)
+            now = self.clock()
+            if run.done:
+                for result in self.machine.results(run.run_id):
+                    tracker.record(result.case_id, result.outcome, result.duration, result.executor, now)
+            for shard in run.shards.values():
+                if shard.status is ShardStatus.ASSIGNED and shard.executor:
+                    tracker.shard_started(shard.shard_id, shard.attempt, shard.executor, shard.cases, now)
+            self.progress[run.run_id] = tracker
+        return tracker
 
     def interrupt_runs(self, reason: str) -> None:
         """End every active run as interrupted (exit code 2), before the coordinator stops."""
