@@ -3,17 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv run run-commands test test-fast bench-xdist bench-scheduler bench-recovery bench-eta clean
+.PHONY: venv test-venv run run-commands test bench-xdist bench-scheduler bench-recovery bench-eta clean
 
+# swarmctl and pytest: the example suites run under this venv's python3, first on PATH.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e . pytest
 	touch $(STAMP)
 
+# The test tools on top (pytest-trio, hypothesis, playwright, ...).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
+
 venv: $(STAMP)
+
+test-venv: $(TEST_STAMP)
 
 # The example suite fails three tests on purpose, so exit code 1 is the expected result here.
 run: venv
@@ -24,19 +33,19 @@ run: venv
 run-commands: venv
 	$(BIN)/swarmctl run examples/command-suite; status=$$?; [ $$status -le 1 ] || exit $$status
 
-test: venv
+test: test-venv
 	$(BIN)/python -m pytest -q
 
-bench-xdist: venv
+bench-xdist: test-venv
 	$(BIN)/python bench/xdist.py
 
-bench-scheduler: venv
+bench-scheduler: test-venv
 	$(BIN)/python bench/scheduler.py
 
-bench-recovery: venv
+bench-recovery: test-venv
 	$(BIN)/python bench/recovery.py
 
-bench-eta: venv
+bench-eta: test-venv
 	$(BIN)/python bench/eta.py
 
 clean:

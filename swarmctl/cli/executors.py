@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from click import get_current_context as click_context
+
 from swarmctl.cli import app, cluster_addresses, fail, find_error, setup_logging
 from swarmctl.client import control_executor, list_executors
 from swarmctl.errors import SwarmError
@@ -30,6 +32,7 @@ def show(
 ) -> None:
     """List executors: state, labels, slots, load, current shards and when each was last heard from."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = cluster  # `swarmctl executors --cluster X drain ID` works as well as `drain ID --cluster X`
         return
     setup_logging(False, quiet=True)
     rows = _call(list_executors, cluster)
@@ -42,7 +45,10 @@ def show(
 def executor_table(rows: list[dict]) -> Table:
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "STATE", "LABELS", "SLOTS", "CPU", "MEM", "LOAD", "SHARDS", "LAST SEEN"):
-        table.add_column(column, no_wrap=column != "LABELS")
+        # The id is what drain and cordon take, so it is never cut; labels and shards wrap.
+        table.add_column(column, no_wrap=column not in ("LABELS", "SHARDS"), min_width=len(column))
+    table.columns[0].min_width = max([2, *(len(row["id"]) for row in rows)])
+    table.columns[1].min_width = max([5, *(len(row["state"]) for row in rows)])
     for row in rows:
         resources = row["resources"]
         table.add_row(
@@ -65,6 +71,7 @@ def _percent(value: float | None) -> str:
 
 def _control(action: str, executor_id: str, cluster: str | None) -> None:
     setup_logging(False, quiet=True)
+    cluster = cluster or click_context().obj
     state = _call(control_executor, cluster, action, executor_id)
     typer.echo(f"executor {executor_id} is {state}")
 

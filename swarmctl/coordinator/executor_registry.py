@@ -64,15 +64,17 @@ class ExecutorRecord:
 
     def describe(self, now: float) -> dict[str, Any]:
         """Return the plain-data row that ``swarmctl executors`` prints."""
+        gone = self.state in (ExecutorState.LEFT, ExecutorState.LOST)
+        running = set() if gone else self.running  # a departed executor's shards moved on
         return {
             "id": self.executor_id,
             "state": "silent" if self.silent and self.state is ExecutorState.ACTIVE else str(self.state),
             "labels": dict(self.labels),
             "slots": self.slots,
-            "busy": len(self.running),
+            "busy": len(running),
             "load": round(self.load, 3),
             "resources": dict(self.resources),
-            "shards": [f"{run_id}/{shard_id}" for run_id, shard_id in sorted(self.running)],
+            "shards": [f"{run_id}/{shard_id}" for run_id, shard_id in sorted(running)],
             "last_seen_s": round(max(0.0, now - (self.left_at or self.last_seen)), 1),
             "hostname": self.hostname,
             "pid": self.pid,

@@ -195,7 +195,14 @@ class FleetMixin:
                 # Two missed heartbeats: no new work for it until it reports again.
                 session.view.silent = now - session.last_seen > 2.5 * self.settings.heartbeat_s
             for lease in self.leases.expire(self.clock()):
-                self._lease_lapsed(lease, f"its lease on executor {lease.executor_id} lapsed (not renewed for {self.settings.lease_s:g}s)")
+                if lease.disconnected:
+                    reason = (
+                        f"executor {lease.executor_id}'s connection closed and it did not reconnect within "
+                        f"{self.settings.reconnect_grace_s:g}s"
+                    )
+                else:
+                    reason = f"its lease on executor {lease.executor_id} lapsed (not renewed for {self.settings.lease_s:g}s)"
+                self._lease_lapsed(lease, reason)
             for session in list(self.executors.values()):
                 silent = now - session.last_seen
                 if silent > self.settings.lease_s:

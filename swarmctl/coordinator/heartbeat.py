@@ -28,6 +28,7 @@ class Lease:
     attempt: int
     executor_id: str
     expires_at: float
+    disconnected: bool = False  # cut to the reconnect grace when the executor's connection closed
 
     @property
     def key(self) -> ShardKey:
@@ -66,6 +67,7 @@ class LeaseTable:
                 orphans.append((run_id, shard_id, attempt))
                 continue
             lease.expires_at = now + self.duration
+            lease.disconnected = False
             heapq.heappush(self._expiries, (lease.expires_at, run_id, shard_id))
         return orphans
 
@@ -79,6 +81,7 @@ class LeaseTable:
     def disconnected(self, executor_id: str, now: float) -> None:
         """Cut the leases of an executor whose connection closed to the reconnect grace."""
         for lease in self.held_by(executor_id):
+            lease.disconnected = True
             if lease.expires_at > now + self.reconnect_grace:
                 lease.expires_at = now + self.reconnect_grace
                 heapq.heappush(self._expiries, (lease.expires_at, lease.run_id, lease.shard_id))

@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
+
 from swarmctl.security import write_secret
 from tests.conftest import generate_suite, load_json, outcomes_by_id, run_swarmctl
 from tests.e2e.nodes import Cluster, cluster, start_run, wait_for_results, wait_until_running
@@ -140,9 +142,14 @@ def test_fleet_half_of_executors_killed(tmp_path, swarm_env):
         report_path = tmp_path / "report.json"
         run = start_run(suite, running.address, report_path, swarm_env)
         wait_for_results(tmp_path / "coordinator" / "state.db", at_least=8)
+        workers = [child for node in running.executors[:2] for child in psutil.Process(node.process.pid).children()]
+        assert workers
         for node in running.executors[:2]:
             node.process.send_signal(signal.SIGKILL)
         output, _ = run.communicate(timeout=120)
+        # Their pytest workers notice and exit, instead of running tests that moved elsewhere.
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert alive == []
 
     report = load_json(report_path)
     assert len(outcomes_by_id(report)) == 80, output
@@ -154,7 +161,9 @@ def test_fleet_half_of_executors_killed(tmp_path, swarm_env):
 
 
 def test_fleet_frozen_executor_fenced(tmp_path, swarm_env):
-    suite = generate_suite(tmp_path / "suite", tests=60, files=3, sleep_ms=200)
+    # Long enough that the run is still going when the frozen executor resumes, so its late
+    # results reach an active run and are fenced there.
+    suite = generate_suite(tmp_path / "suite", tests=150, files=3, sleep_ms=200)
     with cluster(tmp_path, swarm_env, executors=3, coordinator_args=("--lease", "1.5s")) as running:
         report_path = tmp_path / "report.json"
         run = start_run(suite, running.address, report_path, swarm_env)
@@ -169,7 +178,7 @@ def test_fleet_frozen_executor_fenced(tmp_path, swarm_env):
         frozen.wait_for_log(r"connected to 127\.0\.0\.1", timeout=30)
 
     report = load_json(report_path)
-    assert len(outcomes_by_id(report)) == 60, output
+    assert len(outcomes_by_id(report)) == 150, output
     assert set(outcomes_by_id(report).values()) == {"passed"}
     assert report["summary"]["reassigned"] >= 1
     # The frozen executor's worker kept running tests; what it sent after SIGCONT was ignored.

@@ -27,11 +27,13 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 
 _STACK_DUMP_FILE = None  # kept referenced: faulthandler holds only its file descriptor
 
 TRUNCATION_MARKER = "\n[... {} characters truncated by swarmctl ...]\n"
+PARENT_CHECK_INTERVAL_S = 0.5
 
 
 def truncate_middle(text, cap):
@@ -481,6 +483,25 @@ def make_subreaper():
         pass
 
 
+def die_with_parent():
+    """Exit when the executor that started this worker dies.
+
+    An executor killed with SIGKILL cannot stop its workers, and a worker left running
+    would go on with a test that the coordinator has already given to another executor.
+    The kernel's parent-death signal does not fit: it follows the thread that forked the
+    worker, and the executor forks from short-lived threads. So a daemon thread watches for
+    the worker being handed to another parent.
+    """
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_INTERVAL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="swarmctl-parent-watch", daemon=True).start()
+
+
 def not_collected(nodeid):
     return {
         "case_id": nodeid,
@@ -500,6 +521,8 @@ def main(argv):
     events_fd = int(options[options.index("--events-fd") + 1])
     commands_fd = int(options[options.index("--commands-fd") + 1])
     output_cap = int(options[options.index("--output-cap") + 1])
+
+    die_with_parent()
 
     # Children of tests must not inherit the pipes; only a fork without exec keeps them.
     os.set_inheritable(events_fd, False)
