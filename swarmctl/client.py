@@ -6,7 +6,8 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -118,6 +119,37 @@ async def list_executors(addresses: Sequence[tuple[str, int]]) -> list[dict]:
         await peer.send(protocol.ListExecutors())
         reply = await _expect(peer, protocol.ExecutorList)
         return reply.executors
+
+
+async def list_runs(addresses: Sequence[tuple[str, int]]) -> list[dict]:
+    """Return the coordinator's active runs, then its most recently finished ones, as ``RunList`` rows."""
+    async with open_queries(addresses) as queries:
+        return await queries.runs()
+
+
+class ClusterQueries:
+    """A client connection for repeated queries, such as the polls of ``swarmctl dashboard``."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+
+    async def executors(self) -> list[dict]:
+        await self.peer.send(protocol.ListExecutors())
+        reply = await _expect(self.peer, protocol.ExecutorList)
+        return reply.executors
+
+    async def runs(self) -> list[dict]:
+        await self.peer.send(protocol.ListRuns())
+        reply = await _expect(self.peer, protocol.RunList)
+        return reply.runs
+
+
+@asynccontextmanager
+async def open_queries(addresses: Sequence[tuple[str, int]]) -> AsyncIterator[ClusterQueries]:
+    """Connect to the first coordinator of ``addresses`` that accepts, and keep the connection open."""
+    async with connect(addresses) as peer:
+        await _hello(peer)
+        yield ClusterQueries(peer)
 
 
 async def control_executor(addresses: Sequence[tuple[str, int]], action: str, executor_id: str) -> str:

@@ -404,6 +404,23 @@ class ExecutorList(Message):
     executors: list[dict[str, Any]]
 
 
+@_message("list_runs")
+@dataclass(frozen=True, slots=True)
+class ListRuns(Message):
+    pass
+
+
+@_message("runs")
+@dataclass(frozen=True, slots=True)
+class RunList(Message):
+    """The coordinator's active runs, then its most recently finished ones, as plain dicts.
+
+    ``ClientMixin._list_runs`` builds them, and ``swarmctl dashboard`` shows them.
+    """
+
+    runs: list[dict[str, Any]]
+
+
 @_message("control_executor")
 @dataclass(frozen=True, slots=True)
 class ControlExecutor(Message):

@@ -109,6 +109,8 @@ class Coordinator(FleetMixin, ClientMixin):
         self._deadline_done: dict[str, trio.Event] = {}  # runs stopping at their deadline
         self._released: set[tuple[str, int, int]] = set()  # shard attempts asked to give tests back
         self.progress: dict[str, ProgressTracker] = {}  # run_id -> tracker, for running runs
+        self.recent_failures = {}  # run_id -> its last final failures, for swarmctl dashboard
+        self.finished_counts = {}  # run_id -> outcome counts of recently finished runs, for swarmctl dashboard
         if resume_runs:
             self._lease_after_restart()
         else:
@@ -590,6 +592,7 @@ class Coordinator(FleetMixin, ClientMixin):
             tracker = self._progress_of(run)
             for result in results:
                 tracker.record(result["case_id"], result["outcome"], result.get("duration", 0.0), result.get("executor", ""), now)
+            self._note_failures(run_id, results)
             watchers = [client for client in self.clients if run_id in client.runs]
             if not watchers:
                 continue

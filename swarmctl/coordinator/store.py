@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS results (
     body BLOB NOT NULL,
     PRIMARY KEY (run_id, idx)
 );
+CREATE INDEX IF NOT EXISTS runs_by_finish ON runs (finished_at);
 CREATE TABLE IF NOT EXISTS cordons (
     executor_id TEXT PRIMARY KEY,
     at REAL NOT NULL

@@ -1,0 +1,1 @@
+"""Rich views of a cluster for the terminal."""
