@@ -231,6 +231,17 @@ class ResultAck(Message):
     seq: int
 
 
+@_message("log_batch")
+@dataclass(frozen=True, slots=True)
+class LogBatch(Message):
+    """Log records of the executor's own loggers, oldest first. The coordinator sends no acknowledgement.
+
+    Each line is ``[unix_time, level_name, logger_name, message]``.
+    """
+
+    lines: list[list[Any]]
+
+
 @_message("shard_done")
 @dataclass(frozen=True, slots=True)
 class ShardDone(Message):

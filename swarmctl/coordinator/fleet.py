@@ -99,6 +99,8 @@ class FleetMixin:
                     self._on_results(session, message)
                 case protocol.ShardDone():
                     self._on_shard_done(session, message)
+                case protocol.LogBatch():
+                    self.logs.add(session.node_id, message.lines, self.clock())
                 case protocol.TestsReleased():
                     self._on_tests_released(session, message)
                 case protocol.BundleFetch():

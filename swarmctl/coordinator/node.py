@@ -29,6 +29,7 @@ from swarmctl.coordinator.dependencies import DependencyError, dependents_of, re
 from swarmctl.coordinator.fleet import FleetMixin
 from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorRegistry, ExecutorState
 from swarmctl.coordinator.heartbeat import LeaseTable
+from swarmctl.coordinator.log_collector import LOGS_DB, LogCollector
 from swarmctl.coordinator.progress_tracker import ProgressTracker
 from swarmctl.coordinator.scheduler import pick_assignments
 from swarmctl.coordinator.settings import TERM, CoordinatorSettings
@@ -92,6 +93,7 @@ class Coordinator(FleetMixin, ClientMixin):
         self.coordinator_id = f"coordinator-{secrets.token_hex(3)}"
         self.machine = StateMachine(store.connect(data_dir / "state.db"))
         self.bundles = BundleCache(data_dir / "bundles")
+        self.logs = LogCollector(data_dir / LOGS_DB)
         self.clock = clock
         self.rng = rng or random.Random()  # retry jitter
         self.settings = settings or CoordinatorSettings()

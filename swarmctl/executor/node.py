@@ -14,6 +14,7 @@ import os
 import random
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from swarmctl.cluster.node_gossip import gossip_node, local_address_towards
 from swarmctl.cluster.transport import Peer, PeerGone, format_address
 from swarmctl.errors import BundleError, ProtocolError
 from swarmctl.executor.coordinator_client import CoordinatorClient
+from swarmctl.executor.log_shipping import LogBuffer, shipping
 from swarmctl.executor.processes import become_subreaper, kill_orphans
 from swarmctl.executor.resource_monitor import ResourceMonitor
 from swarmctl.executor.slot import Job, Slot
@@ -35,6 +37,14 @@ log = logging.getLogger(__name__)
 
 SEND_LINGER_S = 0.02
 GOSSIP_META_INTERVAL_S = 10.0
+
+
+def _wake_soon(token: trio.lowlevel.TrioToken, wake: Callable[[], None]) -> None:
+    """Schedule ``wake`` on the executor's Trio loop from any thread. Does nothing once the loop has ended."""
+    try:
+        token.run_sync_soon(wake)
+    except trio.RunFinishedError:
+        pass
 
 
 def default_executor_id() -> str:
@@ -124,6 +134,7 @@ class Executor:
         self.data_dir = data_dir
         self.bundles = BundleCache(data_dir / "bundles")
         self.outbox = Outbox()
+        self.log_buffer = LogBuffer()  # records of the swarmctl loggers, sent as LogBatch frames
         self.slots = [Slot(self, i) for i in range(slots)]
         self.jobs_send, self.jobs_receive = trio.open_memory_channel(math.inf)
         self.monitor = ResourceMonitor(data_dir)
@@ -140,6 +151,15 @@ class Executor:
 
     async def run(self) -> None:
         """Serve until cancelled, or until a drain ends with every held shard finished."""
+        token = trio.lowlevel.current_trio_token()
+        self.log_buffer.notify = lambda: _wake_soon(token, self._wake_for_logs)
+        with self.log_buffer.installed():
+            await self._serve()
+
+    def _wake_for_logs(self) -> None:
+        self.outbox.wake.set()
+
+    async def _serve(self) -> None:
         if not become_subreaper():
             log.warning("cannot become a child subreaper; processes left by crashed tests may outlive them")
         log.info(
@@ -228,6 +248,9 @@ class Executor:
         await self._idle.wait()
         await self.outbox.flushed()
         try:
+            with shipping():
+                for batch in self.log_buffer.take_all():
+                    await peer.send(batch)
             await peer.send(protocol.Leave("drained"))
         finally:
             self._left.set()
@@ -283,6 +306,15 @@ class Executor:
             await trio.sleep(SEND_LINGER_S)
             for frame in self.outbox.take_frames():
                 await peer.send(frame)
+
+            # Logs go after results, one batch per pass, so a backlog of logs delays results by
+            # one frame at most. A batch lost with the connection is not sent again.
+            batch = self.log_buffer.take_batch()
+            if batch is not None:
+                with shipping():
+                    await peer.send(batch)
+                if len(self.log_buffer):
+                    self.outbox.wake.set()
 
     async def _heartbeat_loop(self, peer: Peer, interval: float) -> None:
         published_at = -math.inf
