@@ -59,7 +59,7 @@ class ClientMixin:
                 case protocol.CancelRun():
                     self._cancel(session, message)
                 case protocol.ListExecutors():
-                    session.send(protocol.ExecutorList(self.registry.describe(trio.current_time())))
+                    session.send(protocol.ExecutorList(self.registry.describe(self.clock())))
                 case protocol.ListRuns():
                     self._list_runs(session)
                 case protocol.ControlExecutor():

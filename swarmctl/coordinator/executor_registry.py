@@ -34,11 +34,11 @@ class ExecutorState(enum.StrEnum):
 
 @dataclass(slots=True, eq=False)
 class ExecutorRecord:
-    """One executor as the coordinator sees it; the scheduler reads ``free``, ``labels`` and ``load``."""
+    """The coordinator's record of one executor; the scheduler reads ``free``, ``labels`` and ``load``."""
 
     executor_id: str
     slots: int
-    joined_at: float  # trio clock; earlier executors win ties
+    joined_at: float  # the coordinator's clock (Unix time), as every time here; earlier executors win ties
     running: set[tuple[str, int]] = field(default_factory=set)  # (run_id, shard_id)
     labels: dict[str, str] = field(default_factory=dict)
     state: ExecutorState = ExecutorState.ACTIVE
@@ -50,9 +50,9 @@ class ExecutorRecord:
     pid: int = 0
     address: str = ""
     gossip: tuple[str, int] | None = None
-    last_seen: float = 0.0  # trio clock
+    last_seen: float = 0.0
     silent: bool = False  # missed heartbeats: gets no new work until it is heard from again
-    left_at: float = 0.0  # trio clock, for executors that left
+    left_at: float = 0.0  # for executors that left
     reason: str = ""  # why it left, was cordoned or drains
 
     @property

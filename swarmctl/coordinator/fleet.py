@@ -155,7 +155,7 @@ class FleetMixin:
         if self.executors.get(session.node_id) is not session:
             return
         del self.executors[session.node_id]
-        record = self.registry.remove(session.node_id, state, reason, trio.current_time())
+        record = self.registry.remove(session.node_id, state, reason, self.clock())
         if state is ExecutorState.LEFT:
             for lease in self.leases.revoke(session.node_id):
                 self._requeue(lease.run_id, lease.shard_id, f"executor {session.node_id} left: {reason}")

@@ -100,6 +100,20 @@ def test_fleet_cordon_uncordon_drain(tmp_path, swarm_env):
         assert executors_json(running.address, swarm_env)["exec-0"]["state"] == "left"
 
 
+def test_fleet_frozen_executor_listed_silent(tmp_path, swarm_env):
+    with cluster(tmp_path, swarm_env, executors=1, coordinator_args=("--lease", "30s")) as running:
+        frozen = running.executors[0]
+        frozen.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(3.0)
+            row = executors_json(running.address, swarm_env)["exec-0"]
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
+
+    assert row["state"] == "silent"
+    assert row["last_seen_s"] >= 2.0
+
+
 def test_fleet_unknown_executor_rejected(tmp_path, swarm_env):
     with cluster(tmp_path, swarm_env, executors=1) as running:
         process = run_swarmctl(["executors", "cordon", "nope", "--cluster", running.address], swarm_env)
