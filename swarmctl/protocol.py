@@ -23,8 +23,8 @@ import msgpack
 
 from swarmctl.errors import ProtocolError
 
-# Raised whenever a message gains or loses a field: ``decode`` rejects unknown fields, so
-# peers of different versions must be stopped at the hello, with a message that says why.
+# Raised whenever a message gains or loses a field. ``decode`` rejects unknown fields, so
+# peers of different versions must be stopped at the hello, with a message that gives the reason.
 PROTOCOL_VERSION = 2
 
 # A frame carries a batch of results with their captured output. Output is capped per test
@@ -168,7 +168,7 @@ class Draining(Message):
 @_message("leave")
 @dataclass(frozen=True, slots=True)
 class Leave(Message):
-    """The executor leaves on purpose; any shard it still holds goes back to the queue."""
+    """The executor leaves on purpose; any shard still assigned to it goes back to the queue."""
 
     reason: str
 

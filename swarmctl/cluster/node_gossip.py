@@ -1,4 +1,4 @@
-"""How a swarmctl node joins the gossip membership: its key, bind address and meta."""
+"""Gossip set-up for swarmctl nodes: the key derived from the cluster secret, and the bind address."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ class FleetMixin:
     def _claim_leases(self, session: Session, held: list[list]) -> None:
         """Resume the shards a reconnecting executor still runs; stop those that moved on."""
         now = self.clock()
-        orphans = self.leases.renew(session.node_id, [tuple(item) for item in held], now)
+        orphans = self.leases.renew(session.node_id, held, now)
         for run_id, shard_id, attempt in held:
             if (run_id, shard_id, attempt) not in orphans:
                 session.view.running.add((run_id, shard_id))
@@ -131,7 +131,7 @@ class FleetMixin:
 
     def _on_heartbeat(self, session: Session, message: protocol.Heartbeat) -> None:
         self.registry.report(session.node_id, message, self.clock())
-        orphans = self.leases.renew(session.node_id, [tuple(item) for item in message.held], self.clock())
+        orphans = self.leases.renew(session.node_id, message.held, self.clock())
         self._stop_orphans(session, orphans)
         session.send(protocol.HeartbeatAck(TERM))
 

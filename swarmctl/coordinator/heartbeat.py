@@ -15,7 +15,7 @@ a few seconds.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 ShardKey = tuple[str, int]  # (run_id, shard_id)
@@ -54,14 +54,14 @@ class LeaseTable:
         heapq.heappush(self._expiries, (lease.expires_at, run_id, shard_id))
         return lease
 
-    def renew(self, executor_id: str, held: Iterable[tuple[str, int, int]], now: float) -> list[tuple[str, int, int]]:
+    def renew(self, executor_id: str, held: Iterable[Sequence], now: float) -> list[tuple[str, int, int]]:
         """Extend the leases an executor holds; return the attempts it holds without a lease.
 
         Those attempts ended on the coordinator (their lease lapsed or the shard moved on);
         the executor should stop them.
         """
         orphans = []
-        for run_id, shard_id, attempt in held:
+        for run_id, shard_id, attempt in held:  # lists off the wire, or tuples
             lease = self._leases.get((run_id, shard_id))
             if lease is None or lease.attempt != attempt or lease.executor_id != executor_id:
                 orphans.append((run_id, shard_id, attempt))

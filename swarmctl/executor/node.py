@@ -146,8 +146,8 @@ class Executor:
         self._fetch_done: dict[str, trio.Event] = {}
         self._peer: Peer | None = None
         self._connected = trio.Event()
-        self._idle = trio.Event()  # set when a draining executor holds no shard
-        self._left = trio.Event()  # set once the coordinator was told this executor leaves
+        self._idle = trio.Event()  # set when a draining executor has no shard left
+        self._left = trio.Event()  # set once the Leave message was sent, or could not be
 
     async def run(self) -> None:
         """Serve until cancelled, or until a drain ends with every held shard finished."""
@@ -213,9 +213,13 @@ class Executor:
             protocol.PROTOCOL_VERSION, protocol.ROLE_EXECUTOR, self.executor_id, len(self.slots),
             self.labels, f"swarmctl {__version__}", socket.gethostname(), os.getpid(),
             resources=self.monitor.sample().to_wire(),
-            held=[[run_id, shard_id, attempt] for (run_id, shard_id), attempt in sorted(self.held.items())],
+            held=self._held_attempts(),
             gossip=list(self.gossip_address) if self.gossip_address else None,
         )
+
+    def _held_attempts(self) -> list[list]:
+        """Return the shard attempts this executor runs or has queued, as ``[run_id, shard_id, attempt]``."""
+        return [[run_id, shard_id, attempt] for (run_id, shard_id), attempt in sorted(self.held.items())]
 
     def _gossip_meta(self, load: float) -> dict:
         return {"role": "executor", "slots": len(self.slots), "labels": self.labels, "load": round(load, 2)}
@@ -257,7 +261,8 @@ class Executor:
 
     async def _receive_loop(self, peer: Peer, nursery: trio.Nursery, *, silence_limit: float) -> None:
         while True:
-            # The coordinator answers every heartbeat; silence means it, or the network to it, is gone.
+            # The coordinator acknowledges every heartbeat, so silence means that it, or the
+            # network to it, is gone.
             with trio.move_on_after(silence_limit) as timer:
                 message = await peer.receive()
             if timer.cancelled_caught:
@@ -321,8 +326,8 @@ class Executor:
         while True:
             busy = sum(1 for slot in self.slots if slot.busy)
             resources = self.monitor.sample()
-            held = [[run_id, shard_id, attempt] for (run_id, shard_id), attempt in self.held.items()]
-            await peer.send(protocol.Heartbeat(len(self.slots) - busy, resources.load, resources.to_wire(), held))
+            heartbeat = protocol.Heartbeat(len(self.slots) - busy, resources.load, resources.to_wire(), self._held_attempts())
+            await peer.send(heartbeat)
             if self.gossip is not None and trio.current_time() - published_at >= GOSSIP_META_INTERVAL_S:
                 # Every change of meta is disseminated to every member: publish load rarely.
                 self.gossip.set_meta(self._gossip_meta(resources.load))

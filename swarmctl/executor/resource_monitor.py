@@ -1,4 +1,4 @@
-"""What the executor's machine has left: CPU, memory, load average and disk, read with psutil.
+"""Resource readings of the executor's machine: CPU, memory, load average and disk, from psutil.
 
 Each heartbeat carries a sample and a load score. The score is the busiest of three ratios,
 CPU use, memory use and the one-minute load average per CPU, so 1.0 means one of them is

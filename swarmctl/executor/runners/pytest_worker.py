@@ -336,7 +336,9 @@ def requirements(items):
         labels = {}
         for marker in reversed(list(item.iter_markers("swarm_requires"))):
             for key, value in marker.kwargs.items():
-                labels[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+                if isinstance(value, bool):
+                    value = "true" if value else "false"
+                labels[key] = str(value)
         if labels:
             found[item.nodeid] = labels
     return found
