@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from click import get_current_context as click_context
-
 from swarmctl.cli import app, cluster_addresses, fail, find_error, setup_logging
 from swarmctl.client import control_executor, list_executors
 from swarmctl.errors import SwarmError
@@ -69,38 +67,41 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-def _control(action: str, executor_id: str, cluster: str | None) -> None:
+def _control(ctx: typer.Context, action: str, executor_id: str, cluster: str | None) -> None:
     setup_logging(False, quiet=True)
-    cluster = cluster or click_context().obj
+    cluster = cluster or ctx.obj
     state = _call(control_executor, cluster, action, executor_id)
     typer.echo(f"executor {executor_id} is {state}")
 
 
 @executors_app.command()
 def drain(
+    ctx: typer.Context,
     executor_id: str = typer.Argument(..., help="The executor's id, as `swarmctl executors` lists it."),
     cluster: str = typer.Option(None, "--cluster", help=CLUSTER_HELP),
 ) -> None:
     """Give no new work to the executor, take back its unstarted tests, and let it leave when its running tests end."""
-    _control("drain", executor_id, cluster)
+    _control(ctx, "drain", executor_id, cluster)
 
 
 @executors_app.command()
 def cordon(
+    ctx: typer.Context,
     executor_id: str = typer.Argument(..., help="The executor's id, as `swarmctl executors` lists it."),
     cluster: str = typer.Option(None, "--cluster", help=CLUSTER_HELP),
 ) -> None:
     """Give no new work to the executor; its running tests go on. Kept across restarts until uncordon."""
-    _control("cordon", executor_id, cluster)
+    _control(ctx, "cordon", executor_id, cluster)
 
 
 @executors_app.command()
 def uncordon(
+    ctx: typer.Context,
     executor_id: str = typer.Argument(..., help="The executor's id, as `swarmctl executors` lists it."),
     cluster: str = typer.Option(None, "--cluster", help=CLUSTER_HELP),
 ) -> None:
     """Give the executor new work again."""
-    _control("uncordon", executor_id, cluster)
+    _control(ctx, "uncordon", executor_id, cluster)
 
 
 def _call(function, cluster: str | None, *args):

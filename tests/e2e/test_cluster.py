@@ -51,3 +51,4 @@ def test_cluster_survives_executor_sigkill(tmp_path, swarm_env):
         assert {tuple(case["reassigned_from"]) for case in reassigned} == {("exec-0",)}
         assert {case["executor"] for case in reassigned} == {"exec-1"}
         assert "executor exec-0 lost" in coordinator.log()
+        assert "exec-0's connection closed and it did not reconnect within 1s" in coordinator.log()

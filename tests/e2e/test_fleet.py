@@ -84,7 +84,8 @@ def test_fleet_cordon_uncordon_drain(tmp_path, swarm_env):
         assert listed["exec-0"]["labels"]["os"] == "linux"
         assert "cpu_percent" in listed["exec-0"]["resources"]
 
-        cordon = run_swarmctl(["executors", "cordon", "exec-0", "--cluster", running.address], swarm_env)
+        # --cluster may come before the subcommand as well as after it.
+        cordon = run_swarmctl(["executors", "--cluster", running.address, "cordon", "exec-0"], swarm_env)
         assert cordon.returncode == 0, cordon.stderr
         assert cordon.stdout.strip() == "executor exec-0 is cordoned"
         report = tmp_path / "cordoned.json"
@@ -112,6 +113,29 @@ def test_fleet_frozen_executor_listed_silent(tmp_path, swarm_env):
 
     assert row["state"] == "silent"
     assert row["last_seen_s"] >= 2.0
+
+
+def test_fleet_killed_executor_worker_exits(tmp_path, swarm_env):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_long.py").write_text("import time\n\ndef test_long():\n    time.sleep(120)\n")
+    with cluster(tmp_path, swarm_env, executors=1) as running:
+        run = start_run(suite, running.address, tmp_path / "report.json", swarm_env)
+        wait_until_running(tmp_path / "coordinator" / "state.db", "exec-0")
+        executor = psutil.Process(running.executors[0].process.pid)
+        deadline = time.monotonic() + 30
+        while not executor.children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = executor.children()
+        assert workers
+
+        running.executors[0].process.send_signal(signal.SIGKILL)
+        # The worker is in the middle of a 2-minute test; it must not run it to the end.
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        run.kill()
+        run.wait()
+
+    assert alive == []
 
 
 def test_fleet_unknown_executor_rejected(tmp_path, swarm_env):
