@@ -83,3 +83,15 @@ def test_registry_unknown_executor_named():
 
     with pytest.raises(UnknownExecutor, match=r"executor 'nope' is not connected \(connected: e1\)"):
         registry.drain("nope", "test")
+
+
+def test_registry_departed_lists_no_shards():
+    registry = ExecutorRegistry()
+    record = registry.register(hello("e1"), address="a", now=0.0)
+    record.running.add(("run-1", 3))
+
+    registry.remove("e1", ExecutorState.LOST, "connection closed", now=5.0)
+
+    [row] = registry.describe(6.0)
+    assert row["busy"] == 0
+    assert row["shards"] == []
