@@ -39,6 +39,7 @@ class RunWatch:
     counts: dict[str, int] = field(default_factory=dict)  # outcome -> final results so far
     failed: list[tuple[str, str]] = field(default_factory=list)  # (case_id, outcome) as they arrive
     results: list[CaseResult] = field(default_factory=list)  # the final results, in collection order
+    earlier_attempts: dict[str, list[CaseResult]] = field(default_factory=dict)  # case id -> failed tries before its final result
 
 
 class RemoteError(SwarmError):
@@ -64,8 +65,8 @@ async def submit_and_follow(
     requirements: dict[str, dict[str, str]] | None = None,
     on_progress: Callable[[RunWatch, list[tuple[str, str]]], None],
     on_accepted: Callable[[str], None] = lambda run_id: None,
-) -> tuple[RunSummary, list[CaseResult]]:
-    """Upload the bundle, submit the run, and return its summary and results when it ends.
+) -> tuple[RunSummary, list[CaseResult], dict[str, list[CaseResult]]]:
+    """Upload the bundle, submit the run, and return its summary, results and earlier attempts when it ends.
 
     Cancelling this (Ctrl-C) cancels the run on the coordinator.
     """
@@ -101,7 +102,7 @@ async def submit_and_follow(
         duplicates=complete.duplicates,
         fenced=complete.fenced,
     )
-    return summary, watch.results
+    return summary, watch.results, watch.earlier_attempts
 
 
 async def cancel_run(addresses: Sequence[tuple[str, int]], run_id: str, reason: str) -> None:
@@ -201,6 +202,9 @@ async def _follow(peer: Peer, watch: RunWatch, on_progress) -> protocol.RunCompl
                 on_progress(watch, [tuple(pair) for pair in message.outcomes])
             case protocol.RunResults():
                 watch.results.extend(CaseResult.from_wire(r) for r in message.results)
+                for wire in message.earlier_attempts:
+                    attempt = CaseResult.from_wire(wire)
+                    watch.earlier_attempts.setdefault(attempt.case_id, []).append(attempt)
             case protocol.RunComplete():
                 return message
             case protocol.ErrorReply():

@@ -366,10 +366,15 @@ class RunProgress(Message):
 @_message("run_results")
 @dataclass(frozen=True, slots=True)
 class RunResults(Message):
-    """Part of a finished run's results, in collection order; ``RunComplete`` follows the last part."""
+    """Part of a finished run's results, in collection order; ``RunComplete`` follows the last part.
+
+    Frames after the final results carry the failed attempts of retried tests before their
+    final result (``--retries``), oldest first, in ``earlier_attempts`` instead.
+    """
 
     run_id: str
     results: list[dict[str, Any]]
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @_message("complete")

@@ -79,7 +79,7 @@ def run(
     setup_logging(verbose, quiet=not verbose)
     console = Console(highlight=False)
     try:
-        summary, results = trio.run(
+        summary, results, earlier_attempts = trio.run(
             _run,
             path,
             list(pytest_args or []),
@@ -107,7 +107,7 @@ def run(
 
     render_final_report(console, summary, results)
     if junitxml:
-        write_junit(junitxml, summary, results)
+        write_junit(junitxml, summary, results, earlier_attempts)
     if json_path:
         write_json_report(json_path, summary, results)
     raise typer.Exit(summary.exit_code)
@@ -183,7 +183,7 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
             nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
             nursery.start_soon(main)
 
-        return outcome[0] if outcome else (None, [])
+        return outcome[0] if outcome else (None, [], {})
 
 
 async def _cancel_on_signal(scope: trio.CancelScope) -> None:

@@ -38,6 +38,7 @@ from swarmctl.coordinator.strategies import PlanInput, get_strategy
 from swarmctl.errors import ProtocolError
 from swarmctl.executor.runners.pytest_runner import collection_digest
 from swarmctl.labels import satisfies
+from swarmctl.reports.run_store import read_earlier_attempts
 from swarmctl.reports.summary import exit_code_for
 from swarmctl.results import ERROR, PASSED, SKIPPED, CaseResult
 
@@ -569,7 +570,10 @@ class Coordinator(FleetMixin, ClientMixin):
         log.info("run %s %s with exit code %d in %.2fs%s", run.run_id, status, exit_code, wall, f": {error}" if error else "")
         watchers = [client for client in self.clients if run.run_id in client.runs]
         if watchers:
-            frames = [protocol.RunResults(run.run_id, part) for part in _parts(results if results is not None else self.machine.results(run.run_id))]
+            final = results if results is not None else self.machine.results(run.run_id)
+            earlier = [attempt for attempts in read_earlier_attempts(self.machine.conn, run.run_id).values() for attempt in attempts]
+            frames = [protocol.RunResults(run.run_id, part) for part in _parts(final)]
+            frames += [protocol.RunResults(run.run_id, [], part) for part in _parts(earlier) if part]
             frames.append(
                 protocol.RunComplete(
                     run.run_id, exit_code, wall, run.submitted_at, run.deselected, error, sorted(run.executors),

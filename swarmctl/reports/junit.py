@@ -5,9 +5,8 @@ One ``<testcase>`` is written per result. The ``<testsuite>`` counters count the
 ``<properties>`` naming its executor and attempt.
 
 Earlier failed attempts of a retried test (``swarmctl run --retries``), when the caller
-passes them, follow Maven Surefire's rerun convention. ``swarmctl report`` passes them
-from the state database. ``swarmctl run --junitxml`` cannot, because its client receives
-only final results.
+passes them, follow Maven Surefire's rerun convention. ``swarmctl report`` reads them from
+the state database, and ``swarmctl run --junitxml`` receives them with the final results.
 
 - A test that passed after failing keeps no ``<failure>`` and gets one ``<flakyFailure>``
   or ``<flakyError>`` per failed attempt.

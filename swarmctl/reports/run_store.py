@@ -225,22 +225,10 @@ class RunStore:
         return StoredRun(header, summary, results, earlier)
 
     def _earlier_attempts(self, run_id: str) -> dict[str, list[CaseResult]]:
-        # case_attempts contains every try of a case, the final one included, and the final
-        # try has the highest number. Cases with tries but no final result (a run
-        # interrupted while a retry waited) are left out, because no report lists them.
-        rows = self._query(
-            "SELECT a.body FROM case_attempts AS a "
-            "JOIN (SELECT idx, max(try) AS last FROM case_attempts WHERE run_id = ? GROUP BY idx) AS m "
-            "ON a.idx = m.idx "
-            "JOIN results AS r ON r.run_id = a.run_id AND r.idx = a.idx "
-            "WHERE a.run_id = ? AND a.try < m.last ORDER BY a.idx, a.try",
-            (run_id, run_id),
-        )
-        earlier: dict[str, list[CaseResult]] = {}
-        for (body,) in rows:
-            attempt = _decode(body, run_id)
-            earlier.setdefault(attempt.case_id, []).append(attempt)
-        return earlier
+        try:
+            return read_earlier_attempts(self.conn, run_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the state database {self.path}: {exc}") from exc
 
     def _summary(self, header: RunHeader, results: list[CaseResult]) -> RunSummary:
         # The same fields the coordinator sends in RunComplete when a run ends.
@@ -286,6 +274,26 @@ class RunStore:
             return self.conn.execute(sql, parameters).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the state database {self.path}: {exc}") from exc
+
+
+def read_earlier_attempts(conn: sqlite3.Connection, run_id: str) -> dict[str, list[CaseResult]]:
+    """Return each case's failed attempts before its final result, oldest first, by case id."""
+    # case_attempts contains every try of a case, the final one included, and the final
+    # try has the highest number. Cases with tries but no final result (a run
+    # interrupted while a retry waited) are left out, because no report lists them.
+    rows = conn.execute(
+        "SELECT a.body FROM case_attempts AS a "
+        "JOIN (SELECT idx, max(try) AS last FROM case_attempts WHERE run_id = ? GROUP BY idx) AS m "
+        "ON a.idx = m.idx "
+        "JOIN results AS r ON r.run_id = a.run_id AND r.idx = a.idx "
+        "WHERE a.run_id = ? AND a.try < m.last ORDER BY a.idx, a.try",
+        (run_id, run_id),
+    ).fetchall()
+    earlier: dict[str, list[CaseResult]] = {}
+    for (body,) in rows:
+        attempt = _decode(body, run_id)
+        earlier.setdefault(attempt.case_id, []).append(attempt)
+    return earlier
 
 
 def _header(row: tuple) -> RunHeader:

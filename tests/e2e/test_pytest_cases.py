@@ -266,3 +266,8 @@ def test_case_flaky_passes_on_retry(tmp_path, swarm_env):
     assert "FLAKY test_case.py::test_fails_first_attempt_only" in process.stdout
     flaky_props = [p.get("value") for p in junit.iter("property") if p.get("name") == "flaky"]
     assert flaky_props == ["true"]
+    flaky_case = next(case for case in junit.iter("testcase") if case.get("name") == "test_fails_first_attempt_only")
+    assert [child.tag for child in flaky_case if child.tag.startswith(("flaky", "rerun"))] == ["flakyFailure"]
+    failing_case = next(case for case in junit.iter("testcase") if case.get("name") == "test_always_fails")
+    assert [child.tag for child in failing_case if child.tag.startswith(("flaky", "rerun"))] == ["rerunFailure", "rerunFailure"]
+    assert failing_case.find("failure") is not None
