@@ -153,6 +153,29 @@ async def open_queries(addresses: Sequence[tuple[str, int]]) -> AsyncIterator[Cl
         yield ClusterQueries(peer)
 
 
+class EventStream:
+    """A client connection subscribed to the coordinator's events."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+
+    async def receive(self) -> protocol.Message:
+        """Return the next event frame; raise RemoteError if the coordinator rejected the subscription."""
+        message = await self.peer.receive()
+        if isinstance(message, protocol.ErrorReply):
+            raise RemoteError(message.message, message.code)
+        return message
+
+
+@asynccontextmanager
+async def open_events(addresses: Sequence[tuple[str, int]], request: protocol.Subscribe) -> AsyncIterator[EventStream]:
+    """Connect to the first coordinator of ``addresses`` that accepts, and subscribe with ``request``."""
+    async with connect(addresses) as peer:
+        await _hello(peer)
+        await peer.send(request)
+        yield EventStream(peer)
+
+
 async def control_executor(addresses: Sequence[tuple[str, int]], action: str, executor_id: str) -> str:
     """Drain, cordon or uncordon an executor; return its state afterwards."""
     async with connect(addresses) as peer:

@@ -25,7 +25,7 @@ from swarmctl.errors import ProtocolError
 
 # Raised whenever a message gains or loses a field. ``decode`` rejects unknown fields, so
 # peers of different versions must be stopped at the hello, with a message that gives the reason.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # A frame carries a batch of results with their captured output. Output is capped per test
 # on the executor (pytest_runner.OUTPUT_CAP_CHARS), and batches are cut at BATCH_BYTES, so a
@@ -242,6 +242,18 @@ class LogBatch(Message):
     lines: list[list[Any]]
 
 
+@_message("case_output")
+@dataclass(frozen=True, slots=True)
+class CaseOutput(Message):
+    """Captured output of running tests, sent while they run. The coordinator sends no acknowledgement.
+
+    Each chunk is ``[run_id, shard_id, attempt, case_id, stream, unix_time, text]``, with
+    ``stream`` being ``stdout`` or ``stderr``. The final result carries the authoritative copy.
+    """
+
+    chunks: list[list[Any]]
+
+
 @_message("shard_done")
 @dataclass(frozen=True, slots=True)
 class ShardDone(Message):
@@ -361,6 +373,10 @@ class RunProgress(Message):
     eta_high_s: float | None = None
     eta_basis: str = "unknown"  # durations (history, calibrated by this run), rate (this run only) or unknown
     counts: dict[str, int] = field(default_factory=dict)  # outcome -> final results so far
+    # One row per shard being run: {"executor", "shard", "attempt", "current", "remaining"}.
+    # Executors run a shard's tests in order, so "current", the shard's first test without a
+    # result, is the running one. "remaining" counts the shard's tests without a result.
+    activity: list[dict[str, Any]] = field(default_factory=list)
 
 
 @_message("run_results")
@@ -435,6 +451,26 @@ class RunList(Message):
     """
 
     runs: list[dict[str, Any]]
+
+
+@_message("subscribe")
+@dataclass(frozen=True, slots=True)
+class Subscribe(Message):
+    """Ask for a stream of events on this connection until it closes; ``coordinator/event_hub.py`` lists them."""
+
+    run_id: str = ""  # only this run's progress and output; "" for every run
+    output: bool = False  # also CaseOutput pieces of running tests
+    logs: bool = False  # also ExecutorLogs lines
+    interval_s: float = 1.0  # seconds between RunList and ExecutorList frames
+
+
+@_message("executor_logs")
+@dataclass(frozen=True, slots=True)
+class ExecutorLogs(Message):
+    """An executor's ``LogBatch`` lines, passed on to subscribers."""
+
+    executor: str
+    lines: list[list[Any]]
 
 
 @_message("control_executor")

@@ -16,7 +16,7 @@ import typer
 
 from swarmctl.cli import app, setup_logging
 from swarmctl.cli.report import DATA_DIR_HELP, RUN_HELP, cli_errors, read_store
-from swarmctl.coordinator.log_collector import LOGS_DB, LogLine, LogReader
+from swarmctl.coordinator.log_collector import LOGS_DB, LogLine, LogReader, OutputPiece
 from swarmctl.embedded import data_home
 from swarmctl.errors import UsageError
 from swarmctl.reports.run_store import ACTIVE_STATUSES, RunStore, StoredRun
@@ -29,15 +29,19 @@ INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
 @app.command()
 def logs(
     run_id: str = typer.Argument(..., help=RUN_HELP),
-    test: str = typer.Option(None, "--test", help="Print this test's captured stdout and stderr instead of executor logs."),
+    test: str = typer.Option(
+        None, "--test",
+        help="Print this test's captured stdout and stderr instead of executor logs. While the test runs, print the "
+        "output it has written so far; with --follow, keep printing it until the test ends.",
+    ),
     executors: list[str] = typer.Option(
         None, "--executor", help="Only lines of this executor id; repeat the option for several."
     ),
     grep: str = typer.Option(None, "--grep", help="Only lines that match this Python regular expression: executor lines, or with --test output lines."),
     follow: bool = typer.Option(
         False, "--follow", "-f",
-        help=f"Print new executor lines every {FOLLOW_INTERVAL_S:g}s until the run ends, then exit 0. "
-        f"Ctrl-C stops following with exit code {INTERRUPTED}.",
+        help=f"Print new executor lines every {FOLLOW_INTERVAL_S:g}s until the run ends, then exit 0; with --test, "
+        f"print the test's new output until the test ends. Ctrl-C stops following with exit code {INTERRUPTED}.",
     ),
     data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
 ) -> None:
@@ -46,12 +50,21 @@ def logs(
     with cli_errors():
         pattern = _compile(grep)
         run = read_store(data_dir, lambda store: store.load(run_id))
-        if test is not None:
-            _print_test_output(run, test, pattern)
-            return
-
         folder = (data_dir or data_home()).expanduser()
         logs_path = folder / LOGS_DB
+        if test is not None:
+            result = _find_result(run, test)
+            if result is None and run.header.status in ACTIVE_STATUSES:
+                try:
+                    result = _print_live_output(logs_path, folder, run, test, pattern, follow=follow)
+                except KeyboardInterrupt:
+                    raise typer.Exit(INTERRUPTED) from None
+                if result is not None:
+                    typer.echo(_outcome_line(result))
+                return
+            _print_test_output(run, test, result, pattern)
+            return
+
         if not logs_path.is_file():
             typer.echo(f"swarmctl: note: no executor logs were collected in {folder} ({LOGS_DB} not found)", err=True)
         else:
@@ -82,8 +95,11 @@ def _compile(grep: str | None) -> re.Pattern[str] | None:
         ) from None
 
 
-def _print_test_output(run: StoredRun, test_id: str, pattern: re.Pattern[str] | None) -> None:
-    result = next((r for r in run.results if r.case_id == test_id), None)
+def _find_result(run: StoredRun, test_id: str) -> CaseResult | None:
+    return next((r for r in run.results if r.case_id == test_id), None)
+
+
+def _print_test_output(run: StoredRun, test_id: str, result: CaseResult | None, pattern: re.Pattern[str] | None) -> None:
     if result is None:
         raise UsageError(
             f"test {test_id!r} not found in run {run.header.run_id}. "
@@ -101,6 +117,91 @@ def _print_test_output(run: StoredRun, test_id: str, pattern: re.Pattern[str] | 
     if not result.stdout and not result.stderr:
         typer.echo("(no output captured)")
     typer.echo(_outcome_line(result))
+
+
+class LiveOutputPrinter:
+    """Print pieces of live output as whole lines, with a header whenever the stream changes.
+
+    A piece may end in the middle of a line, so each stream keeps its unfinished line until
+    the rest arrives or ``finish`` prints it.
+    """
+
+    def __init__(self, pattern: re.Pattern[str] | None, echo: Callable[[str], None] = typer.echo) -> None:
+        self.pattern = pattern
+        self.echo = echo
+        self.stream = ""
+        self.partial = {"stdout": "", "stderr": ""}
+        self.printed = False
+
+    def add(self, piece: OutputPiece) -> None:
+        text = self.partial[piece.stream] + piece.text
+        *lines, self.partial[piece.stream] = text.split("\n")
+        self._print(piece.stream, lines)
+
+    def finish(self) -> None:
+        for stream, rest in self.partial.items():
+            if rest:
+                self._print(stream, [rest])
+            self.partial[stream] = ""
+
+    def _print(self, stream: str, lines: list[str]) -> None:
+        if self.pattern is not None:
+            lines = [line for line in lines if self.pattern.search(line)]
+        if not lines:
+            return
+        if stream != self.stream:
+            self.echo(f"----- {stream} (live) -----")
+            self.stream = stream
+        for line in lines:
+            self.echo(line)
+        self.printed = True
+
+
+def _print_live_output(
+    logs_path: Path,
+    folder: Path,
+    run: StoredRun,
+    test_id: str,
+    pattern: re.Pattern[str] | None,
+    *,
+    follow: bool,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CaseResult | None:
+    """Print what a test without a result has written so far; with ``follow``, until it gets one.
+
+    Return the test's result if it arrived while following, else None.
+    """
+    run_id = run.header.run_id
+    if not logs_path.is_file():
+        if not follow:
+            typer.echo(f"{test_id}: no result yet, and no live output was collected ({logs_path} not found)")
+            return None
+        while not logs_path.is_file():
+            sleep(FOLLOW_INTERVAL_S)
+    reader = LogReader(logs_path)
+    printer = LiveOutputPrinter(pattern)
+    last_id = 0
+    try:
+        while True:
+            # Read the run before the output, so the output of the last pass covers the test's end.
+            result = _find_result(run, test_id)
+            active = run.header.status in ACTIVE_STATUSES
+            for piece in reader.output(run_id, test_id, after_id=last_id):
+                last_id = piece.id
+                printer.add(piece)
+            if not follow or result is not None or not active:
+                break
+            sleep(FOLLOW_INTERVAL_S)
+            run = read_store(folder, lambda store: _load_by_id(store, run_id))
+    finally:
+        reader.close()
+    printer.finish()
+    if result is None and not follow:
+        note = "printed so far" if printer.printed else "no live output yet"
+        typer.echo(f"{test_id}: no result yet ({note}); --follow prints its output until it ends")
+    elif result is None:
+        typer.echo(f"{test_id}: run {run_id} ended with status {run.header.status} and no result for this test")
+    return result
 
 
 def _outcome_line(result: CaseResult) -> str:

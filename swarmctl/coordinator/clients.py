@@ -23,6 +23,7 @@ from swarmctl.errors import BundleError, ProtocolError, StoreError, SwarmError
 from swarmctl.results import FAILING_OUTCOMES
 
 if TYPE_CHECKING:
+    from swarmctl.coordinator.event_hub import EventHub
     from swarmctl.coordinator.node import Session
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ClientMixin:
     recent_failures: dict[str, deque[dict[str, Any]]]
     # run_id -> outcome counts of the finished runs that ListRuns last showed
     finished_counts: dict[str, dict[str, int]]
+    events: EventHub
 
     async def _serve_client(self, session: Session, nursery: trio.Nursery) -> None:
         self.clients.append(session)
@@ -62,10 +64,31 @@ class ClientMixin:
                     session.send(protocol.ExecutorList(self.registry.describe(self.clock())))
                 case protocol.ListRuns():
                     self._list_runs(session)
+                case protocol.Subscribe():
+                    subscription = self.events.subscribe(session, message)
+                    nursery.start_soon(self._send_lists_every, session, subscription.interval_s)
                 case protocol.ControlExecutor():
                     self._control_executor(session, message)
                 case _:
                     raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
+
+    async def _send_lists_every(self, session: Session, interval_s: float) -> None:
+        """Send a subscriber the RunList and ExecutorList rows every ``interval_s`` until its connection closes.
+
+        ``_serve_client``'s nursery cancels this when the connection closes. A new
+        subscription on the same connection starts another task. The older task ends at its
+        next wake-up, because the session's subscription object is no longer its own.
+        """
+        subscription = self.events.subscriptions.get(session)
+        while self.events.subscriptions.get(session) is subscription:
+            try:
+                finished = self._describe_finished_runs()
+            except StoreError as exc:
+                log.error("cannot list finished runs for subscriber %s: %s", session.node_id, exc)
+                finished = []
+            self.events.send(session, protocol.RunList(self._describe_active_runs() + finished))
+            self.events.send(session, protocol.ExecutorList(self.registry.describe(self.clock())))
+            await trio.sleep(interval_s)
 
     def _cancel(self, session: Session, message: protocol.CancelRun) -> None:
         run = self.machine.runs.get(message.run_id)

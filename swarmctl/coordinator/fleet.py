@@ -101,6 +101,9 @@ class FleetMixin:
                     self._on_shard_done(session, message)
                 case protocol.LogBatch():
                     self.logs.add(session.node_id, message.lines, self.clock())
+                    self.events.logs(session.node_id, message.lines)
+                case protocol.CaseOutput():
+                    self._on_case_output(session, message)
                 case protocol.TestsReleased():
                     self._on_tests_released(session, message)
                 case protocol.BundleFetch():
@@ -135,8 +138,22 @@ class FleetMixin:
         self._stop_orphans(session, orphans)
         session.send(protocol.HeartbeatAck(TERM))
 
+    def _on_case_output(self, session: Session, message: protocol.CaseOutput) -> None:
+        """Store and pass on live output of the shard attempts this executor holds; drop the rest."""
+        current = []
+        for chunk in message.chunks:
+            if not (isinstance(chunk, list) and len(chunk) == 7 and isinstance(chunk[0], str) and isinstance(chunk[1], int)):
+                raise ProtocolError(f"executor {session.node_id} sent a malformed case_output piece: {str(chunk)[:200]}")
+            lease = self.leases.get(chunk[0], chunk[1])
+            if lease is not None and lease.attempt == chunk[2] and lease.executor_id == session.node_id:
+                current.append(chunk)
+        if current:
+            self.logs.add_output(session.node_id, current, self.clock())
+            self.events.output(current)
+
     def _session_closed(self, session: Session, *, stopping: bool = False) -> None:
         session.outbox.close()
+        self.events.unsubscribe(session)
         if session.view is None:
             if session in self.clients:
                 self.clients.remove(session)

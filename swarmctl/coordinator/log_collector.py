@@ -1,12 +1,13 @@
-"""Storage of executor log lines in ``logs.db``, next to the coordinator's ``state.db``.
+"""Storage of executor log lines and running tests' live output in ``logs.db``, next to ``state.db``.
 
 Logs live in their own SQLite file so that they never share a write lock or a WAL with the
 results. The file uses ``synchronous=NORMAL``: in WAL mode a power loss may then lose the
 last batches but never corrupts the file, and a log batch is not worth an fsync that would
 compete with the fsync of each result commit.
 
-Retention is applied on write: ``add`` deletes lines older than ``max_age_s`` and the oldest
-lines beyond ``max_rows``, at most once every ``prune_interval_s``. Logs are not replicated
+Retention is applied on write: ``add`` and ``add_output`` delete rows older than
+``max_age_s`` and the oldest rows beyond ``max_rows`` in each table, at most once every
+``prune_interval_s``. Logs are not replicated
 to standby coordinators, so a failover starts with the new leader's own file.
 
 ``LogReader`` opens the file read-only for ``swarmctl logs``.
@@ -42,7 +43,22 @@ CREATE TABLE IF NOT EXISTS log_lines (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_lines_executor_time ON log_lines (executor, time);
+CREATE TABLE IF NOT EXISTS case_output (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    executor TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    time REAL NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_output_case ON case_output (run_id, case_id, id);
 """
+
+# One piece of live output longer than this is cut. Executors send at most 256 KiB per test in
+# pieces of what a test wrote in half a second, so only a broken or hostile executor hits it.
+MAX_OUTPUT_PIECE_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +73,22 @@ class LogLine:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class OutputPiece:
+    """Part of a running test's captured output, as its executor sent it."""
+
+    id: int  # increases in insertion order
+    run_id: str
+    case_id: str
+    attempt: int  # the shard attempt that ran the test
+    executor: str
+    stream: str  # stdout or stderr
+    time: float  # Unix time on the executor's clock
+    text: str
+
+
 class LogCollector:
-    """Writes executors' ``LogBatch`` lines to ``logs.db`` and prunes them by age and count."""
+    """Writes executors' ``LogBatch`` lines and ``CaseOutput`` pieces to ``logs.db`` and prunes them by age and count."""
 
     def __init__(
         self,
@@ -111,17 +141,45 @@ class LogCollector:
                     len(lines), executor, self.path, exc, self.failures,
                 )
 
+    def add_output(self, executor: str, chunks: Sequence[Sequence[Any]], now: float) -> None:
+        """Store ``[run_id, shard_id, attempt, case_id, stream, time, text]`` pieces of live output in one transaction.
+
+        As with ``add``, a batch that is malformed or cannot be stored is dropped and logged.
+        """
+        try:
+            rows = [
+                (str(run_id), str(case_id), int(attempt), executor, _stream(stream), float(t), str(text)[:MAX_OUTPUT_PIECE_CHARS])
+                for run_id, _shard_id, attempt, case_id, stream, t, text in chunks
+            ]
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany(
+                    "INSERT INTO case_output (run_id, case_id, attempt, executor, stream, time, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            if now - self.pruned_at >= self.prune_interval_s:
+                self.prune(now)
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            self.failures += 1
+            if self.failures == 1 or self.failures % 100 == 0:
+                log.warning(
+                    "dropped %d pieces of live test output of executor %s: cannot store them in %s: %s (%d batches dropped so far)",
+                    len(chunks), executor, self.path, exc, self.failures,
+                )
+
     def prune(self, now: float) -> int:
-        """Delete lines older than ``max_age_s`` and the oldest beyond ``max_rows``, and return the number deleted."""
+        """Delete rows older than ``max_age_s`` and the oldest beyond ``max_rows`` per table, and return the number deleted."""
         self.pruned_at = now
+        deleted = 0
         with self.conn:
             self.conn.execute("BEGIN")
-            deleted = self.conn.execute("DELETE FROM log_lines WHERE time < ?", (now - self.max_age_s,)).rowcount
-            # Ids grow in insertion order, which is close to time order and needs no index on time.
-            deleted += self.conn.execute(
-                "DELETE FROM log_lines WHERE id <= (SELECT id FROM log_lines ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (self.max_rows,),
-            ).rowcount
+            for table in ("log_lines", "case_output"):
+                deleted += self.conn.execute(f"DELETE FROM {table} WHERE time < ?", (now - self.max_age_s,)).rowcount
+                # Ids grow in insertion order, which is close to time order and needs no index on time.
+                deleted += self.conn.execute(
+                    f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (self.max_rows,),
+                ).rowcount
         return deleted
 
     def count(self) -> int:
@@ -163,3 +221,21 @@ class LogReader:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the log database {self.path}: {exc}") from exc
         return [LogLine(*row) for row in rows]
+
+    def output(self, run_id: str, case_id: str, *, after_id: int = 0) -> list[OutputPiece]:
+        """Return the live output pieces of one test with an id above ``after_id``, oldest first."""
+        try:
+            rows = self.conn.execute(
+                "SELECT id, run_id, case_id, attempt, executor, stream, time, text FROM case_output "
+                "WHERE run_id = ? AND case_id = ? AND id > ? ORDER BY id",
+                (run_id, case_id, after_id),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the log database {self.path}: {exc}") from exc
+        return [OutputPiece(*row) for row in rows]
+
+
+def _stream(name: Any) -> str:
+    if name not in ("stdout", "stderr"):
+        raise ValueError(f"invalid output stream {name!r}: expected stdout or stderr")
+    return name

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -26,6 +27,7 @@ from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.clients import ClientMixin
 from swarmctl.coordinator.dependencies import DependencyError, dependents_of, resolve
+from swarmctl.coordinator.event_hub import EventHub
 from swarmctl.coordinator.fleet import FleetMixin
 from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorRegistry, ExecutorState
 from swarmctl.coordinator.heartbeat import LeaseTable
@@ -107,6 +109,7 @@ class Coordinator(FleetMixin, ClientMixin):
         self._unmatched_since: dict[tuple[str, int], float] = {}  # queued shards no executor can take
         self.executors: dict[str, Session] = {}
         self.clients: list[Session] = []
+        self.events = EventHub()  # clients subscribed to progress, executor changes, output and logs
         self.collectors: dict[str, str] = {}  # run_id -> executor asked to collect it
         self._nursery: trio.Nursery | None = None
         self._deadline_done: dict[str, trio.Event] = {}  # runs stopping at their deadline
@@ -568,21 +571,21 @@ class Coordinator(FleetMixin, ClientMixin):
         self.machine.apply(cmd.RunFinished(run.run_id, self.clock(), status, exit_code, error), TERM)
         wall = (run.finished_at or self.clock()) - run.submitted_at
         log.info("run %s %s with exit code %d in %.2fs%s", run.run_id, status, exit_code, wall, f": {error}" if error else "")
+        complete = protocol.RunComplete(
+            run.run_id, exit_code, wall, run.submitted_at, run.deselected, error, sorted(run.executors), run.duplicates, run.fenced,
+        )
         watchers = [client for client in self.clients if run.run_id in client.runs]
         if watchers:
             final = results if results is not None else self.machine.results(run.run_id)
             earlier = [attempt for attempts in read_earlier_attempts(self.machine.conn, run.run_id).values() for attempt in attempts]
             frames = [protocol.RunResults(run.run_id, part) for part in _parts(final)]
             frames += [protocol.RunResults(run.run_id, [], part) for part in _parts(earlier) if part]
-            frames.append(
-                protocol.RunComplete(
-                    run.run_id, exit_code, wall, run.submitted_at, run.deselected, error, sorted(run.executors),
-                    run.duplicates, run.fenced,
-                )
-            )
+            frames.append(complete)
             for client in watchers:
                 for frame in frames:
                     client.send(frame)
+        for subscriber in self.events.following(run.run_id):
+            self.events.send(subscriber, complete)  # subscribers get the outcome, not the results
         del self.machine.runs[run.run_id]
         self.progress.pop(run.run_id, None)
         self._schedule()
@@ -600,17 +603,18 @@ class Coordinator(FleetMixin, ClientMixin):
                 tracker.record(result["case_id"], result["outcome"], result.get("duration", 0.0), result.get("executor", ""), now)
             self._note_failures(run_id, results)
             watchers = [client for client in self.clients if run_id in client.runs]
-            if not watchers:
+            if not watchers and not self.events.following(run_id):
                 continue
             tracker.sync_shards(run.shards)
             eta = tracker.estimate(now, free_slots)
             outcomes = [[result["case_id"], result["outcome"]] for result in results]
             progress = protocol.RunProgress(
                 run_id, run.status, run.total, len(run.done), len(self.registry), outcomes,
-                eta.eta_s, eta.low_s, eta.high_s, eta.basis, dict(tracker.counts),
+                eta.eta_s, eta.low_s, eta.high_s, eta.basis, dict(tracker.counts), _activity(run),
             )
             for client in watchers:
                 client.send(progress)
+            self.events.progress(progress)
 
     def _progress_of(self, run: RunState) -> ProgressTracker:
         """Return the run's progress tracker, made on first use from the durations planning uses.
@@ -637,6 +641,23 @@ class Coordinator(FleetMixin, ClientMixin):
         for run in list(self.machine.runs.values()):
             if run.active:
                 self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {reason}")
+
+def _activity(run: RunState) -> list[dict[str, Any]]:
+    """Describe the run's shards being run, for ``RunProgress.activity``."""
+    rows = []
+    for shard in run.shards.values():
+        if shard.status is not ShardStatus.ASSIGNED or not shard.executor:
+            continue
+        pending = [idx for idx in shard.cases if idx not in run.done]
+        rows.append({
+            "executor": shard.executor,
+            "shard": shard.shard_id,
+            "attempt": shard.attempt,
+            "current": run.case_ids[pending[0]] if pending else "",
+            "remaining": len(pending),
+        })
+    return rows
+
 
 def _parts(results: list[CaseResult]) -> list[list[dict]]:
     """Cut results into frames of about ``BATCH_BYTES`` each."""

@@ -1,4 +1,4 @@
-"""Buffer the executor's own log records so that the send loop can ship them to the coordinator.
+"""Buffer the executor's own log records and its tests' live output for the send loop.
 
 ``LogBuffer`` is a ``logging.Handler`` on the ``swarmctl`` logger. It keeps at most
 ``max_lines`` records in memory and drops the oldest beyond that, because a coordinator that
@@ -108,3 +108,45 @@ class LogBuffer(logging.Handler):
             yield self
         finally:
             logger.removeHandler(self)
+
+
+MAX_PENDING_OUTPUT_CHARS = 4 * 1024 * 1024  # live test output waiting to be sent, beyond which the oldest is dropped
+OUTPUT_FRAME_CHARS = 512 * 1024  # characters of output per CaseOutput frame
+
+
+class OutputBuffer:
+    """Pieces of running tests' captured output, waiting to be sent as ``CaseOutput`` frames.
+
+    Live output is for watching: the final result carries the test's output in any case.
+    So a backlog beyond ``max_chars`` drops the oldest pieces, counted in ``dropped_chars``,
+    and a frame lost with the connection is not sent again.
+    """
+
+    def __init__(self, *, max_chars: int = MAX_PENDING_OUTPUT_CHARS, clock: Callable[[], float] = time.time) -> None:
+        self.max_chars = max_chars
+        self.clock = clock
+        self.chunks: collections.deque[list] = collections.deque()
+        self.chars = 0
+        self.dropped_chars = 0
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def add(self, run_id: str, shard_id: int, attempt: int, case_id: str, stream: str, text: str) -> None:
+        self.chunks.append([run_id, shard_id, attempt, case_id, stream, self.clock(), text])
+        self.chars += len(text)
+        while self.chars > self.max_chars and len(self.chunks) > 1:
+            dropped = self.chunks.popleft()
+            self.chars -= len(dropped[-1])
+            self.dropped_chars += len(dropped[-1])
+
+    def take_frame(self, max_chars: int = OUTPUT_FRAME_CHARS) -> protocol.CaseOutput | None:
+        """Remove and return the oldest pieces, up to about ``max_chars``, or None when there are none."""
+        chunks: list[list] = []
+        size = 0
+        while self.chunks and (not chunks or size + len(self.chunks[0][-1]) <= max_chars):
+            chunk = self.chunks.popleft()
+            self.chars -= len(chunk[-1])
+            size += len(chunk[-1])
+            chunks.append(chunk)
+        return protocol.CaseOutput(chunks) if chunks else None

@@ -27,7 +27,7 @@ from swarmctl.cluster.node_gossip import gossip_node, local_address_towards
 from swarmctl.cluster.transport import Peer, PeerGone, format_address
 from swarmctl.errors import BundleError, ProtocolError
 from swarmctl.executor.coordinator_client import CoordinatorClient
-from swarmctl.executor.log_shipping import LogBuffer, shipping
+from swarmctl.executor.log_shipping import LogBuffer, OutputBuffer, shipping
 from swarmctl.executor.processes import become_subreaper, kill_orphans
 from swarmctl.executor.resource_monitor import ResourceMonitor
 from swarmctl.executor.slot import Job, Slot
@@ -135,6 +135,7 @@ class Executor:
         self.bundles = BundleCache(data_dir / "bundles")
         self.outbox = Outbox()
         self.log_buffer = LogBuffer()  # records of the swarmctl loggers, sent as LogBatch frames
+        self.output_buffer = OutputBuffer()  # running tests' captured output, sent as CaseOutput frames
         self.slots = [Slot(self, i) for i in range(slots)]
         self.jobs_send, self.jobs_receive = trio.open_memory_channel(math.inf)
         self.monitor = ResourceMonitor(data_dir)
@@ -312,14 +313,22 @@ class Executor:
             for frame in self.outbox.take_frames():
                 await peer.send(frame)
 
-            # Logs go after results, one batch per pass, so a backlog of logs delays results by
-            # one frame at most. A batch lost with the connection is not sent again.
+            # Live output and logs go after results, one frame of each per pass, so a backlog
+            # delays results by two frames at most. A frame lost with the connection is not
+            # sent again.
+            output = self.output_buffer.take_frame()
+            if output is not None:
+                await peer.send(output)
+            if self.output_buffer.dropped_chars:
+                log.warning("dropped %d characters of live test output waiting to be sent; results keep their output",
+                            self.output_buffer.dropped_chars)
+                self.output_buffer.dropped_chars = 0
             batch = self.log_buffer.take_batch()
             if batch is not None:
                 with shipping():
                     await peer.send(batch)
-                if len(self.log_buffer):
-                    self.outbox.wake.set()
+            if len(self.log_buffer) or len(self.output_buffer):
+                self.outbox.wake.set()
 
     async def _heartbeat_loop(self, peer: Peer, interval: float) -> None:
         published_at = -math.inf
@@ -362,6 +371,10 @@ class Executor:
 
     def send_result(self, run_id: str, shard_id: int, attempt: int, result: dict) -> None:
         self.outbox.put([run_id, shard_id, attempt, result])
+
+    def send_output(self, run_id: str, shard_id: int, attempt: int, case_id: str, stream: str, text: str) -> None:
+        self.output_buffer.add(run_id, shard_id, attempt, case_id, stream, text)
+        self.outbox.wake.set()
 
     async def suite_dir(self, digest: str) -> Path:
         """Return the extracted suite folder of a bundle, downloading the bundle if needed."""

@@ -211,6 +211,9 @@ class Slot:
                     on_release=lambda ids: self.executor.send(
                         protocol.TestsReleased(assign.run_id, assign.shard_id, assign.attempt, ids)
                     ),
+                    on_output=lambda case_id, stream, text: self.executor.send_output(
+                        assign.run_id, assign.shard_id, assign.attempt, case_id, stream, text
+                    ),
                 )
             finally:
                 self._batch_running = False

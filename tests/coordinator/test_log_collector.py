@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmctl.coordinator.log_collector import LOGS_DB, LogCollector, LogReader
+from swarmctl.coordinator.log_collector import LOGS_DB, MAX_OUTPUT_PIECE_CHARS, LogCollector, LogReader
 
 DAY_S = 24 * 3600.0
 
@@ -139,3 +139,52 @@ def test_log_collector_drops_malformed_batch(path: Path) -> None:
 
     assert collector.failures == 2
     assert collector.count() == 0
+
+
+# --- live test output ------------------------------------------------------------------------
+
+
+def piece(text: str, *, run_id: str = "run-1", case_id: str = "t.py::a", stream: str = "stdout", time: float = 10.0) -> list:
+    return [run_id, 0, 1, case_id, stream, time, text]
+
+
+def test_log_collector_stores_output_per_test(path: Path) -> None:
+    collector = LogCollector(path)
+    collector.add_output("local-1", [piece("one\n"), piece("oops\n", stream="stderr"), piece("other\n", case_id="t.py::b")], now=11.0)
+    collector.add_output("local-1", [piece("two\n", time=12.0)], now=12.0)
+
+    pieces = LogReader(path).output("run-1", "t.py::a")
+
+    assert [p.text for p in pieces] == ["one\n", "oops\n", "two\n"]
+    assert [p.stream for p in pieces] == ["stdout", "stderr", "stdout"]
+    assert {(p.executor, p.attempt) for p in pieces} == {("local-1", 1)}
+    assert [p.text for p in LogReader(path).output("run-1", "t.py::a", after_id=pieces[1].id)] == ["two\n"]
+    assert LogReader(path).output("run-2", "t.py::a") == []
+
+
+def test_log_collector_drops_malformed_output(path: Path, caplog) -> None:
+    collector = LogCollector(path)
+    collector.add_output("local-1", [piece("fine\n"), piece("bad", stream="stdin")], now=11.0)
+
+    assert LogReader(path).output("run-1", "t.py::a") == []
+    assert collector.failures == 1
+    assert "invalid output stream 'stdin'" in caplog.text
+
+
+def test_log_collector_cuts_huge_output_piece(path: Path) -> None:
+    collector = LogCollector(path)
+    collector.add_output("local-1", [piece("x" * (MAX_OUTPUT_PIECE_CHARS + 10))], now=11.0)
+
+    (stored,) = LogReader(path).output("run-1", "t.py::a")
+
+    assert len(stored.text) == MAX_OUTPUT_PIECE_CHARS
+
+
+def test_log_collector_prunes_old_output(path: Path) -> None:
+    collector = LogCollector(path, max_age_s=DAY_S, max_rows=2)
+    collector.add_output("local-1", [piece("ancient\n", time=0.0)], now=1.0)
+    collector.add_output("local-1", [piece(f"{i}\n", time=2 * DAY_S) for i in range(3)], now=2 * DAY_S)
+
+    collector.prune(2 * DAY_S + 1)
+
+    assert [p.text for p in LogReader(path).output("run-1", "t.py::a")] == ["1\n", "2\n"]

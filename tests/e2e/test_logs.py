@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -145,3 +148,85 @@ def test_logs_without_logs_db(finished_run, tmp_path: Path) -> None:
     assert process.returncode == 0, process.stderr
     assert "no executor logs were collected" in process.stderr
     assert PRINTS in process.stdout
+
+
+# --- a test that is still running ------------------------------------------------------------
+
+TALKS = "test_live.py::test_talks_until_released"
+
+LIVE_SUITE = '''
+import os
+import sys
+import time
+
+
+def test_talks_until_released():
+    release = os.environ["RELEASE_FILE"]
+    deadline = time.monotonic() + 90
+    tick = 0
+    while not os.path.exists(release):
+        assert time.monotonic() < deadline, "the test was never released"
+        print(f"tick {tick}", flush=True)
+        sys.stderr.write(f"still waiting {tick}\\n")
+        tick += 1
+        time.sleep(0.2)
+'''
+
+
+def wait_for(condition, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_logs_test_streams_running_output(swarm_env, tmp_path: Path) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_live.py").write_text(LIVE_SUITE)
+    release = tmp_path / "release"
+    env = {**swarm_env, "RELEASE_FILE": str(release)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "swarmctl", "run", str(suite), "-n", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    follower = None
+    try:
+        # While the test runs, its output so far is there, and the command says it has no result yet.
+        snapshot = wait_for(
+            lambda: (p := logs(["last", "--test", TALKS], env)).returncode == 0 and "tick 1" in p.stdout and p,
+            "live output of the running test",
+        )
+        assert "----- stdout (live) -----" in snapshot.stdout
+        assert "----- stderr (live) -----" in snapshot.stdout
+        assert "no result yet" in snapshot.stdout
+
+        grep = logs(["last", "--test", TALKS, "--grep", "^still waiting 0$"], env)
+        assert grep.returncode == 0, grep.stderr
+        assert "still waiting 0" in grep.stdout
+        assert "tick 0" not in grep.stdout
+
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "swarmctl", "logs", "last", "--test", TALKS, "--follow"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(follower.stdout), daemon=True)
+        reader.start()
+        wait_for(lambda: "tick 0\n" in lines, "the follower to print live output")
+        release.touch()
+        assert follower.wait(timeout=60) == 0, follower.stderr.read()
+        reader.join(timeout=10)
+        out = "".join(lines)
+        assert out.startswith("----- stdout (live) -----\ntick 0\n")
+        assert f"{TALKS} PASSED" in out
+        assert run.wait(timeout=60) == 0
+    finally:
+        release.touch()
+        for process in (run, follower):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()

@@ -10,7 +10,7 @@ import trio.testing
 
 from swarmctl import protocol
 from swarmctl.executor import log_shipping
-from swarmctl.executor.log_shipping import BATCH_LINES, LogBuffer, shipping
+from swarmctl.executor.log_shipping import BATCH_LINES, LogBuffer, OutputBuffer, shipping
 from swarmctl.executor.node import Executor
 
 
@@ -149,3 +149,53 @@ async def test_send_loop_puts_results_before_log_batches(tmp_path: Path, autojum
     assert shipped[:1200] == [f"line {number}" for number in range(1200)]
     assert not any(message.startswith("sending log_batch") for message in shipped)  # no feedback loop
     assert len(executor.log_buffer) == 0
+
+
+# --- live test output ------------------------------------------------------------------------
+
+
+def test_output_buffer_frames_keep_order() -> None:
+    buffer = OutputBuffer(clock=lambda: 5.0)
+    buffer.add("run-1", 0, 1, "t.py::a", "stdout", "one\n")
+    buffer.add("run-1", 0, 1, "t.py::a", "stderr", "two\n")
+
+    frame = buffer.take_frame()
+
+    assert frame is not None
+    assert frame.chunks == [["run-1", 0, 1, "t.py::a", "stdout", 5.0, "one\n"], ["run-1", 0, 1, "t.py::a", "stderr", 5.0, "two\n"]]
+    assert buffer.take_frame() is None
+    assert buffer.chars == 0
+
+
+def test_output_buffer_cuts_frames_by_size() -> None:
+    buffer = OutputBuffer()
+    for i in range(5):
+        buffer.add("run-1", 0, 1, "t.py::a", "stdout", f"{i}" * 40)
+
+    sizes = []
+    while (frame := buffer.take_frame(max_chars=100)) is not None:
+        sizes.append(len(frame.chunks))
+
+    assert sizes == [2, 2, 1]
+
+
+def test_output_buffer_drops_oldest_when_full() -> None:
+    buffer = OutputBuffer(max_chars=10)
+    for text in ("aaaa", "bbbb", "cccc"):
+        buffer.add("run-1", 0, 1, "t.py::a", "stdout", text)
+
+    frame = buffer.take_frame()
+
+    assert frame is not None
+    assert [chunk[-1] for chunk in frame.chunks] == ["bbbb", "cccc"]
+    assert buffer.dropped_chars == 4
+
+
+def test_output_buffer_keeps_one_oversized_piece() -> None:
+    buffer = OutputBuffer(max_chars=3)
+    buffer.add("run-1", 0, 1, "t.py::a", "stdout", "longer than the limit")
+
+    frame = buffer.take_frame(max_chars=5)
+
+    assert frame is not None
+    assert [chunk[-1] for chunk in frame.chunks] == ["longer than the limit"]

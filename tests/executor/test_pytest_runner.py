@@ -434,3 +434,56 @@ async def test_pytest_worker_release_keeps_next_item(tmp_path: Path) -> None:
     assert released == [ids[2:]]
     assert [(r["case_id"], r["outcome"]) for r in first] == [(ids[0], "passed"), (ids[1], "passed")]
     assert [(r["case_id"], r["outcome"]) for r in second] == [(ids[3], "passed")]
+
+
+# --- live output ------------------------------------------------------------------------------
+
+LIVE_SUITE = {
+    "test_live.py": """
+        import os
+        import sys
+        import time
+
+        def test_waits_for_reader():
+            print("first", flush=True)
+            os.write(2, b"raw fd\\n")
+            deadline = time.monotonic() + 30
+            while not os.path.exists(os.environ["SWARMCTL_TEST_RELEASE"]):
+                assert time.monotonic() < deadline, "live output never reached the executor"
+                time.sleep(0.05)
+            print("after")
+    """,
+}
+
+
+async def test_pytest_worker_streams_output_while_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = tmp_path / "release"
+    monkeypatch.setenv("SWARMCTL_TEST_RELEASE", str(release))
+    suite = write_suite(tmp_path / "suite", LIVE_SUITE)
+    pieces: list[tuple[str, str, str]] = []
+
+    def on_output(case_id: str, stream: str, text: str) -> None:
+        pieces.append((case_id, stream, text))
+        if "first" in "".join(text for _, s, text in pieces if s == "stdout"):
+            release.touch()
+
+    async with started_worker(suite, tmp_path / "logs" / "worker.log") as worker:
+        results, rest = await run_batch(worker, ["test_live.py::test_waits_for_reader"], on_output=on_output)
+
+    assert rest == []
+    assert [r["outcome"] for r in results] == ["passed"]
+    assert {case_id for case_id, _, _ in pieces} == {"test_live.py::test_waits_for_reader"}
+    assert "first\n" in "".join(text for _, stream, text in pieces if stream == "stdout")
+    assert "raw fd\n" in "".join(text for _, stream, text in pieces if stream == "stderr")
+    assert "first" in results[0]["stdout"] and "after" in results[0]["stdout"]
+
+
+async def test_pytest_worker_no_live_output_without_capture(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "suite", BASIC_SUITE)
+    pieces: list[tuple[str, str, str]] = []
+
+    async with started_worker(suite, tmp_path / "logs" / "worker.log", ["-s"]) as worker:
+        results, _ = await run_batch(worker, ["test_basic.py::test_pass"], on_output=lambda *piece: pieces.append(piece))
+
+    assert [r["outcome"] for r in results] == ["passed"]
+    assert pieces == []

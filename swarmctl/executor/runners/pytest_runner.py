@@ -193,8 +193,12 @@ class PytestWorker:
         timeout: float | None = None,
         release: int = 0,
         on_release: Callable[[list[str]], None] = lambda ids: None,
+        on_output: Callable[[str, str, str], None] = lambda case_id, stream, text: None,
     ) -> list[str]:
         """Run ``case_ids`` in order and return the ids that did not run.
+
+        ``on_output`` receives ``(case_id, stream, text)`` pieces of a running test's
+        captured output as the worker reads them, before the test's result.
 
         ``on_result`` receives each result in its wire form (``CaseResult.to_wire()``); the
         worker already sends that form, and re-encoding it per test costs more than the test
@@ -240,6 +244,8 @@ class PytestWorker:
                     on_result(event["result"])
                     finished += 1
                     current, deadline = None, math.inf
+                case "output":
+                    on_output(event["id"], event["stream"], event["text"])
                 case "released":
                     on_release(event["ids"])
                 case "batch_done":

@@ -9,6 +9,7 @@ JSON on a pipe of its own, so nothing a test prints can be mistaken for a messag
 Events sent (worker -> executor):
     {"op": "collected", "ids": [...], "collect_results": [...], "deselected": N}
     {"op": "start", "id": NODEID, "log_offset": N, "timeout": SECONDS or null}
+    {"op": "output", "id": NODEID, "stream": "stdout" or "stderr", "text": TEXT}   while it runs
     {"op": "result", "result": {...}}            fields of swarmctl.results.CaseResult
     {"op": "released", "ids": [...]}     answers a release at once, so an idle slot can start
     {"op": "batch_done", "released": [...]}
@@ -21,6 +22,7 @@ The executor decides that a test finished when its result arrives or the worker 
 never when this pipe reaches end-of-file: a test that forks keeps the pipe open in the child.
 """
 
+import codecs
 import faulthandler
 import json
 import os
@@ -34,6 +36,8 @@ _STACK_DUMP_FILE = None  # kept referenced: faulthandler holds only its file des
 
 TRUNCATION_MARKER = "\n[... {} characters truncated by swarmctl ...]\n"
 PARENT_CHECK_INTERVAL_S = 0.5
+OUTPUT_POLL_INTERVAL_S = 0.5  # how often a running test's captured output is sent
+LIVE_CAP_MARKER = "\n[... live output stopped after {} characters; the result keeps the start and the end ...]\n"
 
 
 def truncate_middle(text, cap):
@@ -51,13 +55,15 @@ class Channel:
         self._events = os.fdopen(events_fd, "wb", buffering=0)
         self._commands_fd = commands_fd
         self._buffer = b""
+        self._send_lock = threading.Lock()  # the output tail thread sends too
 
     def send(self, message):
         data = (json.dumps(message, ensure_ascii=True) + "\n").encode("ascii")
-        view = memoryview(data)
-        while view:
-            written = self._events.write(view)
-            view = view[written:]
+        with self._send_lock:
+            view = memoryview(data)
+            while view:
+                written = self._events.write(view)
+                view = view[written:]
 
     def receive(self):
         """Wait for the next command; the executor closing the pipe means stop."""
@@ -121,6 +127,94 @@ def first_line_indent(longrepr):
     return first[: len(first) - len(first.lstrip())]
 
 
+class OutputTail:
+    """Send what the running test has written to its captured stdout and stderr, while it runs.
+
+    With pytest's default capture (``--capture=fd``), fds 1 and 2 and ``sys.stdout`` and
+    ``sys.stderr`` all write into one temporary file per stream, which pytest reads and
+    truncates at the end of each phase (setup, call, teardown). A thread reads what is new in
+    those files every ``OUTPUT_POLL_INTERVAL_S`` with ``os.pread``, which leaves the file
+    offset that the test writes at alone. Output written in the last moments of a phase may
+    not be sent live, but the final result carries every phase's output, so the live copy
+    is only for watching a test that runs.
+
+    At most ``cap`` characters per test are sent live. Other capture modes (``-s``,
+    ``--capture=sys``) send nothing live.
+
+    NOTE: this reads pytest's private ``CaptureManager._global_capturing``; a pytest release
+    that renames it turns live output off, and results are not affected.
+    """
+
+    def __init__(self, channel, cap, interval=OUTPUT_POLL_INTERVAL_S):
+        self.channel = channel
+        self.cap = cap
+        self.interval = interval
+        self.capman = None
+        self.lock = threading.Lock()  # guards every field below against the thread
+        self.nodeid = None
+        self.offsets = {}
+        self.decoders = {}
+        self.sent = 0
+        self.wake = threading.Event()
+
+    def attach(self, config):
+        self.capman = config.pluginmanager.getplugin("capturemanager")
+        if self.capman is not None:
+            threading.Thread(target=self._loop, name="swarmctl-output-tail", daemon=True).start()
+
+    def start(self, nodeid):
+        with self.lock:
+            self.nodeid = nodeid
+            self.sent = 0
+            self._reset()
+
+    def phase_done(self):
+        """Start reading the capture files from their beginning: pytest has just truncated them."""
+        with self.lock:
+            self._reset()
+
+    def stop(self):
+        with self.lock:
+            self.nodeid = None
+
+    def _reset(self):
+        self.offsets = {"stdout": 0, "stderr": 0}
+        self.decoders = {stream: codecs.getincrementaldecoder("utf-8")("replace") for stream in self.offsets}
+
+    def _loop(self):
+        while not self.wake.wait(self.interval):
+            try:
+                with self.lock:
+                    if self.nodeid is not None:
+                        self._send_new_output()
+            except (OSError, ValueError, AttributeError):
+                pass  # the capture files changed under us between phases; the next poll starts over
+
+    def _send_new_output(self):
+        capturing = getattr(self.capman, "_global_capturing", None)
+        if capturing is None:
+            return
+        for stream, capture in (("stdout", capturing.out), ("stderr", capturing.err)):
+            tmpfile = getattr(capture, "tmpfile", None)
+            if tmpfile is None or not hasattr(tmpfile, "buffer") or self.sent >= self.cap:
+                continue
+            fd = tmpfile.buffer.fileno()
+            size = os.fstat(fd).st_size
+            offset = self.offsets[stream]
+            if size < offset:
+                self.offsets[stream] = offset = 0  # truncated at the end of a phase
+            if size == offset:
+                continue
+            data = os.pread(fd, size - offset, offset)
+            self.offsets[stream] = offset + len(data)
+            text = self.decoders[stream].decode(data)
+            if self.sent + len(text) > self.cap:
+                text = text[: self.cap - self.sent] + LIVE_CAP_MARKER.format(self.cap)
+            self.sent += len(text)
+            if text:
+                self.channel.send({"op": "output", "id": self.nodeid, "stream": stream, "text": text})
+
+
 class WorkerPlugin:
     def __init__(self, channel, output_cap):
         self.channel = channel
@@ -130,6 +224,7 @@ class WorkerPlugin:
         self.deselected = 0
         self.reports = []
         self.children = ChildTracker()
+        self.output_tail = OutputTail(channel, output_cap)
 
     def pytest_addoption(self, parser):
         # Declared here so that the setting is read the same way with or without pytest-timeout,
@@ -138,6 +233,7 @@ class WorkerPlugin:
 
     def pytest_configure(self, config):
         self.config = config
+        self.output_tail.attach(config)
         # Known to pytest, so that --strict-markers accepts it without pytest-timeout installed.
         config.addinivalue_line("markers", "timeout(seconds): per-test timeout, enforced by swarmctl")
         config.addinivalue_line(
@@ -168,6 +264,7 @@ class WorkerPlugin:
 
     def pytest_runtest_logreport(self, report):
         self.reports.append(report)
+        self.output_tail.phase_done()
         if report.when == "setup":
             self.children.after_setup()
 
@@ -232,7 +329,9 @@ class WorkerPlugin:
             self.channel.send(
                 {"op": "start", "id": nodeid, "log_offset": log_offset(), "timeout": test_timeout(item, self.config)}
             )
+            self.output_tail.start(nodeid)
             item.ihook.pytest_runtest_protocol(item=item, nextitem=next_item)
+            self.output_tail.stop()
             result = self.summarize(nodeid, started_at)
             leftovers = self.children.after_test(all_torn_down=next_item is None)
             if leftovers:
