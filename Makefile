@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv test-venv run run-commands test bench-xdist bench-scheduler bench-recovery bench-eta clean
+.PHONY: venv test-venv run run-commands test test-campaign bench-xdist bench-scheduler bench-recovery bench-eta clean
 
 # swarmctl and pytest: the example suites run under this venv's python3, first on PATH.
 $(STAMP): pyproject.toml
@@ -35,6 +35,10 @@ run-commands: venv
 
 test: test-venv
 	$(BIN)/python -m pytest -q
+
+# 2,000 seeded consensus fault schedules, where the default test run has 300.
+test-campaign: test-venv
+	SWARMCTL_CONSENSUS_SCHEDULES=2000 $(BIN)/python -m pytest -q -n auto tests/sim/test_consensus_sim.py
 
 bench-xdist: test-venv
 	$(BIN)/python bench/xdist.py
