@@ -15,8 +15,10 @@ import trio
 from swarmctl import __version__, protocol
 from swarmctl.bundle import Bundle, iter_chunks
 from swarmctl.cluster.transport import Peer, connect
+from swarmctl.credentials import client_token
 from swarmctl.errors import ProtocolError, RunFailed, SwarmError
 from swarmctl.results import CaseResult, RunSummary
+from swarmctl.tokens import AuthError
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,15 @@ async def open_events(addresses: Sequence[tuple[str, int]], request: protocol.Su
         yield EventStream(peer)
 
 
+async def revoke_token(addresses: Sequence[tuple[str, int]], token_id: str) -> int:
+    """Revoke a token on the coordinator; return how many of its connections were closed."""
+    async with connect(addresses) as peer:
+        await _hello(peer)
+        await peer.send(protocol.RevokeToken(token_id))
+        reply = await _expect(peer, protocol.TokenRevoked)
+        return reply.connections_closed
+
+
 async def control_executor(addresses: Sequence[tuple[str, int]], action: str, executor_id: str) -> str:
     """Drain, cordon or uncordon an executor; return its state afterwards."""
     async with connect(addresses) as peer:
@@ -186,13 +197,18 @@ async def control_executor(addresses: Sequence[tuple[str, int]], action: str, ex
 
 
 async def _hello(peer: Peer) -> None:
+    from swarmctl.embedded import EMBEDDED_SECRET, data_home  # the embedded module starts coordinators; load it late
+
     client_id = f"client-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+    token = client_token(data_home() / EMBEDDED_SECRET)
     await peer.send(
         protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, client_id, 0, {}, f"swarmctl {__version__}",
-                       socket.gethostname(), os.getpid())
+                       socket.gethostname(), os.getpid(), token=token)
     )
     reply = await peer.receive()
     if isinstance(reply, protocol.Reject):
+        if reply.reason.startswith(protocol.AUTH_FAILED):
+            raise AuthError(f"{peer.name} rejected this client: {reply.reason}")
         raise ProtocolError(f"{peer.name} rejected this client: {reply.reason}")
     if not isinstance(reply, protocol.Welcome):
         raise ProtocolError(f"{peer.name}: expected welcome, got {reply.KIND}")

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 EXECUTOR_STOP_GRACE_S = 5.0
 ADDRESS_FILE = "coordinator.address"  # where `swarmctl cancel` finds the embedded coordinator
+EMBEDDED_SECRET = "cluster.secret"  # in the data folder; clients on this machine make their tokens from it
 # Local executors all have the same labels, so once one has joined, waiting longer for a
 # test whose requirements they do not meet only delays its error.
 UNMATCHED_TIMEOUT_S = 2.0
@@ -151,7 +152,7 @@ class _exclusive:
 
 def _cluster_secret(home: Path) -> Path:
     """Return the embedded cluster's secret file, created with mode 0600 on first use."""
-    path = home / "cluster.secret"
+    path = home / EMBEDDED_SECRET
     if not path.exists():
         try:
             write_secret(path)

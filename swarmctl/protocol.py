@@ -2,8 +2,8 @@
 
 Every frame is one msgpack map ``{"k": KIND, ...fields}``. The first frame on a connection is
 a ``Hello`` that carries ``PROTOCOL_VERSION``; the coordinator answers ``Welcome`` or
-``Reject``. A frame larger than ``MAX_FRAME_BYTES``, of an unknown kind, or with missing or
-unknown fields raises ``ProtocolError``: a peer of another version fails loudly at the first
+``Reject``. A frame larger than ``MAX_FRAME_BYTES``, of an unknown kind, with missing or
+unknown fields, or with a field of the wrong type (``wire_types.check_fields``) raises ``ProtocolError``: a peer of another version fails loudly at the first
 frame instead of misreading later ones.
 
 Strings are packed with ``surrogatepass``: pytest turns a file name that is not valid UTF-8
@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import msgpack
 
 from swarmctl.errors import ProtocolError
+from swarmctl.wire_types import check_fields
 
 # Raised whenever a message gains or loses a field. ``decode`` rejects unknown fields, so
 # peers of different versions must be stopped at the hello, with a message that gives the reason.
@@ -33,6 +34,9 @@ PROTOCOL_VERSION = 3
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 BATCH_BYTES = 1024 * 1024
 BUNDLE_CHUNK_BYTES = 1024 * 1024
+
+# A Reject whose reason starts with this is about the peer's token, not the protocol.
+AUTH_FAILED = "authentication failed:"
 
 ROLE_EXECUTOR = "executor"
 ROLE_CLIENT = "client"
@@ -96,6 +100,9 @@ class Hello(Message):
     resources: dict[str, Any] = field(default_factory=dict)  # executors: ResourceMonitor.sample()
     held: list[list[Any]] = field(default_factory=list)  # executors: [run_id, shard_id, attempt] still running
     gossip: list[Any] | None = None  # [host, port] of the node's gossip socket, when it gossips
+    # A JWT from swarmctl.tokens, required by a coordinator that has a cluster secret. Left out
+    # of repr(), so that logging a hello never logs the token.
+    token: str = field(default="", repr=False)
 
 
 @_message("welcome")
@@ -473,6 +480,21 @@ class ExecutorLogs(Message):
     lines: list[list[Any]]
 
 
+@_message("revoke_token")
+@dataclass(frozen=True, slots=True)
+class RevokeToken(Message):
+    """Reject the token with this id from now on, and close its connections (role admin)."""
+
+    token_id: str
+
+
+@_message("token_revoked")
+@dataclass(frozen=True, slots=True)
+class TokenRevoked(Message):
+    token_id: str
+    connections_closed: int
+
+
 @_message("control_executor")
 @dataclass(frozen=True, slots=True)
 class ControlExecutor(Message):
@@ -505,7 +527,8 @@ def decode(frame: bytes) -> Message:
     try:
         data = msgpack.unpackb(frame, raw=False, strict_map_key=True, unicode_errors="surrogatepass")
     except (ValueError, msgpack.UnpackException) as exc:
-        raise ProtocolError(f"malformed frame: {exc}") from exc
+        # msgpack gives no message for some errors, such as nesting deeper than it allows.
+        raise ProtocolError(f"malformed frame: {str(exc) or type(exc).__name__}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("k"), str):
         raise ProtocolError("malformed frame: expected a map with a string field 'k'")
 
@@ -517,6 +540,7 @@ def decode(frame: bytes) -> Message:
     unknown = set(data) - names
     if unknown:
         raise ProtocolError(f"{kind} frame has unknown fields {sorted(unknown)}")
+    check_fields(kind, cls, data)
     try:
         return cls(**data)
     except TypeError as exc:

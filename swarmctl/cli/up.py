@@ -55,7 +55,14 @@ def up(
     ),
     secret_file: Path = typer.Option(
         None, "--secret-file", envvar="SWARMCTL_SECRET_FILE",
-        help="File with the cluster secret (mode 0600), the same on every node. It keys the gossip membership; without it the node does not gossip.",
+        help="File with the cluster secret (mode 0600), the same on every node. It keys the gossip membership and "
+        "signs access tokens: a coordinator with a secret accepts only peers with a valid token. Without it the node "
+        "does not gossip, and a coordinator listens on loopback addresses only.",
+    ),
+    token_file: Path = typer.Option(
+        None, "--token-file", envvar="SWARMCTL_TOKEN_FILE",
+        help="Executor: file with a join token (`swarmctl token create --role join`), for an executor that is not "
+        "given the cluster secret. Default: a token made from --secret-file.",
     ),
     drain_timeout: str = typer.Option(
         "60s", "--drain-timeout",
@@ -72,14 +79,14 @@ def up(
             log.info("no --secret-file: this node does not gossip; lost executors are found by their leases alone")
         if role is Role.coordinator:
             host, port = parse_address(listen)
-            _warn_if_exposed(host)
+            _check_exposure(host, secret is not None)
             settings = CoordinatorSettings(
                 lease_s=_positive_duration(lease, "--lease"),
                 unmatched_timeout_s=_positive_duration(unmatched_timeout, "--unmatched-timeout"),
             )
             trio.run(_until_signal, _run_coordinator(folder, host, port, settings, secret, advertise))
         else:
-            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id, secret)
+            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id, secret, token_file)
             trio.run(_serve_executor, executor, _positive_duration(drain_timeout, "--drain-timeout"))
     except BaseException as exc:
         error = find_error(exc, SwarmError)
@@ -88,14 +95,22 @@ def up(
         raise fail(str(error), error.exit_code) from None
 
 
-def _warn_if_exposed(host: str) -> None:
+def _check_exposure(host: str, has_secret: bool) -> None:
+    """Refuse to serve a non-loopback address without a cluster secret, since nothing would check who connects."""
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
-    if not loopback:
-        # NOTE: nodes do not authenticate each other yet; anyone who reaches this port can run code on executors.
-        log.warning("listening on %s, which is not a loopback address; connections are not authenticated", host)
+    if loopback:
+        return
+    if not has_secret:
+        raise UsageError(
+            f"--listen {host} is not a loopback address, and without --secret-file anyone who reaches it could run "
+            "code on the executors. Create a secret (swarmctl init DIR, or: python3 -c 'import secrets; "
+            "print(secrets.token_hex(32))' > cluster.secret; chmod 600 cluster.secret) and pass --secret-file on every node"
+        )
+    # NOTE: the data plane is not encrypted yet: tokens and test output cross the network in clear text.
+    log.warning("listening on %s; connections need a token but are not encrypted", host)
 
 
 def _positive_duration(text: str, option: str) -> float:
@@ -121,7 +136,8 @@ async def _run_coordinator(
 
 
 def _make_executor(
-    folder: Path, join: str | None, slots: int, labels: dict[str, str], node_id: str | None, secret: bytes | None
+    folder: Path, join: str | None, slots: int, labels: dict[str, str], node_id: str | None, secret: bytes | None,
+    token_file: Path | None,
 ):
     from swarmctl.executor.node import Executor, default_executor_id
 
@@ -131,7 +147,7 @@ def _make_executor(
         raise UsageError(f"--slots {slots} is invalid: it must be at least 1")
     return Executor(
         executor_id=node_id or default_executor_id(), join=parse_addresses(join), slots=slots, labels=labels,
-        data_dir=folder, secret=secret,
+        data_dir=folder, secret=secret, token_file=token_file,
     )
 
 

@@ -14,6 +14,7 @@ import trio
 
 from swarmctl import protocol
 from swarmctl.coordinator import commands as cmd
+from swarmctl.coordinator.access import denial
 from swarmctl.coordinator.dependencies import DependencyError, resolve
 from swarmctl.coordinator.progress_tracker import UNKNOWN_ETA
 from swarmctl.coordinator.settings import TERM
@@ -21,6 +22,7 @@ from swarmctl.coordinator.state import RunStatus
 from swarmctl.coordinator.strategies import GROUPINGS, get_strategy
 from swarmctl.errors import BundleError, ProtocolError, StoreError, SwarmError
 from swarmctl.results import FAILING_OUTCOMES
+from swarmctl.tokens import Role
 
 if TYPE_CHECKING:
     from swarmctl.coordinator.event_hub import EventHub
@@ -51,6 +53,11 @@ class ClientMixin:
         writers: dict[str, object] = {}
         while True:
             message = await session.peer.receive()
+            reason = denial(session.token, message)
+            if reason:
+                log.warning("client %s: %s", session.node_id, reason)
+                session.send(protocol.ErrorReply(reason, 4))
+                continue
             match message:
                 case protocol.BundleQuery():
                     session.send(protocol.BundleStatus(message.digest, self.bundles.has_archive(message.digest)))
@@ -69,6 +76,8 @@ class ClientMixin:
                     nursery.start_soon(self._send_lists_every, session, subscription.interval_s)
                 case protocol.ControlExecutor():
                     self._control_executor(session, message)
+                case protocol.RevokeToken():
+                    await self._revoke_token(session, message)
                 case _:
                     raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
 
@@ -90,10 +99,28 @@ class ClientMixin:
             self.events.send(session, protocol.ExecutorList(self.registry.describe(self.clock())))
             await trio.sleep(interval_s)
 
+    async def _revoke_token(self, session: Session, message: protocol.RevokeToken) -> None:
+        """Record the revocation, then close every connection that authenticated with that token."""
+        self.machine.apply(cmd.TokenRevoked(message.token_id, self.clock()), TERM)
+        holders = [
+            other for other in [*self.clients, *self.executors.values()]
+            if other is not session and other.token is not None and other.token.token_id == message.token_id
+        ]
+        log.warning("token %s revoked by %s; closing %d of its connections", message.token_id, session.node_id, len(holders))
+        session.send(protocol.TokenRevoked(message.token_id, len(holders)))
+        for holder in holders:
+            await holder.peer.aclose()
+
     def _cancel(self, session: Session, message: protocol.CancelRun) -> None:
         run = self.machine.runs.get(message.run_id)
         if run is None or not run.active:
             session.send(protocol.ErrorReply(f"run {message.run_id!r} is not active on this coordinator", 4))
+            return
+        token = session.token
+        if token is not None and not token.allows(Role.ADMIN) and self.run_owners.get(run.run_id) != token.token_id:
+            reason = f"permission denied: run {run.run_id} was submitted with another token; cancelling it needs role admin"
+            log.warning("client %s: %s", session.node_id, reason)
+            session.send(protocol.ErrorReply(reason, 4))
             return
         log.info("run %s cancelled by %s: %s", run.run_id, session.node_id, message.reason)
         self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {message.reason}")
@@ -150,6 +177,8 @@ class ClientMixin:
             TERM,
         )
         session.runs.add(run_id)
+        if session.token is not None:
+            self.run_owners[run_id] = session.token.token_id
         session.send(protocol.RunAccepted(run_id))
         log.info("run %s submitted by %s: %s suite %s", run_id, session.node_id, suite.kind, suite.name)
 

@@ -119,6 +119,15 @@ class ShardRequeued(Command):
     lost: bool = True
 
 
+@_command("token_revoked")
+@dataclass(frozen=True, slots=True)
+class TokenRevoked(Command):
+    """Reject an access token (by its ``jti``) from now on, across restarts."""
+
+    token_id: str
+    at: float
+
+
 @_command("executor_cordoned")
 @dataclass(frozen=True, slots=True)
 class ExecutorCordoned(Command):

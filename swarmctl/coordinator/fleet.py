@@ -100,8 +100,9 @@ class FleetMixin:
                 case protocol.ShardDone():
                     self._on_shard_done(session, message)
                 case protocol.LogBatch():
-                    self.logs.add(session.node_id, message.lines, self.clock())
-                    self.events.logs(session.node_id, message.lines)
+                    stored = self.logs.add(session.node_id, message.lines, self.clock())
+                    if stored:
+                        self.events.logs(session.node_id, stored)
                 case protocol.CaseOutput():
                     self._on_case_output(session, message)
                 case protocol.TestsReleased():
@@ -147,9 +148,9 @@ class FleetMixin:
             lease = self.leases.get(chunk[0], chunk[1])
             if lease is not None and lease.attempt == chunk[2] and lease.executor_id == session.node_id:
                 current.append(chunk)
-        if current:
-            self.logs.add_output(session.node_id, current, self.clock())
-            self.events.output(current)
+        stored = self.logs.add_output(session.node_id, current, self.clock()) if current else []
+        if stored:
+            self.events.output(stored)
 
     def _session_closed(self, session: Session, *, stopping: bool = False) -> None:
         session.outbox.close()

@@ -117,11 +117,12 @@ class LogCollector:
     def close(self) -> None:
         self.conn.close()
 
-    def add(self, executor: str, lines: Sequence[Sequence[Any]], now: float) -> None:
+    def add(self, executor: str, lines: Sequence[Sequence[Any]], now: float) -> list[list[Any]]:
         """Store one batch of ``[time, level, logger, message]`` lines in one transaction, then prune if due.
 
-        A batch that is malformed or cannot be stored is dropped and logged, so that logs
-        never stop the coordinator from serving the executor that sent them.
+        Return the lines as stored, with those types, for passing on to subscribers. A batch
+        that is malformed or cannot be stored is dropped and logged, and [] returned, so that
+        logs never stop the coordinator from serving the executor that sent them.
         """
         try:
             rows = [(executor, float(t), str(level), str(logger), str(message)) for t, level, logger, message in lines]
@@ -140,17 +141,21 @@ class LogCollector:
                     "dropped a batch of %d log lines of executor %s: cannot store it in %s: %s (%d batches dropped so far)",
                     len(lines), executor, self.path, exc, self.failures,
                 )
+            return []
+        return [list(row[1:]) for row in rows]
 
-    def add_output(self, executor: str, chunks: Sequence[Sequence[Any]], now: float) -> None:
+    def add_output(self, executor: str, chunks: Sequence[Sequence[Any]], now: float) -> list[list[Any]]:
         """Store ``[run_id, shard_id, attempt, case_id, stream, time, text]`` pieces of live output in one transaction.
 
-        As with ``add``, a batch that is malformed or cannot be stored is dropped and logged.
+        As with ``add``, return the pieces as stored, or [] when the batch is malformed or
+        cannot be stored, which is logged.
         """
         try:
-            rows = [
-                (str(run_id), str(case_id), int(attempt), executor, _stream(stream), float(t), str(text)[:MAX_OUTPUT_PIECE_CHARS])
-                for run_id, _shard_id, attempt, case_id, stream, t, text in chunks
+            pieces = [
+                [str(run_id), int(shard_id), int(attempt), str(case_id), _stream(stream), float(t), _text(text)]
+                for run_id, shard_id, attempt, case_id, stream, t, text in chunks
             ]
+            rows = [(run_id, case_id, attempt, executor, stream, t, text) for run_id, _, attempt, case_id, stream, t, text in pieces]
             with self.conn:
                 self.conn.execute("BEGIN")
                 self.conn.executemany(
@@ -166,6 +171,8 @@ class LogCollector:
                     "dropped %d pieces of live test output of executor %s: cannot store them in %s: %s (%d batches dropped so far)",
                     len(chunks), executor, self.path, exc, self.failures,
                 )
+            return []
+        return pieces
 
     def prune(self, now: float) -> int:
         """Delete rows older than ``max_age_s`` and the oldest beyond ``max_rows`` per table, and return the number deleted."""
@@ -233,6 +240,12 @@ class LogReader:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the log database {self.path}: {exc}") from exc
         return [OutputPiece(*row) for row in rows]
+
+
+def _text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"invalid output text of type {type(text).__name__}: expected a string")
+    return text[:MAX_OUTPUT_PIECE_CHARS]
 
 
 def _stream(name: Any) -> str:

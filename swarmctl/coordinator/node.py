@@ -25,6 +25,7 @@ from swarmctl.bundle import BundleCache
 from swarmctl.cluster.transport import Peer, PeerGone, serve
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
+from swarmctl.coordinator.access import authenticate
 from swarmctl.coordinator.clients import ClientMixin
 from swarmctl.coordinator.dependencies import DependencyError, dependents_of, resolve
 from swarmctl.coordinator.event_hub import EventHub
@@ -40,6 +41,8 @@ from swarmctl.coordinator.strategies import PlanInput, get_strategy
 from swarmctl.errors import ProtocolError
 from swarmctl.executor.runners.pytest_runner import collection_digest
 from swarmctl.labels import satisfies
+from swarmctl.tokens import AuthError, Token
+from swarmctl.wire_types import check_fields
 from swarmctl.reports.run_store import read_earlier_attempts
 from swarmctl.reports.summary import exit_code_for
 from swarmctl.results import ERROR, PASSED, SKIPPED, CaseResult
@@ -62,6 +65,7 @@ class Session:
     last_seen: float
     view: ExecutorRecord | None = None  # executors only
     runs: set[str] = field(default_factory=set)  # clients: runs they watch
+    token: Token | None = None  # the peer's verified token; None when the coordinator has no cluster secret
 
     @property
     def node_id(self) -> str:
@@ -110,6 +114,9 @@ class Coordinator(FleetMixin, ClientMixin):
         self.executors: dict[str, Session] = {}
         self.clients: list[Session] = []
         self.events = EventHub()  # clients subscribed to progress, executor changes, output and logs
+        # run_id -> id of the token that submitted it, for cancel rights.
+        # NOTE: kept in memory only, so after a restart only an admin token can cancel a resumed run.
+        self.run_owners: dict[str, str] = {}
         self.collectors: dict[str, str] = {}  # run_id -> executor asked to collect it
         self._nursery: trio.Nursery | None = None
         self._deadline_done: dict[str, trio.Event] = {}  # runs stopping at their deadline
@@ -148,14 +155,19 @@ class Coordinator(FleetMixin, ClientMixin):
         except ProtocolError as exc:
             log.warning("%s: rejected: %s", peer.name, exc)
             return
-        if not isinstance(hello, protocol.Hello) or hello.version != protocol.PROTOCOL_VERSION:
-            reason = (
-                f"expected hello of protocol version {protocol.PROTOCOL_VERSION}, got {hello!r}; "
-                "run the same swarmctl version on every node"
-            )
+        reason = _invalid_hello(hello)
+        if reason:
             log.warning("%s: rejected: %s", peer.name, reason)
             await peer.send(protocol.Reject(reason))
             return
+        token = None
+        if self.secret is not None:
+            try:
+                token = authenticate(self.secret, hello, self.machine.revoked_tokens)
+            except AuthError as exc:
+                log.warning("%s: rejected %s %s: %s", peer.name, hello.role, hello.node_id, exc)
+                await peer.send(protocol.Reject(f"{protocol.AUTH_FAILED} {exc}"))
+                return
         duplicate = self._duplicate_id(hello)
         if duplicate:
             log.warning("%s: rejected: %s", peer.name, duplicate)
@@ -169,7 +181,7 @@ class Coordinator(FleetMixin, ClientMixin):
         )
 
         send, receive = trio.open_memory_channel(math.inf)
-        session = Session(peer, hello, send, trio.current_time())
+        session = Session(peer, hello, send, trio.current_time(), token=token)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write, session, receive)
             stopping = False
@@ -180,6 +192,10 @@ class Coordinator(FleetMixin, ClientMixin):
                     await self._serve_client(session, nursery)
             except (PeerGone, ProtocolError) as exc:
                 log.info("%s %s disconnected: %s", hello.role, hello.node_id, exc)
+            except Exception:
+                # A frame that passed decoding but broke its handler must cost only this
+                # connection, never the coordinator and its other peers.
+                log.exception("%s %s: closing the connection after an unexpected error", hello.role, hello.node_id)
             except trio.Cancelled:
                 stopping = True  # the coordinator is stopping; its runs resume when it starts again
                 raise
@@ -362,6 +378,10 @@ class Coordinator(FleetMixin, ClientMixin):
         return collection_digest(ids)
 
     def _on_results(self, session: Session, message: protocol.ResultBatch) -> None:
+        for item in message.items:
+            reason = _invalid_result_item(item)
+            if reason:
+                raise ProtocolError(f"executor {session.node_id} sent an invalid result in batch {message.seq}: {reason}")
         items = [[run_id, shard_id, attempt, session.node_id, result] for run_id, shard_id, attempt, result in message.items]
         new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM)
         session.send(protocol.ResultAck(message.seq))
@@ -588,6 +608,7 @@ class Coordinator(FleetMixin, ClientMixin):
             self.events.send(subscriber, complete)  # subscribers get the outcome, not the results
         del self.machine.runs[run.run_id]
         self.progress.pop(run.run_id, None)
+        self.run_owners.pop(run.run_id, None)
         self._schedule()
 
     def _publish(self, new: list[tuple[str, dict]]) -> None:
@@ -641,6 +662,46 @@ class Coordinator(FleetMixin, ClientMixin):
         for run in list(self.machine.runs.values()):
             if run.active:
                 self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {reason}")
+
+MAX_NODE_ID_CHARS = 200
+MAX_LABELS = 64
+MAX_LABEL_CHARS = 256
+
+
+def _invalid_hello(hello: protocol.Message) -> str:
+    """Return why a connection's first frame is rejected, or "" for an acceptable hello."""
+    if not isinstance(hello, protocol.Hello):
+        return f"expected a hello frame first, got {hello.KIND}"
+    if hello.version != protocol.PROTOCOL_VERSION:
+        return (
+            f"expected hello of protocol version {protocol.PROTOCOL_VERSION}, got version {hello.version}; "
+            "run the same swarmctl version on every node"
+        )
+    if hello.role not in (protocol.ROLE_EXECUTOR, protocol.ROLE_CLIENT):
+        return f"invalid role {hello.role[:40]!r}: expected {protocol.ROLE_EXECUTOR} or {protocol.ROLE_CLIENT}"
+    if not 0 < len(hello.node_id) <= MAX_NODE_ID_CHARS or not hello.node_id.isprintable():
+        return f"invalid node id {hello.node_id[:40]!r}: it must be 1 to {MAX_NODE_ID_CHARS} printable characters"
+    if len(hello.labels) > MAX_LABELS or any(
+        len(key) > MAX_LABEL_CHARS or not isinstance(value, str) or len(value) > MAX_LABEL_CHARS for key, value in hello.labels.items()
+    ):
+        return f"invalid labels: at most {MAX_LABELS} labels of at most {MAX_LABEL_CHARS} characters each"
+    return ""
+
+
+def _invalid_result_item(item: Any) -> str:
+    """Return why a ``ResultBatch`` item is not ``[run_id, shard_id, attempt, result]`` with a valid result, or ""."""
+    if not (isinstance(item, list) and len(item) == 4):
+        return f"expected [run_id, shard_id, attempt, result], got {str(item)[:100]}"
+    run_id, shard_id, attempt, result = item
+    if not (isinstance(run_id, str) and type(shard_id) is int and type(attempt) is int and isinstance(result, dict)):
+        return f"expected [run_id, shard_id, attempt, result], got {str(item)[:100]}"
+    try:
+        check_fields("result", CaseResult, {name: value for name, value in result.items() if name != "subtests"})
+        CaseResult.from_wire(result)
+    except (ProtocolError, ValueError, TypeError) as exc:
+        return str(exc)
+    return ""
+
 
 def _activity(run: RunState) -> list[dict[str, Any]]:
     """Describe the run's shards being run, for ``RunProgress.activity``."""

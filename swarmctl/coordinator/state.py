@@ -115,6 +115,7 @@ class StateMachine:
         self.conn = conn
         self.runs: dict[str, RunState] = {}
         self.cordoned: set[str] = set()  # executors that get no new work
+        self.revoked_tokens: set[str] = set()  # ids of access tokens that are rejected
         row = conn.execute("SELECT max(idx) FROM log").fetchone()
         self.last_index = row[0] or 0
         self._load()
@@ -166,6 +167,8 @@ class StateMachine:
                 self._run_finished(command)
             case cmd.ExecutorCordoned():
                 self._executor_cordoned(command)
+            case cmd.TokenRevoked():
+                self._token_revoked(command)
             case _:
                 raise StoreError(f"no handler for command {command!r}")
         return []
@@ -416,6 +419,12 @@ class StateMachine:
             self.cordoned.discard(c.executor_id)
             self.conn.execute("DELETE FROM cordons WHERE executor_id = ?", (c.executor_id,))
 
+    def _token_revoked(self, c: cmd.TokenRevoked) -> None:
+        self.revoked_tokens.add(c.token_id)
+        self.conn.execute(
+            "INSERT INTO revoked_tokens (token_id, at) VALUES (?, ?) ON CONFLICT (token_id) DO NOTHING", (c.token_id, c.at)
+        )
+
     def durations(self, suite: dict[str, Any]) -> dict[str, float]:
         """Return the last known duration of each test of a suite, in seconds."""
         rows = self.conn.execute("SELECT case_id, seconds FROM durations WHERE suite_key = ?", (suite_key(suite),))
@@ -432,6 +441,7 @@ class StateMachine:
         """Rebuild the in-memory view of unfinished runs from the tables."""
         self.runs.clear()
         self.cordoned = {executor_id for (executor_id,) in self.conn.execute("SELECT executor_id FROM cordons")}
+        self.revoked_tokens = {token_id for (token_id,) in self.conn.execute("SELECT token_id FROM revoked_tokens")}
         active = (RunStatus.COLLECTING, RunStatus.RUNNING)
         rows = self.conn.execute(
             "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, "

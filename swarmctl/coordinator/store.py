@@ -109,6 +109,10 @@ CREATE TABLE IF NOT EXISTS cordons (
     executor_id TEXT PRIMARY KEY,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    token_id TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
 """
 
 

@@ -20,6 +20,7 @@ import trio
 from swarmctl import protocol
 from swarmctl.cluster.transport import Peer, PeerGone, connect, format_address, parse_address
 from swarmctl.errors import ConnectionFailed, ProtocolError, UsageError
+from swarmctl.tokens import AuthError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class CoordinatorClient:
                 except UsageError:
                     raise ProtocolError(f"coordinator {peer.name} redirected to an invalid address {redirect!r}") from None
                 raise Redirected(address, f"coordinator {peer.name} redirected this executor: {reply.reason}.")
+            case protocol.Reject() if reply.reason.startswith(protocol.AUTH_FAILED):
+                # Trying again with the same token cannot succeed: stop with the reason.
+                raise AuthError(f"coordinator {peer.name} rejected this executor: {reply.reason}")
             case protocol.Reject():
                 raise ProtocolError(f"coordinator {peer.name} rejected this executor: {reply.reason}.")
             case _:

@@ -25,6 +25,7 @@ from swarmctl.bundle import BundleCache
 from swarmctl.cluster.gossip import GossipNode
 from swarmctl.cluster.node_gossip import gossip_node, local_address_towards
 from swarmctl.cluster.transport import Peer, PeerGone, format_address
+from swarmctl.credentials import executor_token
 from swarmctl.errors import BundleError, ProtocolError
 from swarmctl.executor.coordinator_client import CoordinatorClient
 from swarmctl.executor.log_shipping import LogBuffer, OutputBuffer, shipping
@@ -124,9 +125,11 @@ class Executor:
         data_dir: Path,
         rng: random.Random | None = None,
         secret: bytes | None = None,
+        token_file: Path | None = None,
     ) -> None:
         self.executor_id = executor_id
         self.secret = secret  # the cluster secret; without it the executor does not gossip
+        self.token_file = token_file  # a join token, for executors that do not have the secret
         self.gossip: GossipNode | None = None
         self.gossip_address: tuple[str, int] | None = None
         self.join = join
@@ -216,6 +219,7 @@ class Executor:
             resources=self.monitor.sample().to_wire(),
             held=self._held_attempts(),
             gossip=list(self.gossip_address) if self.gossip_address else None,
+            token=executor_token(self.secret, self.token_file),
         )
 
     def _held_attempts(self) -> list[list]:

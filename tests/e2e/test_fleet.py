@@ -235,7 +235,7 @@ def test_fleet_gossip_finds_frozen_executor(tmp_path, swarm_env):
         coordinator_args=("--secret-file", str(secret), "--lease", "60s"), executor_args=("--secret-file", str(secret)),
     ) as running:
         report_path = tmp_path / "report.json"
-        run = start_run(suite, running.address, report_path, swarm_env)
+        run = start_run(suite, running.address, report_path, {**swarm_env, "SWARMCTL_SECRET_FILE": str(secret)})
         frozen = running.executors[0]
         wait_until_running(tmp_path / "coordinator" / "state.db", "exec-0")
 

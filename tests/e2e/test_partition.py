@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import generate_suite, load_json, outcomes_by_id
+from tests.conftest import generate_suite, load_json, outcomes_by_id, run_swarmctl
 from tests.e2e.nodes import Cluster, wait_until_running
 
 
@@ -57,17 +57,25 @@ def test_partition_cut_executor_work_moves(tmp_path, swarm_env, two_hosts):
     in_a, in_b, link_b, address_a = two_hosts
     host_b = in_b[-1]
     suite = generate_suite(tmp_path / "suite", tests=40, files=2, sleep_ms=250)
+    # A coordinator on a non-loopback address needs the secret. The executors get only a join
+    # token, so they do not gossip and the cut is found by the lease alone.
+    credentials = tmp_path / "credentials"
+    assert run_swarmctl(["init", str(credentials)], swarm_env).returncode == 0
+    join = ("--token-file", str(credentials / "join.token"))
     running = Cluster(tmp_path, swarm_env)
     try:
-        running.start_coordinator("--lease", "2s", listen=f"{address_a}:7400", prefix=in_a)
-        running.add_executor("near", prefix=in_a)
-        far = running.add_executor("far", prefix=in_b)
+        running.start_coordinator(
+            "--lease", "2s", "--secret-file", str(credentials / "cluster.secret"), listen=f"{address_a}:7400", prefix=in_a
+        )
+        running.add_executor("near", *join, prefix=in_a)
+        far = running.add_executor("far", *join, prefix=in_b)
 
         report_path = tmp_path / "report.json"
         run = subprocess.Popen(
             [*in_a, sys.executable, "-m", "swarmctl", "run", str(suite), "--cluster", running.address,
              "--json", str(report_path)],
-            env=swarm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**swarm_env, "SWARMCTL_TOKEN_FILE": str(credentials / "admin.token")},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         wait_until_running(tmp_path / "coordinator" / "state.db", "far")
 
