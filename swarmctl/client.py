@@ -15,7 +15,7 @@ import trio
 from swarmctl import __version__, protocol
 from swarmctl.bundle import Bundle, iter_chunks
 from swarmctl.cluster.transport import Peer, connect
-from swarmctl.credentials import client_token
+from swarmctl.credentials import client_tls, client_token
 from swarmctl.errors import ProtocolError, RunFailed, SwarmError
 from swarmctl.results import CaseResult, RunSummary
 from swarmctl.tokens import AuthError
@@ -72,7 +72,7 @@ async def submit_and_follow(
 
     Cancelling this (Ctrl-C) cancels the run on the coordinator.
     """
-    async with connect(addresses) as peer:
+    async with connect(addresses, client_tls()) as peer:
         await _hello(peer)
         await _upload(peer, bundle)
         await peer.send(
@@ -109,7 +109,7 @@ async def submit_and_follow(
 
 async def cancel_run(addresses: Sequence[tuple[str, int]], run_id: str, reason: str) -> None:
     """Ask the coordinator to cancel ``run_id``; raise RemoteError if it is not active there."""
-    async with connect(addresses) as peer:
+    async with connect(addresses, client_tls()) as peer:
         await _hello(peer)
         await peer.send(protocol.CancelRun(run_id, reason))
         await _expect(peer, protocol.RunCancelled)
@@ -117,7 +117,7 @@ async def cancel_run(addresses: Sequence[tuple[str, int]], run_id: str, reason: 
 
 async def list_executors(addresses: Sequence[tuple[str, int]]) -> list[dict]:
     """Return the coordinator's executor rows (see ``ExecutorRecord.describe``)."""
-    async with connect(addresses) as peer:
+    async with connect(addresses, client_tls()) as peer:
         await _hello(peer)
         await peer.send(protocol.ListExecutors())
         reply = await _expect(peer, protocol.ExecutorList)
@@ -150,7 +150,7 @@ class ClusterQueries:
 @asynccontextmanager
 async def open_queries(addresses: Sequence[tuple[str, int]]) -> AsyncIterator[ClusterQueries]:
     """Connect to the first coordinator of ``addresses`` that accepts, and keep the connection open."""
-    async with connect(addresses) as peer:
+    async with connect(addresses, client_tls()) as peer:
         await _hello(peer)
         yield ClusterQueries(peer)
 
@@ -172,7 +172,7 @@ class EventStream:
 @asynccontextmanager
 async def open_events(addresses: Sequence[tuple[str, int]], request: protocol.Subscribe) -> AsyncIterator[EventStream]:
     """Connect to the first coordinator of ``addresses`` that accepts, and subscribe with ``request``."""
-    async with connect(addresses) as peer:
+    async with connect(addresses, client_tls()) as peer:
         await _hello(peer)
         await peer.send(request)
         yield EventStream(peer)
@@ -180,7 +180,7 @@ async def open_events(addresses: Sequence[tuple[str, int]], request: protocol.Su
 
 async def revoke_token(addresses: Sequence[tuple[str, int]], token_id: str) -> int:
     """Revoke a token on the coordinator; return how many of its connections were closed."""
-    async with connect(addresses) as peer:
+    async with connect(addresses, client_tls()) as peer:
         await _hello(peer)
         await peer.send(protocol.RevokeToken(token_id))
         reply = await _expect(peer, protocol.TokenRevoked)
@@ -189,7 +189,7 @@ async def revoke_token(addresses: Sequence[tuple[str, int]], token_id: str) -> i
 
 async def control_executor(addresses: Sequence[tuple[str, int]], action: str, executor_id: str) -> str:
     """Drain, cordon or uncordon an executor; return its state afterwards."""
-    async with connect(addresses) as peer:
+    async with connect(addresses, client_tls()) as peer:
         await _hello(peer)
         await peer.send(protocol.ControlExecutor(action, executor_id))
         reply = await _expect(peer, protocol.ExecutorControlled)

@@ -12,6 +12,8 @@ the first of:
 With none of them it sends no token, which a coordinator without a secret accepts. An
 executor uses its join token file (``--token-file``) if given, else makes a join token from
 its ``--secret-file``.
+
+Clients connect over TLS when ``SWARMCTL_CA_FILE`` names the cluster CA certificate.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import ssl
 from pathlib import Path
 
 from swarmctl.errors import UsageError
 from swarmctl.security import load_secret
+from swarmctl.tls import client_context
 from swarmctl.tokens import MAX_TOKEN_CHARS, Role, issue
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "SWARMCTL_TOKEN"
 TOKEN_FILE_ENV = "SWARMCTL_TOKEN_FILE"
 SECRET_FILE_ENV = "SWARMCTL_SECRET_FILE"
+CA_FILE_ENV = "SWARMCTL_CA_FILE"
 SELF_ISSUED_TTL_S = 3600.0  # tokens a node makes for its own connections; a new one is made per connection
 
 
@@ -79,3 +84,9 @@ def executor_token(secret: bytes | None, token_file: Path | None) -> str:
 def _self_issued(secret: bytes, role: Role) -> str:
     text, _ = issue(secret, role, ttl_s=SELF_ISSUED_TTL_S, subject=f"self-issued by pid {os.getpid()}")
     return text
+
+
+def client_tls() -> ssl.SSLContext | None:
+    """Return the TLS context for connections to coordinators, or None when ``SWARMCTL_CA_FILE`` is not set."""
+    ca_file = os.environ.get(CA_FILE_ENV)
+    return client_context(Path(ca_file)) if ca_file else None

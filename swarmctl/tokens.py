@@ -16,8 +16,8 @@ Roles: ``read`` may watch and query; ``submit`` may also run suites and cancel i
 Revoked token ids are stored by the coordinator, which closes the revoked token's
 connections at once.
 
-A bearer token can be replayed by whoever sees it, so it must travel only over connections
-the network does not expose.
+A bearer token can be replayed by anyone who sees it, so on a network others can watch,
+connections must use TLS (``swarmctl.tls``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import signal
+import ssl
 from enum import Enum
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from swarmctl.embedded import data_home
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.labels import parse_labels
 from swarmctl.security import load_secret
+from swarmctl.tls import client_context, server_context, server_hosts
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,16 @@ def up(
         help="Executor: file with a join token (`swarmctl token create --role join`), for an executor that is not "
         "given the cluster secret. Default: a token made from --secret-file.",
     ),
+    ca_file: Path = typer.Option(
+        None, "--ca-file", envvar="SWARMCTL_CA_FILE",
+        help="The cluster CA certificate (ca.pem from `swarmctl init`). A coordinator serves TLS with a certificate it "
+        "issues itself from the CA (it also needs --ca-key-file); an executor connects over TLS and checks the "
+        "coordinator's certificate against it.",
+    ),
+    ca_key_file: Path = typer.Option(
+        None, "--ca-key-file", envvar="SWARMCTL_CA_KEY_FILE",
+        help="Coordinator: the cluster CA key (ca.key, mode 0600), with which it issues its TLS certificate.",
+    ),
     drain_timeout: str = typer.Option(
         "60s", "--drain-timeout",
         help="Executor: on SIGTERM, how long to finish running tests before stopping anyway. A second SIGTERM, or SIGINT, stops at once.",
@@ -79,14 +91,16 @@ def up(
             log.info("no --secret-file: this node does not gossip; lost executors are found by their leases alone")
         if role is Role.coordinator:
             host, port = parse_address(listen)
-            _check_exposure(host, secret is not None)
+            _check_exposure(host, secret is not None, ca_file is not None)
             settings = CoordinatorSettings(
                 lease_s=_positive_duration(lease, "--lease"),
                 unmatched_timeout_s=_positive_duration(unmatched_timeout, "--unmatched-timeout"),
             )
-            trio.run(_until_signal, _run_coordinator(folder, host, port, settings, secret, advertise))
+            ssl_context = _server_tls(folder, host, advertise, ca_file, ca_key_file)
+            trio.run(_until_signal, _run_coordinator(folder, host, port, settings, secret, advertise, ssl_context))
         else:
-            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id, secret, token_file)
+            ssl_context = client_context(ca_file) if ca_file else None
+            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id, secret, token_file, ssl_context)
             trio.run(_serve_executor, executor, _positive_duration(drain_timeout, "--drain-timeout"))
     except BaseException as exc:
         error = find_error(exc, SwarmError)
@@ -95,7 +109,18 @@ def up(
         raise fail(str(error), error.exit_code) from None
 
 
-def _check_exposure(host: str, has_secret: bool) -> None:
+def _server_tls(folder: Path, host: str, advertise: str | None, ca_file: Path | None, ca_key_file: Path | None):
+    """Return the coordinator's TLS server context, or None without --ca-file."""
+    if ca_file is None:
+        if ca_key_file is not None:
+            raise UsageError("--ca-key-file needs --ca-file, the CA certificate that goes with the key")
+        return None
+    if ca_key_file is None:
+        raise UsageError(f"--ca-file {ca_file} needs --ca-key-file too: the coordinator issues its TLS certificate with the CA key")
+    return server_context(ca_file, ca_key_file, server_hosts(host, advertise), folder / "tls")
+
+
+def _check_exposure(host: str, has_secret: bool, has_tls: bool) -> None:
     """Refuse to serve a non-loopback address without a cluster secret, since nothing would check who connects."""
     try:
         loopback = ipaddress.ip_address(host).is_loopback
@@ -109,8 +134,11 @@ def _check_exposure(host: str, has_secret: bool) -> None:
             "code on the executors. Create a secret (swarmctl init DIR, or: python3 -c 'import secrets; "
             "print(secrets.token_hex(32))' > cluster.secret; chmod 600 cluster.secret) and pass --secret-file on every node"
         )
-    # NOTE: the data plane is not encrypted yet: tokens and test output cross the network in clear text.
-    log.warning("listening on %s; connections need a token but are not encrypted", host)
+    if not has_tls:
+        log.warning(
+            "listening on %s without TLS: tokens, suites and test output cross the network in clear text; "
+            "pass --ca-file and --ca-key-file to encrypt them", host,
+        )
 
 
 def _positive_duration(text: str, option: str) -> float:
@@ -121,7 +149,8 @@ def _positive_duration(text: str, option: str) -> float:
 
 
 async def _run_coordinator(
-    folder: Path, host: str, port: int, settings: CoordinatorSettings, secret: bytes | None, advertise: str | None
+    folder: Path, host: str, port: int, settings: CoordinatorSettings, secret: bytes | None, advertise: str | None,
+    ssl_context: ssl.SSLContext | None,
 ) -> None:
     from swarmctl.coordinator.node import Coordinator
 
@@ -131,13 +160,13 @@ async def _run_coordinator(
         except ValueError:
             raise UsageError(f"--advertise {advertise!r} is invalid: give an IP address, such as 10.0.0.5") from None
     coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise)
-    await coordinator.serve(host, port)
+    await coordinator.serve(host, port, ssl_context=ssl_context)
     await trio.sleep_forever()
 
 
 def _make_executor(
     folder: Path, join: str | None, slots: int, labels: dict[str, str], node_id: str | None, secret: bytes | None,
-    token_file: Path | None,
+    token_file: Path | None, ssl_context: ssl.SSLContext | None,
 ):
     from swarmctl.executor.node import Executor, default_executor_id
 
@@ -147,7 +176,7 @@ def _make_executor(
         raise UsageError(f"--slots {slots} is invalid: it must be at least 1")
     return Executor(
         executor_id=node_id or default_executor_id(), join=parse_addresses(join), slots=slots, labels=labels,
-        data_dir=folder, secret=secret, token_file=token_file,
+        data_dir=folder, secret=secret, token_file=token_file, ssl_context=ssl_context,
     )
 
 

@@ -8,6 +8,8 @@ websocket layer become ``PeerGone`` at this boundary, so callers handle one exce
 from __future__ import annotations
 
 import logging
+import math
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -83,8 +85,10 @@ class Peer:
         await self._ws.aclose()
 
 
-async def serve(handler, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve WebSocket connections on HOST:PORT; ``handler(Peer)`` runs per connection.
+async def serve(
+    handler, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve WebSocket connections on HOST:PORT, over TLS with ``ssl_context``; ``handler(Peer)`` runs per connection.
 
     Reports the bound port through ``task_status`` (useful with port 0).
     """
@@ -104,9 +108,11 @@ async def serve(handler, host: str, port: int, *, task_status=trio.TASK_STATUS_I
             on_request,
             host,
             port,
-            ssl_context=None,
+            ssl_context=ssl_context,
             handler_nursery=None,
             max_message_size=protocol.MAX_FRAME_BYTES,
+            connect_timeout=CONNECT_TIMEOUT_S,  # a peer that never completes its handshake is dropped then
+            disconnect_timeout=DISCONNECT_TIMEOUT_S,
             task_status=_PortReporter(task_status),
         )
     except* OSError as group:
@@ -128,35 +134,41 @@ class _PortReporter:
 
 
 @asynccontextmanager
-async def connect(addresses: Sequence[tuple[str, int]]) -> AsyncIterator[Peer]:
-    """Open a connection to the first of ``addresses`` that accepts one."""
+async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Peer]:
+    """Open a connection to the first of ``addresses`` that accepts one, over TLS with ``ssl_context``."""
     failures = []
     for host, port in addresses:
         address = format_address(host, port)
         stack = AsyncExitStack()
-        try:
-            ws = await stack.enter_async_context(
-                trio_websocket.open_websocket(
-                    host,
-                    port,
-                    "/",
-                    use_ssl=False,
-                    max_message_size=protocol.MAX_FRAME_BYTES,
-                    connect_timeout=CONNECT_TIMEOUT_S,
-                    disconnect_timeout=DISCONNECT_TIMEOUT_S,
+        # trio-websocket's own connect_timeout does not end a handshake that the server never
+        # answers (a plain client at a TLS port): its reader task keeps the connection's
+        # nursery open. This scope bounds the whole opening, and is lifted once it succeeded.
+        with trio.CancelScope(deadline=trio.current_time() + CONNECT_TIMEOUT_S) as opening:
+            try:
+                ws = await stack.enter_async_context(
+                    trio_websocket.open_websocket(
+                        host,
+                        port,
+                        "/",
+                        use_ssl=ssl_context if ssl_context is not None else False,
+                        max_message_size=protocol.MAX_FRAME_BYTES,
+                        connect_timeout=CONNECT_TIMEOUT_S,
+                        disconnect_timeout=DISCONNECT_TIMEOUT_S,
+                    )
                 )
-            )
-        except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
-            # trio-websocket's HandshakeError carries its reason in __context__, not in its text.
-            reason = str(exc) or str(exc.__context__ or "") or type(exc).__name__
-            failures.append(f"{address}: {reason}")
-            continue
-
-        async with stack:
-            yield Peer(ws, address)
-        return
+            except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
+                # trio-websocket's HandshakeError carries its reason in __context__, not in its text.
+                reason = str(exc) or str(exc.__context__ or "") or type(exc).__name__
+                failures.append(f"{address}: {reason}")
+                continue
+            opening.deadline = math.inf
+            async with stack:
+                yield Peer(ws, address)
+            return
+        failures.append(f"{address}: no WebSocket handshake within {CONNECT_TIMEOUT_S:g}s")
 
     raise ConnectionFailed(
         "could not connect to " + "; ".join(failures) + ". Check that a coordinator runs there "
-        "(swarmctl up --role coordinator --listen HOST:PORT) and that the address is right."
+        "(swarmctl up --role coordinator --listen HOST:PORT), that the address is right, and that TLS is used on "
+        "both sides or neither (SWARMCTL_CA_FILE names the cluster CA certificate)."
     )

@@ -12,9 +12,11 @@ import logging
 import math
 import random
 import secrets
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +133,13 @@ class Coordinator(FleetMixin, ClientMixin):
 
     # --- serving ---------------------------------------------------------------------------
 
-    async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, task_status=trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve executors and clients on HOST:PORT, over TLS when ``ssl_context`` is given."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            bound_port = await nursery.start(serve, self._handle, host, port)
+            bound_port = await nursery.start(partial(serve, self._handle, host, port, ssl_context=ssl_context))
             nursery.start_soon(self._watch_leases)
             if self.secret is not None:
                 await self._start_gossip(nursery, host, bound_port)

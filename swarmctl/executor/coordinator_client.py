@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
@@ -51,8 +52,10 @@ class CoordinatorClient:
         rng: random.Random | None = None,
         min_delay: float = RECONNECT_MIN_S,
         max_delay: float = RECONNECT_MAX_S,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.addresses = list(addresses)
+        self.ssl_context = ssl_context  # TLS towards the coordinator, with the cluster CA
         self.rng = rng or random.Random()
         self.min_delay = min_delay
         self.max_delay = max_delay
@@ -65,7 +68,7 @@ class CoordinatorClient:
             redirect: list[Redirected] = []
             failure: list[str] = []
             try:
-                async with connect(self.addresses) as peer:
+                async with connect(self.addresses, self.ssl_context) as peer:
                     welcome = await self._handshake(peer, hello())
                     failures = redirects = 0
                     self.sessions += 1

@@ -14,6 +14,7 @@ import os
 import random
 import secrets
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,7 @@ class Executor:
         rng: random.Random | None = None,
         secret: bytes | None = None,
         token_file: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.executor_id = executor_id
         self.secret = secret  # the cluster secret; without it the executor does not gossip
@@ -142,7 +144,7 @@ class Executor:
         self.slots = [Slot(self, i) for i in range(slots)]
         self.jobs_send, self.jobs_receive = trio.open_memory_channel(math.inf)
         self.monitor = ResourceMonitor(data_dir)
-        self.client = CoordinatorClient(join, rng=rng)
+        self.client = CoordinatorClient(join, rng=rng, ssl_context=ssl_context)
         self.held: dict[tuple[str, int], int] = {}  # (run, shard) -> attempt, assigned and not yet done
         self.pending_releases: dict[tuple[str, int], int] = {}  # (run, shard) -> tests to give back
         self.draining = False

@@ -239,3 +239,55 @@ def wait_for_active_run(db_path: Path, timeout: float = 60) -> str:
                 return row[0]
         time.sleep(0.1)
     pytest.fail(f"no running run in {db_path} within {timeout}s")
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def credentials(tmp_path: Path, swarm_env: dict) -> Path:
+    folder = tmp_path / "credentials"
+    assert run_swarmctl(["init", str(folder)], swarm_env).returncode == 0
+    return folder
+
+
+def test_tls_cluster_runs_suite(tmp_path, swarm_env, credentials):
+    suite = generate_suite(tmp_path / "suite", tests=6, files=1, sleep_ms=10, failed=1)
+    tls = ("--ca-file", str(credentials / "ca.pem"))
+    client = {**swarm_env, "SWARMCTL_TOKEN_FILE": str(credentials / "admin.token"), "SWARMCTL_CA_FILE": str(credentials / "ca.pem")}
+    running = Cluster(tmp_path, swarm_env)
+    try:
+        running.start_coordinator(
+            "--secret-file", str(credentials / "cluster.secret"), *tls, "--ca-key-file", str(credentials / "ca.key")
+        )
+        running.add_executor("exec-0", "--token-file", str(credentials / "join.token"), *tls)
+        process = run_swarmctl(["run", str(suite), "--cluster", running.address], client)
+        plain = run_swarmctl(["executors", "--cluster", running.address], {**client, "SWARMCTL_CA_FILE": ""}, timeout=60)
+        other = tmp_path / "other"
+        assert run_swarmctl(["init", str(other)], swarm_env).returncode == 0
+        foreign = run_swarmctl(
+            ["executors", "--cluster", running.address], {**client, "SWARMCTL_CA_FILE": str(other / "ca.pem")}, timeout=60
+        )
+        coordinator_log = running.coordinator.log()
+    finally:
+        running.stop()
+
+    assert process.returncode == 1, process.stdout + process.stderr
+    assert "1 failed, 5 passed" in process.stdout
+    assert "TLS certificate issued by" in coordinator_log
+    assert plain.returncode != 0
+    assert "TLS is used on both sides or neither" in plain.stderr
+    assert foreign.returncode != 0
+    assert "could not connect" in foreign.stderr
+    assert "exec-0" not in foreign.stdout
+
+
+def test_tls_coordinator_needs_ca_key(tmp_path, swarm_env, credentials):
+    process = run_swarmctl(
+        ["up", "--role", "coordinator", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "c"),
+         "--ca-file", str(credentials / "ca.pem")],
+        swarm_env, timeout=60,
+    )
+
+    assert process.returncode == 4
+    assert "needs --ca-key-file too" in process.stderr
