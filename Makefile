@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv test-venv run run-commands test test-campaign bench-xdist bench-scheduler bench-recovery bench-eta clean
+BINARY_VENV := .venv-binary
+BINARY_STAMP := $(BINARY_VENV)/.installed
+
+.PHONY: venv test-venv run run-commands test test-campaign test-binary test-docker binary bench-xdist bench-scheduler bench-recovery bench-eta clean
 
 # swarmctl and pytest: the example suites run under this venv's python3, first on PATH.
 $(STAMP): pyproject.toml
@@ -40,6 +43,27 @@ test: test-venv
 test-campaign: test-venv
 	SWARMCTL_CONSENSUS_SCHEDULES=2000 $(BIN)/python -m pytest -q -n auto tests/sim/test_consensus_sim.py
 
+# The single-file binary. Its venv holds swarmctl's runtime dependencies and PyInstaller only;
+# the swarmctl package itself is taken from this checkout (see the spec file).
+$(BINARY_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BINARY_VENV)
+	$(BINARY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BINARY_VENV)/bin/python -m pip install --quiet . pyinstaller
+	touch $(BINARY_STAMP)
+
+binary: $(BINARY_STAMP)
+	$(BINARY_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
+	  --distpath dist --workpath build/pyinstaller packaging/pyinstaller/swarmctl.spec
+	@ls -l dist/swarmctl
+
+# Builds the binary when it is older than the sources, then runs it as every role.
+test-binary: test-venv
+	$(BIN)/python -m pytest -q tests/packaging
+
+# Builds the Docker images on a dockerd of its own and runs the compose file (needs root and apt-get).
+test-docker: binary
+	bash packaging/scripts/test-docker.sh
+
 bench-xdist: test-venv
 	$(BIN)/python bench/xdist.py
 
@@ -53,4 +77,4 @@ bench-eta: test-venv
 	$(BIN)/python bench/eta.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .swarmctl-example.*
+	rm -rf $(VENV) $(BINARY_VENV) build dist *.egg-info .pytest_cache .swarmctl-example.*
