@@ -94,15 +94,19 @@ async def serve(
     """
 
     async def on_request(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        remote = ws.remote
-        name = f"{remote.address}:{remote.port}" if hasattr(remote, "address") else str(remote)
-        peer = Peer(ws, name)
+        # An error of one connection (a broken TLS handshake, a reset socket) must end only
+        # that connection: raised from here, it would stop the whole server.
         try:
-            await handler(peer)
+            ws = await request.accept()
+            remote = ws.remote
+            name = f"{remote.address}:{remote.port}" if hasattr(remote, "address") else str(remote)
+            await handler(Peer(ws, name))
         except PeerGone:
             pass
+        except (OSError, trio.BrokenResourceError, trio_websocket.ConnectionClosed) as exc:
+            log.info("connection closed after an error: %s", exc)
 
+    reporter = _PortReporter(task_status)
     try:
         await trio_websocket.serve_websocket(
             on_request,
@@ -113,14 +117,23 @@ async def serve(
             max_message_size=protocol.MAX_FRAME_BYTES,
             connect_timeout=CONNECT_TIMEOUT_S,  # a peer that never completes its handshake is dropped then
             disconnect_timeout=DISCONNECT_TIMEOUT_S,
-            task_status=_PortReporter(task_status),
+            task_status=reporter,
         )
     except* OSError as group:
-        error = group.exceptions[0]
+        if reporter.bound:
+            raise  # not about listening: the server was already serving
+        error = _first_leaf(group)
         raise ListenFailed(
-            f"cannot listen on {format_address(host, port)}: {error.strerror or error}; "
+            f"cannot listen on {format_address(host, port)}: {getattr(error, 'strerror', None) or error}; "
             "choose another address or port with --listen"
         ) from None
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 class _PortReporter:
@@ -128,8 +141,10 @@ class _PortReporter:
 
     def __init__(self, task_status) -> None:
         self._task_status = task_status
+        self.bound = False  # set once the server listens, so later errors are not taken for listen failures
 
     def started(self, server) -> None:
+        self.bound = True
         self._task_status.started(server.port)
 
 
