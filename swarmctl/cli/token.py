@@ -20,10 +20,7 @@ from swarmctl.tokens import issue, parse_role
 token_app = typer.Typer(help="Create and revoke access tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
-SECRET_HELP = (
-    "File with the cluster secret that signs the token. Default: $SWARMCTL_SECRET_FILE, else the embedded "
-    "default's $SWARMCTL_HOME/cluster.secret."
-)
+SECRET_HELP = "File with the cluster secret that signs the token (cluster.secret from `swarmctl init`). Default: $SWARMCTL_SECRET_FILE."
 
 
 @token_app.command("create")
@@ -43,11 +40,12 @@ def create(
         ttl_s = None if ttl == "never" else parse_duration(ttl, "--ttl")
         if ttl_s is not None and ttl_s <= 0:
             raise UsageError(f"--ttl {ttl!r} is invalid: it must be longer than 0s, or 'never'")
-        text, token = issue(load_secret(_secret_path(secret_file)), parsed_role, ttl_s=ttl_s, subject=name)
+        secret_path = _secret_path(secret_file)
+        text, token = issue(load_secret(secret_path), parsed_role, ttl_s=ttl_s, subject=name)
     except SwarmError as exc:
         raise fail(str(exc), exc.exit_code) from None
     expiry = "never expires" if token.expires_at is None else f"expires {_format_time(token.expires_at)}"
-    typer.echo(f"token {token.token_id}: role {token.role}, {expiry}", err=True)
+    typer.echo(f"token {token.token_id}: role {token.role}, {expiry}, signed with the secret in {secret_path}", err=True)
     typer.echo(text)
 
 
@@ -71,17 +69,15 @@ def revoke(
 
 
 def _secret_path(secret_file: Path | None) -> Path:
-    from swarmctl.embedded import EMBEDDED_SECRET, data_home
-
+    # The embedded default's own secret is deliberately not a fallback: a token signed with it
+    # would be rejected by every other cluster, long after this command reported success.
     if secret_file is not None:
         return secret_file
     if os.environ.get(SECRET_FILE_ENV):
         return Path(os.environ[SECRET_FILE_ENV])
-    embedded = data_home() / EMBEDDED_SECRET
-    if embedded.is_file():
-        return embedded
     raise UsageError(
-        f"no cluster secret to sign the token with: pass --secret-file, set {SECRET_FILE_ENV}, or create one with `swarmctl init DIR`"
+        f"no cluster secret to sign the token with: pass --secret-file with the cluster's secret, set {SECRET_FILE_ENV}, "
+        "or create a cluster with `swarmctl init DIR`"
     )
 
 

@@ -186,6 +186,7 @@ def test_auth_token_cli_create(tmp_path, swarm_env, secret):
     assert claims["sub"] == "ci"
     assert claims["exp"] - claims["iat"] == 7200
     assert f"token {claims['jti']}: role submit, expires" in created.stderr
+    assert f"signed with the secret in {secret}" in created.stderr
 
 
 def test_auth_token_cli_invalid_role(tmp_path, swarm_env, secret):
@@ -291,3 +292,17 @@ def test_tls_coordinator_needs_ca_key(tmp_path, swarm_env, credentials):
 
     assert process.returncode == 4
     assert "needs --ca-key-file too" in process.stderr
+
+
+def test_auth_token_cli_needs_named_secret(tmp_path, swarm_env):
+    # An embedded run leaves its own secret in SWARMCTL_HOME; it must not sign tokens silently.
+    home = Path(swarm_env["SWARMCTL_HOME"])
+    home.mkdir(parents=True)
+    write_secret(home / "cluster.secret")
+    env = {key: value for key, value in swarm_env.items() if key != "SWARMCTL_SECRET_FILE"}
+
+    created = run_swarmctl(["token", "create", "--role", "read"], env)
+
+    assert created.returncode == 4
+    assert "no cluster secret to sign the token with" in created.stderr
+    assert created.stdout == ""
