@@ -24,6 +24,7 @@ never when this pipe reaches end-of-file: a test that forks keeps the pipe open 
 
 import codecs
 import faulthandler
+import io
 import json
 import os
 import select
@@ -111,10 +112,31 @@ def longrepr_text(report):
     if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
         path, lineno, reason = report.longrepr
         return f"{path}:{lineno}: {reason}"
-    # longreprtext strips the whole text, which takes the indent off the first source line.
+    # longreprtext strips the whole text, which takes the blank line pytest prints after the
+    # section header and the indent of the first source line. Render it as pytest's terminal
+    # reporter does, and keep the stripped form only if that is not possible.
+    text = terminal_text(report)
+    if text is not None:
+        return text
     text = report.longreprtext
     indent = first_line_indent(report.longrepr)
     return indent + text if indent and not text.startswith(indent) else text
+
+
+def terminal_text(report):
+    """Return the failure text exactly as pytest's terminal shows it, without colours, or None."""
+    try:
+        from _pytest._io import TerminalWriter  # noqa: PLC0415  (pytest's own writer; private, so optional)
+    except ImportError:
+        return None
+    buffer = io.StringIO()
+    writer = TerminalWriter(buffer)
+    writer.hasmarkup = False
+    try:
+        report.longrepr.toterminal(writer)
+    except Exception:  # noqa: BLE001  (a longrepr of a plugin's own type may not support it)
+        return None
+    return buffer.getvalue().rstrip()
 
 
 def first_line_indent(longrepr):
