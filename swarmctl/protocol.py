@@ -380,9 +380,10 @@ class RunProgress(Message):
     eta_high_s: float | None = None
     eta_basis: str = "unknown"  # durations (history, calibrated by this run), rate (this run only) or unknown
     counts: dict[str, int] = field(default_factory=dict)  # outcome -> final results so far
-    # One row per shard being run: {"executor", "shard", "attempt", "current", "remaining"}.
-    # Executors run a shard's tests in order, so "current", the shard's first test without a
-    # result, is the running one. "remaining" counts the shard's tests without a result.
+    # One row per executor at work on the run: {"executor", "shards", "current", "remaining"}.
+    # Executors run a shard's tests in order, so each shard's first test without a result is
+    # a running one; "current" lists those. "remaining" counts the tests without a result in
+    # the executor's shards.
     activity: list[dict[str, Any]] = field(default_factory=list)
 
 

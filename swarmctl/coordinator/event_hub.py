@@ -2,8 +2,9 @@
 
 A client subscribes on its connection and from then on gets, until the connection closes:
 
-- ``RunProgress`` for every batch of new results of the runs it follows (all runs, or the
-  one it named), with the outcomes of those results and what each executor is running;
+- ``RunProgress`` as new results of the runs it follows arrive (all runs, or the one it
+  named), at most every ``PROGRESS_INTERVAL_S`` per run, with the outcomes of those
+  results and what each executor is running;
 - ``RunList`` and ``ExecutorList`` every ``interval_s`` seconds: the rows ``ListRuns`` and
   ``ListExecutors`` return, so a subscriber's view is never older than that;
 - ``CaseOutput`` pieces of running tests' captured output, if it asked for ``output``;

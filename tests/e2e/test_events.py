@@ -64,7 +64,8 @@ def test_events_stream_of_a_run(tmp_path, swarm_env):
     activity = [row for frame in progress for row in frame["activity"]]
     assert activity, "no progress frame named a running shard"
     assert {row["executor"] for row in activity} <= {"exec-0", "exec-1"}
-    assert {row["current"] for row in activity if row["current"]} <= case_ids
+    assert {case_id for row in activity for case_id in row["current"]} <= case_ids
+    assert all(row["shards"] >= 1 and row["remaining"] >= len(row["current"]) for row in activity)
 
     executors = next(frame for frame in frames if frame["kind"] == "executors")
     assert {row["id"] for row in executors["executors"]} == {"exec-0", "exec-1"}

@@ -23,7 +23,7 @@ def test_cluster_view_lists_replace_rows() -> None:
 
 def test_cluster_view_progress_updates_run() -> None:
     view = ClusterView(runs=[run_row()])
-    activity = [{"executor": "exec-1", "shard": 0, "attempt": 1, "current": "t.py::c", "remaining": 2}]
+    activity = [{"executor": "exec-1", "shards": 1, "current": ["t.py::c"], "remaining": 2}]
     progress = protocol.RunProgress(
         "run-1", "running", 4, 2, 2, [["t.py::a", "passed"], ["t.py::b", "failed"]], 3.0, 2.0, 4.0, "durations",
         {"passed": 1, "failed": 1}, activity,
