@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 BINARY_VENV := .venv-binary
 BINARY_STAMP := $(BINARY_VENV)/.installed
 
-.PHONY: venv test-venv run run-commands test test-campaign test-binary test-docker binary bench-xdist bench-scheduler bench-recovery bench-eta clean
+.PHONY: venv test-venv run run-commands test test-campaign test-binary test-docker binary bench-xdist bench-scheduler bench-recovery bench-eta bench-load clean
 
 # swarmctl and pytest: the example suites run under this venv's python3, first on PATH.
 $(STAMP): pyproject.toml
@@ -75,6 +75,10 @@ bench-recovery: test-venv
 
 bench-eta: test-venv
 	$(BIN)/python bench/eta.py
+
+# 200 simulated executors x 4 slots against a real coordinator, 1,000 to 100,000 tests (a few minutes).
+bench-load: test-venv
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) $(BINARY_VENV) build dist *.egg-info .pytest_cache .swarmctl-example.*
