@@ -631,8 +631,8 @@ class Coordinator(FleetMixin, ClientMixin):
         """Record new results in the progress trackers, and send their outcomes in a RunProgress soon.
 
         Results arrive in many small batches when tests are short, so the outcomes of one run
-        are gathered for PROGRESS_INTERVAL_S and sent in one frame: a frame per batch made a
-        run of 1,000 tests on 200 executors send its client 48 MB.
+        are gathered for PROGRESS_INTERVAL_S and sent in one frame. With a frame per batch, a
+        run of 1,000 tests on 200 executors sent its client 48 MB.
         """
         by_run: dict[str, list[dict]] = {}
         for run_id, result in new:
