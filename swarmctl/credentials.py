@@ -7,13 +7,15 @@ the first of:
 2. ``SWARMCTL_TOKEN_FILE``: a file that contains a token;
 3. ``SWARMCTL_SECRET_FILE``: the cluster secret, from which it makes itself a short-lived
    admin token (a holder of the secret can make any token anyway);
-4. the embedded default's secret, ``$SWARMCTL_HOME/cluster.secret``, if it exists.
+4. the ``cluster.token_file`` of the file ``SWARMCTL_CONFIG`` names;
+5. the embedded default's secret, ``$SWARMCTL_HOME/cluster.secret``, if it exists.
 
 With none of them it sends no token, which a coordinator without a secret accepts. An
 executor uses its join token file (``--token-file``) if given, else makes a join token from
 its ``--secret-file``.
 
-Clients connect over TLS when ``SWARMCTL_CA_FILE`` names the cluster CA certificate.
+Clients connect over TLS when ``SWARMCTL_CA_FILE``, or else the configuration's
+``cluster.ca_file``, names the cluster CA certificate.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import stat
 import ssl
 from pathlib import Path
 
+from swarmctl.config import config_from_environment
 from swarmctl.errors import UsageError
 from swarmctl.security import load_secret
 from swarmctl.tls import client_context
@@ -67,6 +70,9 @@ def client_token(embedded_secret: Path | None) -> str:
     secret_file = os.environ.get(SECRET_FILE_ENV)
     if secret_file:
         return _self_issued(load_secret(Path(secret_file)), Role.ADMIN)
+    configured = config_from_environment()
+    if configured is not None and configured.get("cluster", "token_file"):
+        return read_token_file(Path(configured.get("cluster", "token_file")))
     if embedded_secret is not None and embedded_secret.is_file():
         return _self_issued(load_secret(embedded_secret), Role.ADMIN)
     return ""
@@ -87,6 +93,9 @@ def _self_issued(secret: bytes, role: Role) -> str:
 
 
 def client_tls() -> ssl.SSLContext | None:
-    """Return the TLS context for connections to coordinators, or None when ``SWARMCTL_CA_FILE`` is not set."""
+    """Return the TLS context for connections to coordinators, or None when no CA certificate is configured."""
     ca_file = os.environ.get(CA_FILE_ENV)
+    if not ca_file:
+        configured = config_from_environment()
+        ca_file = configured.get("cluster", "ca_file") if configured is not None else None
     return client_context(Path(ca_file)) if ca_file else None

@@ -76,13 +76,17 @@ def _click_class(name: str) -> type[Exception]:
 
 
 def cluster_addresses(cluster: str | None) -> list[tuple[str, int]]:
-    """Return the addresses of ``--cluster``, or of the embedded coordinator of a running ``swarmctl run``."""
+    """Return the addresses of ``--cluster``, else of the file SWARMCTL_CONFIG names, else of the embedded coordinator."""
     from swarmctl.cluster.transport import parse_addresses
+    from swarmctl.config import config_from_environment
     from swarmctl.embedded import data_home, embedded_address
     from swarmctl.errors import UsageError
 
     if cluster:
         return parse_addresses(cluster)
+    configured = config_from_environment()
+    if configured is not None and configured.coordinators:
+        return parse_addresses(configured.coordinators)
     address = embedded_address(data_home())
     if address is None:
         raise UsageError(

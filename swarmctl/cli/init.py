@@ -1,13 +1,16 @@
-"""``swarmctl init DIR``: create the credentials of a new cluster."""
+"""``swarmctl init DIR``: create the configuration and credentials of a new cluster."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
 import typer
 
 from swarmctl.cli import app, fail, setup_logging
+from swarmctl.cluster.transport import format_address
+from swarmctl.config import CONFIG_FILE
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.security import load_secret, write_secret
 from swarmctl.tls import CA_CERT_FILE, CA_KEY_FILE, create_ca
@@ -20,20 +23,28 @@ JOIN_TOKEN_FILE = "join.token"
 
 @app.command()
 def init(
-    directory: Path = typer.Argument(..., help="Folder for the cluster's credentials; created if missing, must not contain them yet."),
+    directory: Path = typer.Argument(..., help="Folder for the cluster's files; created if missing, must not contain them yet."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host",
+        help="The coordinator's IP address, which executors and clients connect to. A loopback address keeps the "
+        "cluster on this machine; any other makes the coordinator listen on every address and advertise this one.",
+    ),
+    port: int = typer.Option(7400, "--port", help="The coordinator's port."),
 ) -> None:
-    """Create a cluster secret, a TLS CA, an admin token and an executor join token, and print how to start nodes.
+    """Create swarm.toml, a cluster secret, a TLS CA, an admin token and an executor join token, and print how to start nodes.
 
-    Every file but the CA certificate has mode 0600.
+    Every file but the CA certificate and swarm.toml has mode 0600.
     """
     setup_logging(False, quiet=True)
+    config_path = directory / CONFIG_FILE
     secret_path = directory / SECRET_FILE
     admin_path = directory / ADMIN_TOKEN_FILE
     join_path = directory / JOIN_TOKEN_FILE
     ca_path = directory / CA_CERT_FILE
     ca_key_path = directory / CA_KEY_FILE
     try:
-        for path in (secret_path, admin_path, join_path, ca_path, ca_key_path):
+        config_text = _config_text(host, port)
+        for path in (config_path, secret_path, admin_path, join_path, ca_path, ca_key_path):
             if path.exists():
                 raise UsageError(f"{path} already exists; choose an empty folder, or remove the old credentials first")
         try:
@@ -47,27 +58,60 @@ def init(
         _write_private(admin_path, admin)
         _write_private(join_path, join)
         create_ca(ca_path, ca_key_path)
+        config_path.write_text(config_text, encoding="utf-8")
     except SwarmError as exc:
         raise fail(str(exc), exc.exit_code) from None
 
     folder = directory.resolve()
+    config = folder / CONFIG_FILE
     typer.echo(
         f"""Created in {folder}:
+  {CONFIG_FILE}      the cluster configuration, which names the files below by relative path
   {SECRET_FILE}  the cluster secret: signs tokens and keys gossip; copy it only to coordinator machines
   {CA_KEY_FILE}          the cluster CA key, with which coordinators issue their TLS certificates; coordinators only
   {CA_CERT_FILE}          the cluster CA certificate, which every node and client uses to check the coordinator
   {ADMIN_TOKEN_FILE}     a token with role admin, with no expiry
   {JOIN_TOKEN_FILE}      a token with role join, for executors that do not get the secret
 
-Start a coordinator:
-  swarmctl up --role coordinator --listen 0.0.0.0:7400 --advertise IP --secret-file {folder / SECRET_FILE} \\
-    --ca-file {folder / CA_CERT_FILE} --ca-key-file {folder / CA_KEY_FILE}
-Start executors (copy {JOIN_TOKEN_FILE} and {CA_CERT_FILE}, or also the secret to gossip):
-  swarmctl up --role executor --join IP:7400 --token-file {folder / JOIN_TOKEN_FILE} --ca-file {folder / CA_CERT_FILE}
-Submit a run:
-  SWARMCTL_TOKEN_FILE={folder / ADMIN_TOKEN_FILE} SWARMCTL_CA_FILE={folder / CA_CERT_FILE} swarmctl run SUITE --cluster IP:7400
+Start a coordinator (with the whole folder):
+  swarmctl up --role coordinator --config {config}
+Start executors (copy {CONFIG_FILE}, {JOIN_TOKEN_FILE} and {CA_CERT_FILE} to each, into one folder):
+  swarmctl up --role executor --config {config}
+Submit a run, or use any other client command:
+  SWARMCTL_CONFIG={config} swarmctl run SUITE
 Make tokens for people and CI with fewer rights:
   swarmctl token create --role submit --name ci --secret-file {folder / SECRET_FILE} > ci.token"""
+    )
+
+
+def _config_text(host: str, port: int) -> str:
+    """Return swarm.toml for a coordinator reached at ``host:port``, or raise UsageError for an invalid value."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"--host {host!r} is invalid: give the coordinator's IP address, such as 10.0.0.5") from None
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port} is invalid: it must be between 1 and 65535")
+    reach = format_address(host, port)
+    if address.is_loopback:
+        listen, advertise = reach, ""
+    else:
+        listen, advertise = format_address("::" if address.version == 6 else "0.0.0.0", port), f'advertise = "{host}"\n'
+    return (
+        "# The swarmctl cluster configuration. Relative paths are relative to this file's folder.\n"
+        "# `swarmctl up --config FILE` takes every option it is not given from here, and client\n"
+        "# commands read the file that SWARMCTL_CONFIG names.\n\n"
+        "[cluster]\n"
+        f'coordinators = ["{reach}"]\n'
+        f'ca_file = "{CA_CERT_FILE}"\n'
+        f'token_file = "{ADMIN_TOKEN_FILE}"\n\n'
+        "[coordinator]\n"
+        f'listen = "{listen}"\n'
+        f"{advertise}"
+        f'secret_file = "{SECRET_FILE}"\n'
+        f'ca_key_file = "{CA_KEY_FILE}"\n\n'
+        "[executor]\n"
+        f'token_file = "{JOIN_TOKEN_FILE}"\n'
     )
 
 

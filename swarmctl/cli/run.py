@@ -24,6 +24,7 @@ from swarmctl.bundle import build_bundle
 from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.client import RunWatch, submit_and_follow
 from swarmctl.cluster.transport import parse_addresses
+from swarmctl.config import config_from_environment
 from swarmctl.coordinator.dependencies import resolve
 from swarmctl.duration_files import load_durations_file
 from swarmctl.durations import parse_duration, parse_start_time
@@ -58,7 +59,11 @@ class StrategyName(str, Enum):
 def run(
     path: Path = typer.Argument(..., help="The suite folder: a pytest suite, or a folder with a swarm.toml command manifest."),
     pytest_args: list[str] = typer.Argument(None, help="Arguments for pytest, after --, for example: -- -k smoke -x."),
-    cluster: str = typer.Option(None, "--cluster", help="Submit to running nodes at HOST:PORT[,HOST:PORT...] instead of the embedded default."),
+    cluster: str = typer.Option(
+        None, "--cluster",
+        help="Submit to running nodes at HOST:PORT[,HOST:PORT...] instead of the embedded default. Default: the "
+        "coordinators of the file SWARMCTL_CONFIG names, if set.",
+    ),
     executors: int = typer.Option(None, "--executors", "-n", help="Embedded default: local executor processes to start. Default: CPU count."),
     strategy: StrategyName = typer.Option(StrategyName.even, "--strategy", help="How cases are split into shards."),
     group: GroupName = typer.Option(GroupName.none, "--group", help="Keep the tests of one module, class or file in one shard, so they share fixtures; groups are balanced by their durations."),
@@ -134,6 +139,9 @@ class RunOptions:
 
 
 async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, options, verbose, console):
+    if not cluster:
+        configured = config_from_environment()
+        cluster = configured.coordinators if configured is not None else None
     suite_dir, suite_kind, case_ids, dependencies, requirements = _check_suite(path, pytest_args)
     labels = parse_labels(options.labels)
     if cluster and labels:

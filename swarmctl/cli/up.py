@@ -15,6 +15,7 @@ import typer
 
 from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.cluster.transport import parse_address, parse_addresses
+from swarmctl.config import CONFIG_ENV, ClusterConfig, load_config
 from swarmctl.coordinator.settings import CoordinatorSettings
 from swarmctl.durations import parse_duration
 from swarmctl.embedded import data_home
@@ -33,7 +34,13 @@ class Role(str, Enum):
 
 @app.command()
 def up(
+    ctx: typer.Context,
     role: Role = typer.Option(..., "--role", help="What this node does: coordinator or executor."),
+    config: Path = typer.Option(
+        None, "--config", envvar=CONFIG_ENV,
+        help="Cluster configuration file (swarm.toml from `swarmctl init`). Options not given on the command line or "
+        "in their environment variables are taken from it.",
+    ),
     listen: str = typer.Option("127.0.0.1:7400", "--listen", help="Coordinator: HOST:PORT to serve executors and clients on."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder for state, bundles and logs. Default: $SWARMCTL_HOME or the user data folder."),
     join: str = typer.Option(None, "--join", help="Executor: coordinator addresses, HOST:PORT[,HOST:PORT...]."),
@@ -85,6 +92,10 @@ def up(
     """Start a coordinator or an executor and run until SIGINT or SIGTERM."""
     setup_logging(verbose)
     try:
+        if config is not None:
+            merged = _merge_config(ctx, load_config(config), role)
+            (listen, data_dir, join, slots, labels, lease, unmatched_timeout, advertise, secret_file, token_file,
+             ca_file, ca_key_file, drain_timeout) = (merged[name] for name in CONFIG_KEYS)
         folder = (data_dir or data_home()).resolve()
         secret = load_secret(secret_file) if secret_file else None
         if secret is None:
@@ -107,6 +118,43 @@ def up(
         if error is None:
             raise
         raise fail(str(error), error.exit_code) from None
+
+
+# Option of `swarmctl up` -> (table, key) in swarm.toml; "node" is the table of --role.
+CONFIG_KEYS: dict[str, tuple[str, str]] = {
+    "listen": ("coordinator", "listen"),
+    "data_dir": ("node", "data_dir"),
+    "join": ("cluster", "coordinators"),
+    "slots": ("executor", "slots"),
+    "labels": ("executor", "labels"),
+    "lease": ("coordinator", "lease"),
+    "unmatched_timeout": ("coordinator", "unmatched_timeout"),
+    "advertise": ("coordinator", "advertise"),
+    "secret_file": ("node", "secret_file"),
+    "token_file": ("executor", "token_file"),
+    "ca_file": ("cluster", "ca_file"),
+    "ca_key_file": ("coordinator", "ca_key_file"),
+    "drain_timeout": ("executor", "drain_timeout"),
+}
+PATH_OPTIONS = {"data_dir", "secret_file", "token_file", "ca_file", "ca_key_file"}
+
+
+def _merge_config(ctx: typer.Context, config: ClusterConfig, role: Role) -> dict:
+    """Return the options, with those left at their defaults taken from ``config`` where it sets them."""
+    merged = {name: ctx.params[name] for name in CONFIG_KEYS}
+    for name, (table, key) in CONFIG_KEYS.items():
+        # Compared by name: typer may bundle its own click, whose enum is another class.
+        if ctx.get_parameter_source(name).name != "DEFAULT":
+            continue  # given on the command line or in its environment variable
+        value = config.get(role.value if table == "node" else table, key)
+        if value is None:
+            continue
+        if name == "join":
+            value = config.coordinators
+        elif name in PATH_OPTIONS:
+            value = Path(value)
+        merged[name] = value
+    return merged
 
 
 def _server_tls(folder: Path, host: str, advertise: str | None, ca_file: Path | None, ca_key_file: Path | None):

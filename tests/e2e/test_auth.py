@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -204,11 +205,14 @@ def test_auth_init_writes_credentials(tmp_path, swarm_env):
     second = run_swarmctl(["init", str(folder)], swarm_env)
 
     assert first.returncode == 0, first.stderr
-    for name in ("cluster.secret", "admin.token", "join.token"):
+    for name in ("cluster.secret", "admin.token", "join.token", "ca.key"):
         assert (folder / name).stat().st_mode & 0o777 == 0o600
     assert decode_claims((folder / "admin.token").read_text().strip())["role"] == "admin"
     assert decode_claims((folder / "join.token").read_text().strip())["role"] == "join"
-    assert "--token-file" in first.stdout
+    assert f"swarmctl up --role executor --config {folder.resolve() / 'swarm.toml'}" in first.stdout
+    config = (folder / "swarm.toml").read_text()
+    assert 'coordinators = ["127.0.0.1:7400"]' in config
+    assert 'token_file = "join.token"' in config
     assert second.returncode == 4
     assert "already exists" in second.stderr
 
@@ -306,3 +310,65 @@ def test_auth_token_cli_needs_named_secret(tmp_path, swarm_env):
     assert created.returncode == 4
     assert "no cluster secret to sign the token with" in created.stderr
     assert created.stdout == ""
+
+
+# --- the configuration file -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_config_file_runs_tls_cluster(tmp_path, swarm_env):
+    folder = tmp_path / "cluster"
+    assert run_swarmctl(["init", str(folder), "--port", str(free_port())], swarm_env).returncode == 0
+    config = str(folder / "swarm.toml")
+    suite = generate_suite(tmp_path / "suite", tests=6, files=1, sleep_ms=10, failed=1)
+    client = {**swarm_env, "SWARMCTL_CONFIG": config}
+    coordinator = Node(["--role", "coordinator", "--config", config, "--data-dir", str(tmp_path / "coordinator")],
+                       tmp_path / "coordinator.log", swarm_env)
+    executor = None
+    try:
+        coordinator.wait_for_log(r"listening on")
+        executor = Node(["--role", "executor", "--config", config, "--id", "exec-0", "--data-dir", str(tmp_path / "exec-0")],
+                        tmp_path / "exec-0.log", swarm_env)
+        coordinator.wait_for_log(r"executor exec-0 joined")
+        process = run_swarmctl(["run", str(suite)], client)
+        listing = run_swarmctl(["executors", "--json"], client, timeout=60)
+    finally:
+        for node in (executor, coordinator):
+            if node is not None:
+                node.stop()
+
+    assert process.returncode == 1, process.stdout + process.stderr
+    assert "1 failed, 5 passed" in process.stdout
+    assert [row["id"] for row in json.loads(listing.stdout)] == ["exec-0"]
+    assert "TLS certificate issued by" in coordinator.log()
+    assert "no --secret-file" not in coordinator.log()
+
+
+def test_config_file_unknown_key(tmp_path, swarm_env):
+    config = tmp_path / "swarm.toml"
+    config.write_text('[coordinator]\nlisten = "127.0.0.1:0"\nlisen = "x"\n')
+
+    process = run_swarmctl(["up", "--role", "coordinator", "--config", str(config)], swarm_env, timeout=60)
+
+    assert process.returncode == 4
+    assert "unknown key 'lisen' in [coordinator]" in process.stderr
+
+
+def test_auth_init_non_loopback_host(tmp_path, swarm_env):
+    folder = tmp_path / "cluster"
+
+    created = run_swarmctl(["init", str(folder), "--host", "10.0.0.5", "--port", "7500"], swarm_env)
+    invalid = run_swarmctl(["init", str(tmp_path / "other"), "--host", "coordinator.example"], swarm_env)
+
+    assert created.returncode == 0, created.stderr
+    config = (folder / "swarm.toml").read_text()
+    assert 'coordinators = ["10.0.0.5:7500"]' in config
+    assert 'listen = "0.0.0.0:7500"' in config
+    assert 'advertise = "10.0.0.5"' in config
+    assert invalid.returncode == 4
+    assert "--host 'coordinator.example' is invalid" in invalid.stderr
