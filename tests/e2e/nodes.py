@@ -18,12 +18,21 @@ STARTUP_TIMEOUT_S = 30
 
 
 class Node:
-    def __init__(self, args: list[str], log_path: Path, env: dict, *, prefix: list[str] = ()) -> None:
+    """A `swarmctl up` process whose log goes to a file.
+
+    ``program`` is the swarmctl to start, this venv's by default; ``prefix`` runs it under
+    another command, such as `ip netns exec NAME`.
+    """
+
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict, *, prefix: list[str] = (), program: list[str] | None = None,
+        stop_timeout: float = 15,
+    ) -> None:
         self.log_path = log_path
+        self.stop_timeout = stop_timeout
         self._log = open(log_path, "w")
-        self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "swarmctl", "up", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        program = program or [sys.executable, "-m", "swarmctl"]
+        self.process = subprocess.Popen([*prefix, *program, "up", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -42,7 +51,7 @@ class Node:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
-            return self.process.wait(timeout=15)
+            return self.process.wait(timeout=self.stop_timeout)
         finally:
             if self.process.poll() is None:
                 self.process.kill()
@@ -134,6 +143,22 @@ def running_shards(db_path: Path, executor_id: str) -> int:
             "SELECT count(*) FROM attempts WHERE executor = ? AND ended_at IS NULL", (executor_id,)
         ).fetchone()
     return count
+
+
+def wait_for_active_run(db_path: Path, timeout: float = 60) -> str:
+    """Return the id of the run the coordinator's state.db lists as running, waiting for one to start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db_path.exists():
+            with sqlite3.connect(db_path, timeout=5) as conn:
+                try:
+                    row = conn.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchone()
+                except sqlite3.OperationalError:
+                    row = None
+            if row:
+                return row[0]
+        time.sleep(0.1)
+    pytest.fail(f"no running run in {db_path} within {timeout}s")
 
 
 def wait_until_running(db_path: Path, executor_id: str, timeout: float = 60) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 from swarmctl.security import load_secret, write_secret
 from swarmctl.tokens import Role, issue
 from tests.conftest import generate_suite, run_swarmctl
-from tests.e2e.nodes import Cluster, Node, start_run
+from tests.e2e.nodes import Cluster, Node, start_run, wait_for_active_run
 
 SLOW_SUITE = "import time\n\ndef test_slow():\n    time.sleep(60)\n"
 
@@ -231,19 +230,6 @@ def decode_claims(text: str) -> dict:
     return jwt.decode(text, options={"verify_signature": False})
 
 
-def wait_for_active_run(db_path: Path, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if db_path.exists():
-            with sqlite3.connect(db_path, timeout=5) as conn:
-                try:
-                    row = conn.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchone()
-                except sqlite3.OperationalError:
-                    row = None
-            if row:
-                return row[0]
-        time.sleep(0.1)
-    pytest.fail(f"no running run in {db_path} within {timeout}s")
 
 
 # --- TLS ------------------------------------------------------------------------------------

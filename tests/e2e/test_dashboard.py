@@ -6,7 +6,6 @@ import re
 import secrets
 import shlex
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,16 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import generate_suite, run_swarmctl
-from tests.e2e.nodes import cluster, start_run, wait_for_results
+from tests.e2e.nodes import cluster, start_run, wait_for_active_run, wait_for_results
 
 TMUX_WIDTH, TMUX_HEIGHT = 120, 30
 SCREEN_TIMEOUT_S = 60
-
-
-def active_run_id(db_path: Path) -> str:
-    with sqlite3.connect(db_path, timeout=5) as conn:
-        (run_id,) = conn.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchone()
-    return run_id
 
 
 def line_starting(text: str, start: str) -> str:
@@ -42,7 +35,7 @@ def test_dashboard_once_shows_executors_and_run(tmp_path, swarm_env):
         run = start_run(suite, running.address, tmp_path / "report.json", swarm_env)
         try:
             wait_for_results(db_path, at_least=4)
-            run_id = active_run_id(db_path)
+            run_id = wait_for_active_run(db_path)
             once = run_swarmctl(
                 ["dashboard", "--cluster", running.address, "--once", "--log", str(running.coordinator.log_path)],
                 swarm_env, timeout=60,

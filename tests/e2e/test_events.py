@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 
 from tests.conftest import run_swarmctl
-from tests.e2e.nodes import cluster, start_run, wait_for_results
+from tests.e2e.nodes import cluster, start_run, wait_for_active_run, wait_for_results
 
 TESTS = 12
 FAILED = {3, 8}
@@ -26,12 +24,6 @@ def test_case(number):
 """
 
 
-def active_run_id(db_path: Path) -> str:
-    with sqlite3.connect(db_path, timeout=5) as conn:
-        (run_id,) = conn.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchone()
-    return run_id
-
-
 def test_events_stream_of_a_run(tmp_path, swarm_env):
     suite = tmp_path / "suite"
     suite.mkdir()
@@ -43,7 +35,7 @@ def test_events_stream_of_a_run(tmp_path, swarm_env):
         run = start_run(suite, running.address, tmp_path / "report.json", swarm_env)
         try:
             wait_for_results(db_path, at_least=1)
-            run_id = active_run_id(db_path)
+            run_id = wait_for_active_run(db_path)
             events = run_swarmctl(
                 ["events", "--cluster", running.address, "--run", run_id, "--output", "--logs", "--interval", "0.5s"],
                 swarm_env, timeout=120,

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, load_json, outcomes_by_id, run_swarmctl
+from tests.e2e.nodes import Node
 
 pytestmark = pytest.mark.slow
 
@@ -51,59 +49,31 @@ def run_binary(binary: Path, args: list[str], env: dict, *, timeout: float = 180
     return subprocess.run([str(binary), *args], check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-class BinaryNode:
-    """A `dist/swarmctl up` process whose log goes to a file."""
-
-    def __init__(self, binary: Path, args: list[str], log_path: Path, env: dict) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.process = subprocess.Popen([str(binary), "up", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for_log(self, pattern: str) -> re.Match:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.log())
-            if match:
-                return match
-            assert self.process.poll() is None, f"node exited early:\n{self.log()}"
-            time.sleep(0.05)
-        raise AssertionError(f"{pattern!r} not logged within {STARTUP_TIMEOUT_S}s:\n{self.log()}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self._log.close()
+def binary_node(binary: Path, args: list[str], log_path: Path, env: dict) -> Node:
+    """Start `dist/swarmctl up ARGS`, with the longer stop timeout a binary's unpacking needs."""
+    return Node(args, log_path, env, program=[str(binary)], stop_timeout=30)
 
 
 @pytest.fixture
-def binary_cluster(binary: Path, tmp_path: Path, swarm_env: dict) -> Iterator[tuple[str, list[BinaryNode]]]:
+def binary_cluster(binary: Path, tmp_path: Path, swarm_env: dict) -> Iterator[tuple[str, list[Node]]]:
     """One coordinator and two executors, all dist/swarmctl, keyed by one secret file."""
     secret = tmp_path / "cluster.secret"
     secret.write_text("0123456789abcdef" * 4 + "\n")
     secret.chmod(0o600)
-    nodes: list[BinaryNode] = []
+    nodes: list[Node] = []
     try:
-        coordinator = BinaryNode(
+        coordinator = binary_node(
             binary,
             ["--role", "coordinator", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "coordinator"),
              "--secret-file", str(secret)],
             tmp_path / "coordinator.log", swarm_env,
         )
         nodes.append(coordinator)
-        host, port = coordinator.wait_for_log(r"listening on ([\d.]+):(\d+)").groups()
+        host, port = coordinator.wait_for_log(r"listening on ([\d.]+):(\d+)", timeout=STARTUP_TIMEOUT_S).groups()
         address = f"{host}:{port}"
         for i in range(2):
             nodes.append(
-                BinaryNode(
+                binary_node(
                     binary,
                     ["--role", "executor", "--join", address, "--slots", "1", "--id", f"exec-{i}",
                      "--data-dir", str(tmp_path / f"exec-{i}"), "--secret-file", str(secret)],
@@ -111,7 +81,7 @@ def binary_cluster(binary: Path, tmp_path: Path, swarm_env: dict) -> Iterator[tu
                 )
             )
         for i in range(2):
-            coordinator.wait_for_log(rf"executor exec-{i} joined")
+            coordinator.wait_for_log(rf"executor exec-{i} joined", timeout=STARTUP_TIMEOUT_S)
         yield address, nodes
     finally:
         for node in reversed(nodes):
