@@ -245,3 +245,25 @@ async def test_transport_garbage_binary_frame_is_protocol_error() -> None:
 
     assert isinstance(outcome, ProtocolError)
     assert "malformed frame" in str(outcome)
+
+
+async def test_transport_connection_error_keeps_serving() -> None:
+    # An OSError of one connection, such as a socket reset before its handler reads it, must
+    # end only that connection and never reach the listener as a listen failure.
+    calls = 0
+
+    async def handler(peer: transport.Peer) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(107, "Transport endpoint is not connected")
+        await peer.send(protocol.Reject(reason="second"))
+
+    async with serving(handler) as port:
+        with pytest.raises(PeerGone):
+            async with transport.connect([(LOOPBACK, port)]) as peer:
+                await peer.receive()
+        async with transport.connect([(LOOPBACK, port)]) as peer:
+            reply = await peer.receive()
+
+    assert reply == protocol.Reject(reason="second")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -157,3 +158,32 @@ def test_strict_suite_without_timeout_plugin(tmp_path, swarm_env):
 
     assert process.returncode == 0, process.stdout + process.stderr
     assert "2 passed" in process.stdout
+
+
+FAILING_METHOD = """
+class TestTotals:
+    def test_sum(self):
+        values = [1, 2]
+        assert sum(values) == 4
+"""
+
+
+def failures_section(stdout: str) -> str:
+    """Return the FAILURES section of a pytest-style report, with object addresses blanked."""
+    section = stdout.split("= FAILURES =", 1)[1].split("= short test summary info =", 1)[0]
+    return re.sub(r"0x[0-9a-f]+", "0x?", section)
+
+
+def test_failure_text_matches_plain(tmp_path, swarm_env):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_totals.py").write_text(FAILING_METHOD)
+    plain = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rf"], cwd=suite, capture_output=True, text=True,
+    )
+
+    process = run_swarmctl(["run", str(suite), "-n", "1"], swarm_env)
+
+    assert process.returncode == 1, process.stdout + process.stderr
+    assert failures_section(process.stdout) == failures_section(plain.stdout)
+    assert "\n\nself = <test_totals.TestTotals object at 0x?>\n" in failures_section(process.stdout)
