@@ -1,4 +1,4 @@
-"""Where clients and executors find the token they send in their hello.
+"""Lookup of the token that clients and executors send in their hello.
 
 A client (``swarmctl run``, ``executors``, ``dashboard``, ``events``, ``token revoke``) uses
 the first of:

@@ -2,7 +2,7 @@
 
 A token is an HS256 JWT (RFC 7519) signed with a key derived from the cluster secret
 (``security.derive_key(secret, "token signing")``), so every node that has the secret can
-check a token without asking anyone, and nobody without it can make one. Its claims:
+check a token without asking anyone, and a token cannot be made without it. Its claims:
 
     jti   token id, what ``swarmctl token revoke`` takes
     role  read, submit, admin or join

@@ -220,7 +220,7 @@ log "swarmctl doctor in an executor container"
 compose exec -T --index 1 executor swarmctl doctor --secret-file /run/secrets/cluster.secret --port "$DOCTOR_PORT" \
     || die "swarmctl doctor found a problem in the executor image"
 
-# Health as Docker sees it, after the run.
+# Health as Docker reports it, after the run.
 for service in coordinator executor; do
     for container in $(compose ps --quiet "$service"); do
         health=$("$DOCKER" inspect --format '{{.State.Health.Status}}' "$container")

@@ -155,9 +155,9 @@ async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLCont
     for host, port in addresses:
         address = format_address(host, port)
         stack = AsyncExitStack()
-        # trio-websocket's own connect_timeout does not end a handshake that the server never
-        # answers (a plain client at a TLS port): its reader task keeps the connection's
-        # nursery open. This scope bounds the whole opening, and is lifted once it succeeded.
+        # trio-websocket's own connect_timeout does not end a handshake that gets no reply,
+        # as with a plain client at a TLS port, because its reader task keeps the connection's
+        # nursery open. This scope bounds the whole opening and is lifted once it succeeded.
         with trio.CancelScope(deadline=trio.current_time() + CONNECT_TIMEOUT_S) as opening:
             try:
                 ws = await stack.enter_async_context(

@@ -1,7 +1,7 @@
 """Malformed and hostile frames sent over real WebSocket connections to an in-process coordinator.
 
 Each case opens its own connection and sends what a broken or malicious peer might. The
-coordinator must answer with a rejection or an error, or close that connection, and must go
+coordinator must reply with a rejection or an error, or close that connection, and must go
 on serving: after every case a well-behaved client lists the runs.
 """
 
@@ -31,7 +31,7 @@ def hello(role: str = protocol.ROLE_CLIENT, **changes) -> bytes:
     return protocol.encode(dataclasses.replace(message, **changes))
 
 
-# (name, frames to send in order). The first frame is the connection's hello or what stands in for it.
+# (name, frames to send in order). The first frame is the connection's hello, or the frame sent in its place.
 CASES = [
     ("garbage bytes", [b"\x00\xff\xfe garbage"]),
     ("truncated map", [protocol.encode(protocol.ListRuns())[:-1] + b"\x82"]),

@@ -195,7 +195,7 @@ def test_logs_test_streams_running_output(swarm_env, tmp_path: Path) -> None:
     )
     follower = None
     try:
-        # While the test runs, its output so far is there, and the command says it has no result yet.
+        # While the test runs, the command prints its output so far and reports that it has no result yet.
         snapshot = wait_for(
             lambda: (p := logs(["last", "--test", TALKS], env)).returncode == 0 and "tick 1" in p.stdout and p,
             "live output of the running test",
