@@ -138,6 +138,12 @@ class Node:
     def hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.commit)
 
+    def match_index(self, peer: str) -> int | None:
+        """Return the last index known to be replicated on ``peer``; None unless this node leads."""
+        if self._leadership is None or peer not in self._leadership.progress:
+            return None
+        return self._leadership.progress[peer].match
+
     @property
     def transfer_target(self) -> str | None:
         return self._leadership.transfer_target if self._leadership else None

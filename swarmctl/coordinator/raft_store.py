@@ -1,0 +1,121 @@
+"""A voter's durable consensus state in SQLite: hard state, the latest snapshot, and log entries.
+
+``raft.db`` sits beside ``state.db`` in the coordinator's data folder. Each ``save`` is one
+transaction with ``synchronous=FULL``, so a vote or an accepted entry is on disk before the
+message that reveals it leaves the node. The snapshot's data is a serialized copy of
+``state.db`` at the snapshot's index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from swarmctl.cluster.consensus import Entry, EntryKind, HardState, PersistentState, Ready, Snapshot
+from swarmctl.errors import StoreError
+
+RAFT_DB = "raft.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hard_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    term INTEGER NOT NULL,
+    vote TEXT,
+    commit_index INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    idx INTEGER NOT NULL,
+    term INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    idx INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    command BLOB NOT NULL
+);
+"""
+
+
+class RaftStore:
+    """The ``Storage`` of the consensus core, in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the consensus log {path}: {exc}") from exc
+
+    def save(self, ready: Ready) -> None:
+        if ready.snapshot is None and not ready.entries and ready.hard_state is None:
+            return
+        with self._transaction("save"):
+            if ready.snapshot is not None:
+                self._put_snapshot(ready.snapshot)
+                self.conn.execute("DELETE FROM entries")
+            if ready.entries:
+                self.conn.execute("DELETE FROM entries WHERE idx >= ?", (ready.entries[0].index,))
+                self.conn.executemany(
+                    "INSERT INTO entries (idx, term, kind, command) VALUES (?, ?, ?, ?)",
+                    ((e.index, e.term, int(e.kind), e.command) for e in ready.entries),
+                )
+            if ready.hard_state is not None:
+                hs = ready.hard_state
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
+                    (hs.term, hs.vote, hs.commit),
+                )
+
+    def compact(self, snapshot: Snapshot) -> None:
+        with self._transaction("compact"):
+            row = self.conn.execute("SELECT idx FROM snapshot").fetchone()
+            if row is not None and row[0] >= snapshot.index:
+                return
+            self._put_snapshot(snapshot)
+            self.conn.execute("DELETE FROM entries WHERE idx <= ?", (snapshot.index,))
+
+    def state(self) -> PersistentState:
+        try:
+            row = self.conn.execute("SELECT term, vote, commit_index FROM hard_state").fetchone()
+            hard_state = HardState(*row) if row else HardState()
+            row = self.conn.execute("SELECT idx, term, data FROM snapshot").fetchone()
+            snapshot = Snapshot(row[0], row[1], bytes(row[2])) if row else Snapshot()
+            entries = tuple(
+                Entry(idx, term, EntryKind(kind), bytes(command))
+                for idx, term, kind, command in self.conn.execute(
+                    "SELECT idx, term, kind, command FROM entries WHERE idx > ? ORDER BY idx", (snapshot.index,)
+                )
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"cannot read the consensus log {self.path}: {exc}") from exc
+        return PersistentState(hard_state, snapshot, entries)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _put_snapshot(self, snapshot: Snapshot) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
+            (snapshot.index, snapshot.term, snapshot.data),
+        )
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[None]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot {what} the consensus log {self.path}: {exc}") from exc
+            raise
