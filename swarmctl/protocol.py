@@ -26,7 +26,7 @@ from swarmctl.wire_types import check_fields
 
 # Raised whenever a message gains or loses a field. ``decode`` rejects unknown fields, so
 # peers of different versions must be stopped at the hello, with a message that gives the reason.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # A frame carries a batch of results with their captured output. Output is capped per test
 # on the executor (pytest_runner.OUTPUT_CAP_CHARS), and batches are cut at BATCH_BYTES, so a
@@ -37,9 +37,14 @@ BUNDLE_CHUNK_BYTES = 1024 * 1024
 
 # A Reject whose reason starts with this is about the peer's token, not the protocol.
 AUTH_FAILED = "authentication failed:"
+# A Reject whose reason starts with this comes from a coordinator-eligible node during an
+# election: no node leads yet, so the peer tries again shortly.
+NO_LEADER = "no leader elected:"
 
 ROLE_EXECUTOR = "executor"
 ROLE_CLIENT = "client"
+ROLE_VOTER = "voter"  # another coordinator-eligible node: consensus messages only
+ROLE_OBSERVER = "observer"  # asks any node for its consensus status, leader or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +420,18 @@ class RunComplete(Message):
     fenced: int = 0
 
 
+@_message("watch_run")
+@dataclass(frozen=True, slots=True)
+class WatchRun(Message):
+    """Follow a run submitted on an earlier connection, as after a failover.
+
+    For an active run the client gets what a submitting client gets from then on; for a
+    finished run, its results and ``RunComplete`` at once.
+    """
+
+    run_id: str
+
+
 @_message("cancel_run")
 @dataclass(frozen=True, slots=True)
 class CancelRun(Message):
@@ -546,3 +563,39 @@ def decode(frame: bytes) -> Message:
         return cls(**data)
     except TypeError as exc:
         raise ProtocolError(f"{kind} frame is missing fields: {exc}") from exc
+
+
+# --- coordinator-eligible nodes ---------------------------------------------------------
+
+
+@_message("consensus")
+@dataclass(frozen=True, slots=True)
+class ConsensusFrame(Message):
+    """A message between voters, as ``swarmctl.cluster.consensus.wire.to_wire`` encodes it."""
+
+    payload: dict[str, Any]
+
+
+@_message("status_query")
+@dataclass(frozen=True, slots=True)
+class StatusQuery(Message):
+    """Ask a node for its consensus status; any voter answers, leader or not."""
+
+
+@_message("node_status")
+@dataclass(frozen=True, slots=True)
+class NodeStatus(Message):
+    """One node's view of the cluster.
+
+    ``state`` is leader, follower, pre-candidate or candidate, or ``single`` for a
+    coordinator without peers. ``voters`` has one map per voter with ``address``, ``state``
+    and, on the leader, ``match`` (its last replicated index) and ``lag`` (entries behind).
+    """
+
+    node_id: str
+    state: str
+    term: int
+    leader: str
+    commit_index: int
+    applied_index: int
+    voters: list[dict[str, Any]] = field(default_factory=list)

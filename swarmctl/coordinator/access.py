@@ -32,7 +32,7 @@ def authenticate(secret: bytes, hello: protocol.Hello, revoked: set[str]) -> Tok
         raise AuthError(f"{exc}. {_token_hint(hello.role)}") from None
     if token.token_id in revoked:
         raise AuthError(f"token {token.token_id} was revoked. {_token_hint(hello.role)}")
-    needed = Role.JOIN if hello.role == protocol.ROLE_EXECUTOR else Role.READ
+    needed = {protocol.ROLE_EXECUTOR: Role.JOIN, protocol.ROLE_VOTER: Role.ADMIN}.get(hello.role, Role.READ)
     if not token.allows(needed):
         raise AuthError(f"a token with role {token.role} cannot connect as {hello.role}. {_token_hint(hello.role)}")
     return token

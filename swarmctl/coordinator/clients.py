@@ -17,7 +17,6 @@ from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator.access import denial
 from swarmctl.coordinator.dependencies import DependencyError, resolve
 from swarmctl.coordinator.progress_tracker import UNKNOWN_ETA
-from swarmctl.coordinator.settings import TERM
 from swarmctl.coordinator.state import RunStatus
 from swarmctl.coordinator.strategies import GROUPINGS, get_strategy
 from swarmctl.errors import BundleError, ProtocolError, StoreError, SwarmError
@@ -65,6 +64,8 @@ class ClientMixin:
                     self._receive_bundle_chunk(session, writers, message)
                 case protocol.SubmitRun():
                     self._submit(session, message)
+                case protocol.WatchRun():
+                    self._watch(session, message.run_id)
                 case protocol.CancelRun():
                     self._cancel(session, message)
                 case protocol.ListExecutors():
@@ -101,7 +102,7 @@ class ClientMixin:
 
     async def _revoke_token(self, session: Session, message: protocol.RevokeToken) -> None:
         """Record the revocation, then close every connection that authenticated with that token."""
-        self.machine.apply(cmd.TokenRevoked(message.token_id, self.clock()), TERM)
+        self.machine.apply(cmd.TokenRevoked(message.token_id, self.clock()), self.term)
         holders = [
             other for other in [*self.clients, *self.executors.values()]
             if other is not session and other.token is not None and other.token.token_id == message.token_id
@@ -110,6 +111,19 @@ class ClientMixin:
         session.send(protocol.TokenRevoked(message.token_id, len(holders)))
         for holder in holders:
             await holder.peer.aclose()
+
+    def _watch(self, session: Session, run_id: str) -> None:
+        run = self.machine.runs.get(run_id)
+        if run is not None:
+            session.runs.add(run_id)
+            self._send_progress(run_id)
+            return
+        complete = self._finished_run(run_id)
+        if complete is None:
+            session.send(protocol.ErrorReply(f"run {run_id} is unknown to the coordinator; check the run id", 4))
+            return
+        for frame in self._final_frames(run_id, complete):
+            session.send(frame)
 
     def _cancel(self, session: Session, message: protocol.CancelRun) -> None:
         run = self.machine.runs.get(message.run_id)
@@ -174,12 +188,17 @@ class ClientMixin:
                 message.priority, message.retries, start_at, message.durations, message.dependencies,
                 message.group, message.requirements,
             ),
-            TERM,
+            self.term,
         )
-        session.runs.add(run_id)
         if session.token is not None:
             self.run_owners[run_id] = session.token.token_id
-        session.send(protocol.RunAccepted(run_id))
+
+        def accepted() -> None:
+            # Watching starts with the acceptance, so no progress frame can precede it.
+            session.runs.add(run_id)
+            session.send(protocol.RunAccepted(run_id))
+
+        self.when_committed(accepted)
         log.info("run %s submitted by %s: %s suite %s", run_id, session.node_id, suite.kind, suite.name)
 
         run = self.machine.runs[run_id]

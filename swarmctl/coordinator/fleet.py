@@ -25,7 +25,6 @@ from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorState, UnknownExecutor
 from swarmctl.coordinator.heartbeat import Lease
 from swarmctl.coordinator.load_balancer import can_ever_run
-from swarmctl.coordinator.settings import TERM
 from swarmctl.coordinator.state import RunStatus, ShardStatus
 from swarmctl.errors import BundleError, ProtocolError, UsageError
 from swarmctl.labels import format_labels
@@ -137,7 +136,7 @@ class FleetMixin:
         self.registry.report(session.node_id, message, self.clock())
         orphans = self.leases.renew(session.node_id, message.held, self.clock())
         self._stop_orphans(session, orphans)
-        session.send(protocol.HeartbeatAck(TERM))
+        session.send(protocol.HeartbeatAck(self.term))
 
     def _on_case_output(self, session: Session, message: protocol.CaseOutput) -> None:
         """Store and pass on live output of the shard attempts this executor holds; drop the rest."""
@@ -273,10 +272,10 @@ class FleetMixin:
         reason = f"requested by {session.node_id}"
         match message.action:
             case "cordon":
-                self.machine.apply(cmd.ExecutorCordoned(record.executor_id, True, self.clock()), TERM)
+                self.machine.apply(cmd.ExecutorCordoned(record.executor_id, True, self.clock()), self.term)
                 self.registry.cordon(record.executor_id, reason)
             case "uncordon":
-                self.machine.apply(cmd.ExecutorCordoned(record.executor_id, False, self.clock()), TERM)
+                self.machine.apply(cmd.ExecutorCordoned(record.executor_id, False, self.clock()), self.term)
                 self.registry.uncordon(record.executor_id)
             case "drain":
                 self._drain(record, reason, tell_executor=True)

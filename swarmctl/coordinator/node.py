@@ -24,7 +24,7 @@ import trio
 
 from swarmctl import protocol
 from swarmctl.bundle import BundleCache
-from swarmctl.cluster.transport import Peer, PeerGone, serve
+from swarmctl.cluster.transport import Peer, PeerGone, format_address, serve
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.access import authenticate
@@ -91,16 +91,27 @@ class Coordinator(FleetMixin, ClientMixin):
         settings: CoordinatorSettings | None = None,
         secret: bytes | None = None,
         advertise: str | None = None,
+        machine: StateMachine | None = None,
+        term: int = TERM,
+        coordinator_id: str | None = None,
+        when_committed: Callable[[int, Callable[[], None]], None] | None = None,
     ) -> None:
         """Open the coordinator state in ``data_dir``.
 
         With ``resume_runs`` false, runs left unfinished by an earlier process are ended as
         interrupted instead of continued: the embedded default uses this, because the client
         that followed those runs is gone.
+
+        A replicated coordinator passes the elected leader's ``machine``, ``term`` and
+        ``when_committed``, which calls back once the command at an index is committed by a
+        majority of voters; a single coordinator's commands are committed when applied.
         """
         self.data_dir = data_dir
-        self.coordinator_id = f"coordinator-{secrets.token_hex(3)}"
-        self.machine = StateMachine(store.connect(data_dir / "state.db"))
+        self.coordinator_id = coordinator_id or f"coordinator-{secrets.token_hex(3)}"
+        self.machine = machine or StateMachine(store.connect(data_dir / "state.db"))
+        self.term = term
+        self._when_committed = when_committed
+        self.address: str | None = None  # HOST:PORT served on, once serving
         self.bundles = BundleCache(data_dir / "bundles")
         self.logs = LogCollector(data_dir / LOGS_DB)
         self.clock = clock
@@ -140,21 +151,33 @@ class Coordinator(FleetMixin, ClientMixin):
     ) -> None:
         """Serve executors and clients on HOST:PORT, over TLS when ``ssl_context`` is given."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             bound_port = await nursery.start(partial(serve, self._handle, host, port, ssl_context=ssl_context))
-            nursery.start_soon(self._watch_leases)
-            if self.secret is not None:
-                await self._start_gossip(nursery, host, bound_port)
-            for run in list(self.machine.runs.values()):
-                self._arm_deadline(run)
-                self._plan_retries(run)
-                if run.start_at is not None:
-                    self._wake_at(run.start_at)
-                for shard in run.shards.values():
-                    if shard.not_before > self.clock():
-                        self._wake_at(shard.not_before)
-            log.info("coordinator %s listening on %s:%d, state in %s", self.coordinator_id, host, bound_port, self.data_dir)
+            await self.start_services(nursery, host, bound_port)
             task_status.started(bound_port)
+
+    async def start_services(self, nursery: trio.Nursery, host: str, port: int) -> None:
+        """Start what runs beside the connections in ``nursery``: lease watch, gossip, timers of resumed runs."""
+        self._nursery = nursery
+        self.address = format_address(self.advertise or host, port)
+        nursery.start_soon(self._watch_leases)
+        if self.secret is not None:
+            await self._start_gossip(nursery, host, port)
+        for run in list(self.machine.runs.values()):
+            self._arm_deadline(run)
+            self._plan_retries(run)
+            if run.start_at is not None:
+                self._wake_at(run.start_at)
+            for shard in run.shards.values():
+                if shard.not_before > self.clock():
+                    self._wake_at(shard.not_before)
+        log.info("coordinator %s listening on %s:%d, state in %s", self.coordinator_id, host, port, self.data_dir)
+
+    def when_committed(self, action: Callable[[], None]) -> None:
+        """Run ``action`` (an acknowledgement) once the last applied command is committed."""
+        if self._when_committed is None:
+            action()
+        else:
+            self._when_committed(self.machine.last_index, action)
 
     async def _handle(self, peer: Peer) -> None:
         try:
@@ -162,11 +185,22 @@ class Coordinator(FleetMixin, ClientMixin):
         except ProtocolError as exc:
             log.warning("%s: rejected: %s", peer.name, exc)
             return
-        reason = _invalid_hello(hello)
+        reason = invalid_hello(hello, (protocol.ROLE_OBSERVER,))
         if reason:
             log.warning("%s: rejected: %s", peer.name, reason)
             await peer.send(protocol.Reject(reason))
             return
+        await self.serve_peer(peer, hello)
+
+    def status(self) -> protocol.NodeStatus:
+        """Return this single coordinator's status, in the form a replicated cluster's voters report theirs."""
+        index = self.machine.last_index
+        address = self.address or self.coordinator_id
+        voters = [{"address": address, "state": "leader", "match": index, "lag": 0}]
+        return protocol.NodeStatus(address, "single", self.term, address, index, index, voters)
+
+    async def serve_peer(self, peer: Peer, hello: protocol.Hello) -> None:
+        """Serve an executor or client whose valid hello was read."""
         token = None
         if self.secret is not None:
             try:
@@ -182,7 +216,7 @@ class Coordinator(FleetMixin, ClientMixin):
             return
         await peer.send(
             protocol.Welcome(
-                protocol.PROTOCOL_VERSION, self.coordinator_id, TERM, self.settings.heartbeat_s, self.settings.lease_s,
+                protocol.PROTOCOL_VERSION, self.coordinator_id, self.term, self.settings.heartbeat_s, self.settings.lease_s,
                 list(self.gossip_address) if self.gossip_address else None,
             )
         )
@@ -193,7 +227,9 @@ class Coordinator(FleetMixin, ClientMixin):
             nursery.start_soon(self._write, session, receive)
             stopping = False
             try:
-                if hello.role == protocol.ROLE_EXECUTOR:
+                if hello.role == protocol.ROLE_OBSERVER:
+                    await self._serve_observer(session)
+                elif hello.role == protocol.ROLE_EXECUTOR:
                     await self._serve_executor(session, nursery)
                 else:
                     await self._serve_client(session, nursery)
@@ -209,6 +245,13 @@ class Coordinator(FleetMixin, ClientMixin):
             finally:
                 self._session_closed(session, stopping=stopping)
                 nursery.cancel_scope.cancel()
+
+    async def _serve_observer(self, session: Session) -> None:
+        while True:
+            request = await session.peer.receive()
+            if not isinstance(request, protocol.StatusQuery):
+                raise ProtocolError(f"an observer may only send status_query, not {request.KIND}")
+            session.send(self.status())
 
     def _duplicate_id(self, hello: protocol.Hello) -> str:
         """Return why an executor's hello is rejected for an id that another live process uses, or ""."""
@@ -269,7 +312,7 @@ class Coordinator(FleetMixin, ClientMixin):
                 run.run_id, self.clock(), message.case_ids, message.collect_results, message.deselected,
                 session.node_id, message.dependencies, message.requirements,
             ),
-            TERM,
+            self.term,
         )
         self._publish(new)
         log.info("run %s: collected %d tests on %s", run.run_id, len(message.case_ids), session.node_id)
@@ -304,7 +347,7 @@ class Coordinator(FleetMixin, ClientMixin):
             ) or 1
             request = PlanInput(run.case_ids, cases, slots, durations, run.deps, run.group)
             shards.extend(get_strategy(strategy).plan(request))
-        self.machine.apply(cmd.ShardsPlanned(run.run_id, shards), TERM)
+        self.machine.apply(cmd.ShardsPlanned(run.run_id, shards), self.term)
         log.info(
             "run %s: %d cases in %d shards, %d label sets, slots %d (%s)",
             run.run_id, len(run.runnable_ids()), len(shards), len(partitions),
@@ -321,12 +364,12 @@ class Coordinator(FleetMixin, ClientMixin):
             shard = run.shards[shard_id]
             if all(case in run.done for case in shard.cases):
                 # Every case already has its result (skipped for a failed dependency).
-                self.machine.apply(cmd.ShardFinished(run_id, shard_id, shard.attempt, self.clock()), TERM)
+                self.machine.apply(cmd.ShardFinished(run_id, shard_id, shard.attempt, self.clock()), self.term)
                 self._check_complete(run)
                 self._schedule()
                 return
             attempt = shard.attempt + 1
-            self.machine.apply(cmd.ShardAssigned(run_id, shard_id, attempt, executor_id, TERM, self.clock()), TERM)
+            self.machine.apply(cmd.ShardAssigned(run_id, shard_id, attempt, executor_id, self.term, self.clock()), self.term)
             self.leases.grant(run_id, shard_id, attempt, executor_id, self.clock())
             self._unmatched_since.pop((run_id, shard_id), None)
             self._progress_of(run).shard_started(shard_id, attempt, executor_id, shard.cases, self.clock())
@@ -335,7 +378,7 @@ class Coordinator(FleetMixin, ClientMixin):
             session.view.warm.add(run.suite.get("bundle", ""))
             session.send(
                 protocol.Assign(
-                    run_id, shard_id, attempt, TERM, run.suite,
+                    run_id, shard_id, attempt, self.term, run.suite,
                     [run.case_ids[i] for i in shard.cases if i not in run.done], self._digest(run),
                 )
             )
@@ -397,8 +440,8 @@ class Coordinator(FleetMixin, ClientMixin):
             if reason:
                 raise ProtocolError(f"executor {session.node_id} sent an invalid result in batch {message.seq}: {reason}")
         items = [[run_id, shard_id, attempt, session.node_id, result] for run_id, shard_id, attempt, result in message.items]
-        new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM)
-        session.send(protocol.ResultAck(message.seq))
+        new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), self.term)
+        self.when_committed(partial(session.send, protocol.ResultAck(message.seq)))
         self._publish(new)
         for run_id in {item[0] for item in items}:
             run = self.machine.runs.get(run_id)
@@ -428,7 +471,7 @@ class Coordinator(FleetMixin, ClientMixin):
                 pending.extend(dependents.get(case, ()))
         if items:
             log.info("run %s: %d tests skipped because a test they depend on did not pass", run.run_id, len(items))
-            self._publish(self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM))
+            self._publish(self.machine.apply(cmd.ResultsRecorded(self.clock(), items), self.term))
 
     def _plan_retries(self, run: RunState) -> None:
         """Give each failed case that has attempts left a shard of its own, after a backoff."""
@@ -437,7 +480,7 @@ class Coordinator(FleetMixin, ClientMixin):
             backoff = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (tries - 1)) * self.rng.uniform(0.5, 1.5)
             not_before = self.clock() + backoff
             shard_id = max(run.shards, default=-1) + 1
-            self.machine.apply(cmd.RetryPlanned(run.run_id, shard_id, [idx], not_before, run.failed_on.get(idx)), TERM)
+            self.machine.apply(cmd.RetryPlanned(run.run_id, shard_id, [idx], not_before, run.failed_on.get(idx)), self.term)
             log.info(
                 "run %s: %s failed on try %d of %d; retrying in %.1fs",
                 run.run_id, run.case_ids[idx], tries, run.retries + 1, backoff,
@@ -461,13 +504,13 @@ class Coordinator(FleetMixin, ClientMixin):
         if run is None or not run.active or message.shard_id not in run.shards:
             return
         shard = run.shards[message.shard_id]
-        if shard.attempt != message.attempt or shard.status is not ShardStatus.ASSIGNED:
+        if shard.attempt != message.attempt or shard.status is not ShardStatus.ASSIGNED or shard.executor != session.node_id:
             return
         cases = [run.index[case_id] for case_id in message.case_ids if case_id in run.index]
         if not cases:
             return
         new_shard_id = max(run.shards) + 1
-        self.machine.apply(cmd.TestsSplit(run.run_id, shard.shard_id, new_shard_id, cases), TERM)
+        self.machine.apply(cmd.TestsSplit(run.run_id, shard.shard_id, new_shard_id, cases), self.term)
         log.info("run %s: %d tests of shard %d moved to shard %d for an idle slot", run.run_id, len(cases), shard.shard_id, new_shard_id)
         self._schedule()
 
@@ -482,7 +525,7 @@ class Coordinator(FleetMixin, ClientMixin):
             self._schedule()
             return
         shard = run.shards[message.shard_id]
-        if shard.attempt != message.attempt or shard.status is not ShardStatus.ASSIGNED:
+        if shard.attempt != message.attempt or shard.status is not ShardStatus.ASSIGNED or shard.executor != session.node_id:
             self._schedule()
             return  # a fenced attempt: the shard was requeued meanwhile
         missing = [i for i in shard.cases if i not in run.done]
@@ -492,7 +535,7 @@ class Coordinator(FleetMixin, ClientMixin):
             reason = message.error or f"executor {session.node_id} ended the shard without results for {len(missing)} cases"
             self._requeue(run.run_id, shard.shard_id, reason)
         else:
-            self.machine.apply(cmd.ShardFinished(run.run_id, shard.shard_id, message.attempt, self.clock()), TERM)
+            self.machine.apply(cmd.ShardFinished(run.run_id, shard.shard_id, message.attempt, self.clock()), self.term)
         if run.active:
             self._note_deadline_progress(run)
         self._check_complete(run)
@@ -512,13 +555,13 @@ class Coordinator(FleetMixin, ClientMixin):
         if released:
             # Not a failure: the attempt limit guards against executors that keep getting lost.
             log.info("run %s: shard %d: %s", run_id, shard_id, reason)
-            self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock(), lost=False), TERM)
+            self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock(), lost=False), self.term)
             return
         if shard.attempt >= MAX_SHARD_ATTEMPTS:
             self._fail_shard(run, shard_id, f"not run: the shard was lost {shard.attempt} times, last because {reason}")
             return
         log.warning("run %s: shard %d attempt %d requeued: %s", run_id, shard_id, shard.attempt, reason)
-        self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock()), TERM)
+        self.machine.apply(cmd.ShardRequeued(run_id, shard_id, shard.attempt, reason, self.clock()), self.term)
 
     def _fail_shard(self, run: RunState, shard_id: int, message: str) -> None:
         """Record an error for every case of the shard without a result, and end the shard."""
@@ -529,9 +572,9 @@ class Coordinator(FleetMixin, ClientMixin):
              CaseResult(run.case_ids[i], ERROR, when="setup", message=message, longrepr=message).to_wire()]
             for i in shard.cases if i not in run.done
         ]
-        new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), TERM)
+        new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), self.term)
         self._publish(new)
-        self.machine.apply(cmd.ShardFinished(run.run_id, shard_id, shard.attempt, self.clock()), TERM)
+        self.machine.apply(cmd.ShardFinished(run.run_id, shard_id, shard.attempt, self.clock()), self.term)
         self.leases.release(run.run_id, shard_id)
         self._skip_dependents(run, [data for _, data in new])
         self._check_complete(run)
@@ -603,7 +646,7 @@ class Coordinator(FleetMixin, ClientMixin):
             self.leases.release(run.run_id, shard_id)
             self._unmatched_since.pop((run.run_id, shard_id), None)
         self.collectors.pop(run.run_id, None)
-        self.machine.apply(cmd.RunFinished(run.run_id, self.clock(), status, exit_code, error), TERM)
+        self.machine.apply(cmd.RunFinished(run.run_id, self.clock(), status, exit_code, error), self.term)
         wall = (run.finished_at or self.clock()) - run.submitted_at
         log.info("run %s %s with exit code %d in %.2fs%s", run.run_id, status, exit_code, wall, f": {error}" if error else "")
         complete = protocol.RunComplete(
@@ -611,14 +654,14 @@ class Coordinator(FleetMixin, ClientMixin):
         )
         watchers = [client for client in self.clients if run.run_id in client.runs]
         if watchers:
-            final = results if results is not None else self.machine.results(run.run_id)
-            earlier = [attempt for attempts in read_earlier_attempts(self.machine.conn, run.run_id).values() for attempt in attempts]
-            frames = [protocol.RunResults(run.run_id, part) for part in _parts(final)]
-            frames += [protocol.RunResults(run.run_id, [], part) for part in _parts(earlier) if part]
-            frames.append(complete)
-            for client in watchers:
-                for frame in frames:
-                    client.send(frame)
+            frames = self._final_frames(run.run_id, complete, results)
+
+            def send_results() -> None:
+                for client in watchers:
+                    for frame in frames:
+                        client.send(frame)
+
+            self.when_committed(send_results)
         for subscriber in self.events.following(run.run_id):
             self.events.send(subscriber, complete)  # subscribers get the outcome, not the results
         del self.machine.runs[run.run_id]
@@ -626,6 +669,35 @@ class Coordinator(FleetMixin, ClientMixin):
         self.run_owners.pop(run.run_id, None)
         self._digests.pop(run.run_id, None)
         self._schedule()
+
+    def _final_frames(
+        self, run_id: str, complete: protocol.RunComplete, results: list[CaseResult] | None = None
+    ) -> list[protocol.Message]:
+        """Return what a client following a run gets when it ends: results, earlier attempts, then ``complete``."""
+        final = results if results is not None else self.machine.results(run_id)
+        earlier = [attempt for attempts in read_earlier_attempts(self.machine.conn, run_id).values() for attempt in attempts]
+        frames: list[protocol.Message] = [protocol.RunResults(run_id, part) for part in _parts(final)]
+        frames += [protocol.RunResults(run_id, [], part) for part in _parts(earlier) if part]
+        frames.append(complete)
+        return frames
+
+    def _finished_run(self, run_id: str) -> protocol.RunComplete | None:
+        """Return the ``RunComplete`` of a run that ended, from the store; None for an unknown or active run."""
+        row = self.machine.conn.execute(
+            "SELECT exit_code, submitted_at, finished_at, deselected, error, duplicates, fenced FROM runs "
+            "WHERE run_id = ? AND finished_at IS NOT NULL",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        exit_code, submitted_at, finished_at, deselected, error, duplicates, fenced = row
+        executors = [e for (e,) in self.machine.conn.execute(
+            "SELECT DISTINCT executor FROM results WHERE run_id = ? AND executor != '' ORDER BY executor", (run_id,)
+        )]
+        return protocol.RunComplete(
+            run_id, exit_code if exit_code is not None else 3, finished_at - submitted_at, submitted_at, deselected,
+            error, executors, duplicates, fenced,
+        )
 
     def _publish(self, new: list[tuple[str, dict]]) -> None:
         """Record new results in the progress trackers, and send their outcomes in a RunProgress soon.
@@ -707,7 +779,7 @@ MAX_LABELS = 64
 MAX_LABEL_CHARS = 256
 
 
-def _invalid_hello(hello: protocol.Message) -> str:
+def invalid_hello(hello: protocol.Message, extra_roles: tuple[str, ...] = ()) -> str:
     """Return why a connection's first frame is rejected, or "" for an acceptable hello."""
     if not isinstance(hello, protocol.Hello):
         return f"expected a hello frame first, got {hello.KIND}"
@@ -716,8 +788,9 @@ def _invalid_hello(hello: protocol.Message) -> str:
             f"expected hello of protocol version {protocol.PROTOCOL_VERSION}, got version {hello.version}; "
             "run the same swarmctl version on every node"
         )
-    if hello.role not in (protocol.ROLE_EXECUTOR, protocol.ROLE_CLIENT):
-        return f"invalid role {hello.role[:40]!r}: expected {protocol.ROLE_EXECUTOR} or {protocol.ROLE_CLIENT}"
+    roles = (protocol.ROLE_EXECUTOR, protocol.ROLE_CLIENT, *extra_roles)
+    if hello.role not in roles:
+        return f"invalid role {hello.role[:40]!r}: expected one of {', '.join(roles)}"
     if not 0 < len(hello.node_id) <= MAX_NODE_ID_CHARS or not hello.node_id.isprintable():
         return f"invalid node id {hello.node_id[:40]!r}: it must be 1 to {MAX_NODE_ID_CHARS} printable characters"
     if len(hello.labels) > MAX_LABELS or any(

@@ -18,6 +18,7 @@ import enum
 import logging
 import sqlite3
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,21 +117,28 @@ class StateMachine:
         self.runs: dict[str, RunState] = {}
         self.cordoned: set[str] = set()  # executors that get no new work
         self.revoked_tokens: set[str] = set()  # ids of access tokens that are rejected
+        # On the leader of a replicated cluster: appends each command to the replicated log
+        # and returns its log index. None on a single coordinator and while following.
+        self.replicate: Callable[[str, bytes], int] | None = None
         row = conn.execute("SELECT max(idx) FROM log").fetchone()
         self.last_index = row[0] or 0
         self._load()
 
     # --- applying commands ---------------------------------------------------------------
 
-    def apply(self, command: cmd.Command, term: int = 0) -> list[tuple[str, dict]]:
-        """Apply ``command`` durably; return the results it recorded that were new, in wire form."""
+    def apply(self, command: cmd.Command, term: int = 0, index: int | None = None) -> list[tuple[str, dict]]:
+        """Apply ``command`` durably; return the results it recorded that were new, in wire form.
+
+        ``index`` is the command's place in the replicated log when a follower applies a
+        committed entry. A leader's command gets its index from ``replicate``, and a single
+        coordinator's the next free one.
+        """
         kind, body = cmd.encode_command(command)
+        if index is None:
+            index = self.replicate(kind, body) if self.replicate is not None else self.last_index + 1
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(
-                "INSERT INTO log (idx, term, kind, body) VALUES (?, ?, ?, ?)",
-                (self.last_index + 1, term, kind, body),
-            )
+            self.conn.execute("INSERT INTO log (idx, term, kind, body) VALUES (?, ?, ?, ?)", (index, term, kind, body))
             effects = self._dispatch(command)
             self.conn.execute("COMMIT")
         except Exception as exc:
@@ -140,7 +148,7 @@ class StateMachine:
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot apply {kind} command: {exc}") from exc
             raise
-        self.last_index += 1
+        self.last_index = index
         return effects
 
     def _dispatch(self, command: cmd.Command) -> list[tuple[str, dict]]:
@@ -267,8 +275,11 @@ class StateMachine:
                 duplicates[run_id] = duplicates.get(run_id, 0) + 1
                 continue
             # Results the coordinator records itself (no executor) are never fenced.
+            # Matching the executor too fences an attempt that a deposed leader handed out with
+            # a number the new leader gave to another executor.
             if executor and shard is not None and (
                 shard.attempt != attempt or shard.status is not ShardStatus.ASSIGNED or idx not in shard.cases
+                or shard.executor != executor
             ):
                 fenced[run_id] = fenced.get(run_id, 0) + 1
                 continue
