@@ -8,13 +8,14 @@ import os
 import signal
 import ssl
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 import trio
 import typer
 
 from swarmctl.cli import app, fail, find_error, setup_logging
-from swarmctl.cluster.transport import parse_address, parse_addresses
+from swarmctl.cluster.transport import format_address, parse_address, parse_addresses
 from swarmctl.config import CONFIG_ENV, ClusterConfig, load_config
 from swarmctl.coordinator.settings import CoordinatorSettings
 from swarmctl.durations import parse_duration
@@ -44,6 +45,12 @@ def up(
     listen: str = typer.Option("127.0.0.1:7400", "--listen", help="Coordinator: HOST:PORT to serve executors and clients on."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder for state, bundles and logs. Default: $SWARMCTL_HOME or the user data folder."),
     join: str = typer.Option(None, "--join", help="Executor: coordinator addresses, HOST:PORT[,HOST:PORT...]."),
+    peers: str = typer.Option(
+        None, "--peers",
+        help="Coordinator: the HOST:PORT of every coordinator-eligible node, this one's included, the same list on each. "
+        "With two or more, they elect a leader and replicate its state; a majority must be up. Default: [cluster] "
+        "coordinators of --config.",
+    ),
     slots: int = typer.Option(
         os.cpu_count() or 1, "--slots", show_default=False,
         help="Executor: tests run at once (one pytest worker each). Default: CPU count.",
@@ -94,7 +101,7 @@ def up(
     try:
         if config is not None:
             merged = _merge_config(ctx, load_config(config), role)
-            (listen, data_dir, join, slots, labels, lease, unmatched_timeout, advertise, secret_file, token_file,
+            (listen, data_dir, join, peers, slots, labels, lease, unmatched_timeout, advertise, secret_file, token_file,
              ca_file, ca_key_file, drain_timeout) = (merged[name] for name in CONFIG_KEYS)
         folder = (data_dir or data_home()).resolve()
         secret = load_secret(secret_file) if secret_file else None
@@ -108,7 +115,12 @@ def up(
                 unmatched_timeout_s=_positive_duration(unmatched_timeout, "--unmatched-timeout"),
             )
             ssl_context = _server_tls(folder, host, advertise, ca_file, ca_key_file)
-            trio.run(_until_signal, _run_coordinator(folder, host, port, settings, secret, advertise, ssl_context))
+            voters = _voters(peers, host, port, advertise)
+            client_ssl = client_context(ca_file) if ca_file else None
+            trio.run(
+                _until_signal,
+                _run_coordinator(folder, host, port, settings, secret, advertise, ssl_context, voters, client_ssl),
+            )
         else:
             ssl_context = client_context(ca_file) if ca_file else None
             executor = _make_executor(folder, join, slots, parse_labels(labels), node_id, secret, token_file, ssl_context)
@@ -125,6 +137,7 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "listen": ("coordinator", "listen"),
     "data_dir": ("node", "data_dir"),
     "join": ("cluster", "coordinators"),
+    "peers": ("cluster", "coordinators"),
     "slots": ("executor", "slots"),
     "labels": ("executor", "labels"),
     "lease": ("coordinator", "lease"),
@@ -149,7 +162,7 @@ def _merge_config(ctx: typer.Context, config: ClusterConfig, role: Role) -> dict
         value = config.get(role.value if table == "node" else table, key)
         if value is None:
             continue
-        if name == "join":
+        if name in ("join", "peers"):
             value = config.coordinators
         elif name in PATH_OPTIONS:
             value = Path(value)
@@ -196,19 +209,45 @@ def _positive_duration(text: str, option: str) -> float:
     return seconds
 
 
+def _voters(peers: str | None, host: str, port: int, advertise: str | None) -> tuple[list[str], str] | None:
+    """Return the voter ids and this node's id, or None for a single coordinator."""
+    if not peers:
+        return None
+    voters = [format_address(*address) for address in parse_addresses(peers)]
+    if len(voters) < 2:
+        return None
+    if len(set(voters)) != len(voters):
+        raise UsageError(f"--peers {peers!r} names a node twice; list each coordinator-eligible node once")
+    own = format_address(advertise or host, port)
+    if own not in voters:
+        raise UsageError(
+            f"--peers {peers!r} does not include this node's own address {own} (--listen, or --advertise IP with "
+            "--listen's port); list every coordinator-eligible node, this one included"
+        )
+    return voters, own
+
+
 async def _run_coordinator(
     folder: Path, host: str, port: int, settings: CoordinatorSettings, secret: bytes | None, advertise: str | None,
-    ssl_context: ssl.SSLContext | None,
+    ssl_context: ssl.SSLContext | None, voters: tuple[list[str], str] | None, client_ssl: ssl.SSLContext | None,
 ) -> None:
     from swarmctl.coordinator.node import Coordinator
+    from swarmctl.coordinator.replica import Replica
 
     if advertise is not None:
         try:
             ipaddress.ip_address(advertise)
         except ValueError:
             raise UsageError(f"--advertise {advertise!r} is invalid: give an IP address, such as 10.0.0.5") from None
-    coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise)
-    await coordinator.serve(host, port, ssl_context=ssl_context)
+    if voters is None:
+        coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise)
+        await coordinator.serve(host, port, ssl_context=ssl_context)
+    else:
+        replica = Replica(
+            folder, voters[1], voters[0], secret=secret, client_ssl=client_ssl,
+            make_coordinator=partial(Coordinator, folder, settings=settings, secret=secret, advertise=advertise),
+        )
+        await replica.serve(host, port, ssl_context=ssl_context)
     await trio.sleep_forever()
 
 

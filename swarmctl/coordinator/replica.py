@@ -1,0 +1,427 @@
+"""A coordinator-eligible node of a replicated cluster: consensus shell, replicated state, leadership.
+
+Every voter runs a ``Replica``. It feeds the consensus core (``swarmctl.cluster.consensus``)
+with ticks and with the messages other voters send, persists what the core hands back in
+``raft.db``, sends the core's messages over one outgoing WebSocket link per voter, and
+applies committed commands to its own ``state.db`` in log order.
+
+The leader runs a ``Coordinator`` over that state. Its commands are proposed to the log
+and applied at once (``StateMachine.replicate``), so the scheduler decides on the newest
+state as a single coordinator does, but everything the outside world takes as done (a
+result acknowledgement, a run's acceptance) waits until a majority has the command. A
+leader that steps down may hold applied commands that were never committed; it throws
+its ``state.db`` away and rebuilds it from its snapshot and the committed entries. A
+leader starts serving only once the empty entry of its own term is committed and applied,
+because that is when its state holds every committed command.
+
+Executors and clients may connect to any voter: a follower rejects their hello with the
+leader's address, and they retry there. Voters are named by the address they serve on.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import random
+import ssl
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+
+from swarmctl import protocol
+from swarmctl.cluster.consensus import ConsensusConfig, EntryKind, Node, Ready, Rejected, Role, Snapshot
+from swarmctl.cluster.consensus import Message as ConsensusMessage
+from swarmctl.cluster.consensus.wire import from_wire, to_wire
+from swarmctl.cluster.transport import Peer, PeerGone, connect, parse_address, serve
+from swarmctl.coordinator import commands as cmd
+from swarmctl.coordinator import store
+from swarmctl.coordinator.access import authenticate
+from swarmctl.coordinator.raft_store import RAFT_DB, RaftStore
+from swarmctl.coordinator.state import StateMachine
+from swarmctl.errors import ConnectionFailed, ProtocolError, StoreError, UsageError
+from swarmctl.tokens import AuthError
+from swarmctl.tokens import Role as TokenRole
+from swarmctl.tokens import issue
+
+log = logging.getLogger(__name__)
+
+STATE_DB = "state.db"
+TICK_S = 0.01  # how often the shell checks the core's timers
+COMPACT_EVERY = 5_000  # applied entries between two snapshots
+LINK_QUEUE = 4_096  # consensus messages waiting for a link; more are dropped, and Raft sends them again
+LINK_RETRY_S = 0.2
+VOTER_TOKEN_TTL_S = 3_600
+
+
+class NotLeader(StoreError):
+    """A command was offered to a voter that does not lead (any more)."""
+
+
+class Replica:
+    """One voter: consensus, replicated state and, while it leads, the coordinator."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        node_id: str,
+        voters: Sequence[str],
+        *,
+        make_coordinator: Callable[..., Any],
+        config: ConsensusConfig | None = None,
+        secret: bytes | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        rng: random.Random | None = None,
+        compact_every: int = COMPACT_EVERY,
+    ) -> None:
+        """Open ``raft.db`` and ``state.db`` in ``data_dir``.
+
+        ``make_coordinator(machine=, term=, coordinator_id=, when_committed=)`` builds the
+        coordinator of one leadership.
+        """
+        if len(voters) < 2:
+            raise UsageError(f"a replicated coordinator needs at least two voters, got {list(voters)}")
+        self.data_dir = data_dir
+        self.node_id = node_id
+        self.voters = tuple(voters)
+        self.config = config or ConsensusConfig()
+        self.secret = secret
+        self.client_ssl = client_ssl
+        self._rng = rng or random.Random()
+        self._make_coordinator = make_coordinator
+        self.compact_every = compact_every
+        self.store = RaftStore(data_dir / RAFT_DB)
+        self.machine = StateMachine(store.connect(data_dir / STATE_DB))
+        self.machine.replicate = self._refuse
+        self.applied = 0
+        self.node = self._start_node(rebuild=False)
+        self.coordinator: Any = None  # the Coordinator while this node leads and serves
+        self._leader_scope: trio.CancelScope | None = None  # the coordinator's own tasks
+        self._connections: set[trio.CancelScope] = set()  # executors and clients served by the coordinator
+        self._waiters: list[tuple[int, int, Callable[[], None]]] = []  # (index, order, action) heap
+        self._order = itertools.count()
+        self._links = {voter: VoterLink(voter, self) for voter in self.voters if voter != node_id}
+        self._nursery: trio.Nursery | None = None
+        self._address: tuple[str, int] | None = None
+
+    # --- start and rebuild --------------------------------------------------------------
+
+    def _start_node(self, *, rebuild: bool) -> Node:
+        """Return a consensus node over the stored state, rebuilding ``state.db`` when it may hold uncommitted commands."""
+        state = self.store.state()
+        commit = max(state.hard_state.commit, state.snapshot.index)
+        applied = self.machine.last_index
+        if rebuild or not state.snapshot.index <= applied <= commit:
+            log.info(
+                "voter %s rebuilds its state from the snapshot at index %d and the committed log",
+                self.node_id, state.snapshot.index,
+            )
+            self._restore(state.snapshot)
+            applied = state.snapshot.index
+        self.applied = applied
+        return Node(self.node_id, self.voters, self.config, self._rng, trio.current_time(), state, applied=applied)
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        """Replace ``state.db`` with ``snapshot`` (the empty state for the empty snapshot)."""
+        path = self.data_dir / STATE_DB
+        temporary = path.with_name(path.name + ".restore")
+        if snapshot.data:
+            with open(temporary, "wb") as file:
+                file.write(snapshot.data)
+                file.flush()
+                os.fsync(file.fileno())
+        self.machine.conn.close()
+        for suffix in ("-wal", "-shm", ""):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        if snapshot.data:
+            os.replace(temporary, path)
+        self.machine = StateMachine(store.connect(path))
+        self.machine.replicate = self._refuse
+
+    # --- serving ------------------------------------------------------------------------
+
+    async def serve(
+        self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, task_status=trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve voters, executors and clients on HOST:PORT and take part in elections until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                bound = await nursery.start(partial(serve, self._handle, host, port, ssl_context=ssl_context))
+                self._address = (host, bound)
+                for link in self._links.values():
+                    nursery.start_soon(link.run)
+                nursery.start_soon(self._tick_loop)
+                self._process(self.node.tick(trio.current_time()))
+                log.info("voter %s of %s serving on %s:%d, state in %s", self.node_id, ",".join(self.voters), host, bound, self.data_dir)
+                task_status.started(bound)
+        finally:
+            self.store.close()
+            self.machine.conn.close()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            now = trio.current_time()
+            if now >= self.node.next_deadline():
+                self._process(self.node.tick(now))
+            await trio.sleep(max(0.0, min(TICK_S, self.node.next_deadline() - trio.current_time())))
+
+    async def _handle(self, peer: Peer) -> None:
+        from swarmctl.coordinator.node import invalid_hello
+
+        try:
+            hello = await peer.receive()
+        except ProtocolError as exc:
+            log.warning("%s: rejected: %s", peer.name, exc)
+            return
+        reason = invalid_hello(hello, (protocol.ROLE_VOTER, protocol.ROLE_OBSERVER))
+        if reason:
+            log.warning("%s: rejected: %s", peer.name, reason)
+            await peer.send(protocol.Reject(reason))
+            return
+        if hello.role == protocol.ROLE_VOTER:
+            await self._serve_voter(peer, hello)
+        elif hello.role == protocol.ROLE_OBSERVER:
+            await self._serve_observer(peer, hello)
+        elif self.coordinator is not None and self._leader_scope is not None:
+            await self._serve_with_coordinator(peer, hello)
+        else:
+            leader = self.node.leader_id if self.node.leader_id != self.node_id else None
+            if leader:
+                await peer.send(protocol.Reject(f"{self.node_id} is not the leader", redirect=leader))
+            else:
+                await peer.send(protocol.Reject(f"{protocol.NO_LEADER} {self.node_id} knows no leader yet; try again shortly"))
+
+    async def _serve_with_coordinator(self, peer: Peer, hello: protocol.Hello) -> None:
+        coordinator, scope = self.coordinator, self._leader_scope
+        # The connection belongs to this leadership: it ends when the leadership does.
+        with trio.CancelScope() as connection:
+            self._connections.add(connection)
+            try:
+                if scope is not None and not scope.cancel_called:
+                    await coordinator.serve_peer(peer, hello)
+            finally:
+                self._connections.discard(connection)
+
+    async def _serve_voter(self, peer: Peer, hello: protocol.Hello) -> None:
+        if not self._admit(peer, hello, TokenRole.ADMIN):
+            await peer.send(protocol.Reject(f"{protocol.AUTH_FAILED} voters need the cluster secret"))
+            return
+        if hello.node_id not in self._links:
+            await peer.send(protocol.Reject(f"{hello.node_id} is not one of the voters {','.join(self.voters)}; give every voter the same --peers"))
+            return
+        await peer.send(protocol.Welcome(protocol.PROTOCOL_VERSION, self.node_id, self.node.term))
+        try:
+            while True:
+                frame = await peer.receive()
+                if not isinstance(frame, protocol.ConsensusFrame):
+                    raise ProtocolError(f"voter {hello.node_id} sent {frame.KIND} instead of a consensus message")
+                message = from_wire(frame.payload)
+                if message.source != hello.node_id:
+                    raise ProtocolError(f"voter {hello.node_id} sent a message as {message.source}")
+                self._process(self.node.step(message, trio.current_time()))
+        except (PeerGone, ProtocolError) as exc:
+            log.debug("voter %s disconnected: %s", hello.node_id, exc)
+
+    async def _serve_observer(self, peer: Peer, hello: protocol.Hello) -> None:
+        if not self._admit(peer, hello, TokenRole.READ):
+            await peer.send(protocol.Reject(f"{protocol.AUTH_FAILED} a status query needs a token with role read"))
+            return
+        await peer.send(protocol.Welcome(protocol.PROTOCOL_VERSION, self.node_id, self.node.term))
+        try:
+            while True:
+                request = await peer.receive()
+                if not isinstance(request, protocol.StatusQuery):
+                    raise ProtocolError(f"an observer may only send status_query, not {request.KIND}")
+                await peer.send(self.status())
+        except (PeerGone, ProtocolError):
+            pass
+
+    def _admit(self, peer: Peer, hello: protocol.Hello, role: TokenRole) -> bool:
+        if self.secret is None:
+            return True
+        try:
+            token = authenticate(self.secret, hello, self.machine.revoked_tokens)
+        except AuthError as exc:
+            log.warning("%s: rejected %s %s: %s", peer.name, hello.role, hello.node_id, exc)
+            return False
+        return token.allows(role)
+
+    def voter_hello(self) -> protocol.Hello:
+        token = issue(self.secret, TokenRole.ADMIN, ttl_s=VOTER_TOKEN_TTL_S, subject=self.node_id)[0] if self.secret else ""
+        return protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_VOTER, self.node_id, token=token)
+
+    def status(self) -> protocol.NodeStatus:
+        node = self.node
+        voters = []
+        for voter in self.voters:
+            row: dict[str, Any] = {"address": voter}
+            match = node.log.last_index if voter == self.node_id else node.match_index(voter)
+            if voter == self.node_id:
+                row["state"] = node.role.value
+            else:
+                row["state"] = "leader" if voter == node.leader_id else "follower" if node.role is Role.LEADER else "unknown"
+            if node.role is Role.LEADER and match is not None:
+                row.update(match=match, lag=max(0, node.log.last_index - match))
+            voters.append(row)
+        return protocol.NodeStatus(
+            self.node_id, node.role.value, node.term, node.leader_id or "", node.commit_index, self.applied, voters
+        )
+
+    # --- consensus ----------------------------------------------------------------------
+
+    def _process(self, ready: Ready) -> None:
+        """Do one Ready in the order the core requires, then start or stop leading as the node's role says."""
+        if ready:
+            self.store.save(ready)
+            for message in ready.messages:
+                self._links[message.target].send(message)
+            if ready.snapshot is not None:
+                self._restore(ready.snapshot)
+                self.applied = ready.snapshot.index
+            for entry in ready.committed_entries:
+                if entry.index <= self.applied:
+                    continue  # a command this node applied when it proposed it as leader
+                if entry.kind is EntryKind.COMMAND:
+                    kind, body = msgpack.unpackb(entry.command)
+                    self.machine.apply(cmd.decode_command(kind, body), entry.term, index=entry.index)
+                self.applied = entry.index
+            self._run_waiters()
+            self._maybe_compact()
+        self._follow_role()
+
+    def _replicate(self, kind: str, body: bytes) -> int:
+        """Append a leader's command to the log; the caller applies it at the returned index."""
+        result = self.node.propose(msgpack.packb([kind, body]), trio.current_time())
+        if isinstance(result, Rejected):
+            raise NotLeader(str(result))
+        self.store.save(result.ready)
+        for message in result.ready.messages:
+            self._links[message.target].send(message)
+        self.applied = result.index
+        return result.index
+
+    def _refuse(self, kind: str, body: bytes) -> int:
+        raise NotLeader(f"voter {self.node_id} does not lead; the {kind} command was not applied")
+
+    def when_committed(self, index: int, action: Callable[[], None]) -> None:
+        if index <= self.node.commit_index:
+            action()
+        else:
+            heapq.heappush(self._waiters, (index, next(self._order), action))
+
+    def _run_waiters(self) -> None:
+        commit = self.node.commit_index
+        while self._waiters and self._waiters[0][0] <= commit:
+            heapq.heappop(self._waiters)[2]()
+
+    def _maybe_compact(self) -> None:
+        node = self.node
+        if self.applied - node.log.snapshot.index < self.compact_every or self.applied != node.commit_index:
+            return
+        snapshot = node.compact(self.applied, self.machine.conn.serialize())
+        self.store.compact(snapshot)
+        log.info("voter %s took a snapshot at index %d (%d bytes)", self.node_id, snapshot.index, len(snapshot.data))
+
+    # --- leadership -----------------------------------------------------------------------
+
+    def _follow_role(self) -> None:
+        node = self.node
+        leading = node.role is Role.LEADER and node.transfer_target is None
+        if self.coordinator is not None and not leading:
+            self._stop_leading()
+        if node.role is not Role.LEADER and self.applied > node.commit_index:
+            # Commands this node applied as leader may never be committed: start again from
+            # committed state. The consensus state on disk is kept.
+            self.node = self._start_node(rebuild=True)
+            self._process(self.node.tick(trio.current_time()))
+        elif (
+            self.coordinator is None
+            and leading
+            and self.applied == node.commit_index
+            and node.log.term_at(node.commit_index) == node.term
+            and self._nursery is not None
+        ):
+            self._start_leading()
+
+    def _start_leading(self) -> None:
+        term = self.node.term
+        self.machine.replicate = self._replicate
+        self.coordinator = self._make_coordinator(
+            machine=self.machine, term=term, coordinator_id=self.node_id, when_committed=self.when_committed
+        )
+        self._leader_scope = trio.CancelScope()
+        log.info("voter %s leads term %d from index %d", self.node_id, term, self.applied)
+        self._nursery.start_soon(self._lead, self.coordinator, self._leader_scope)
+
+    async def _lead(self, coordinator: Any, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    host, port = self._address
+                    await coordinator.start_services(nursery, host, port)
+            except* NotLeader as group:
+                log.info("voter %s stopped leading: %s", self.node_id, group.exceptions[0])
+        if self.coordinator is coordinator:
+            self._stop_leading()
+
+    def _stop_leading(self) -> None:
+        self.coordinator = None
+        log.info("voter %s stops leading (now %s in term %d)", self.node_id, self.node.role.value, self.node.term)
+        self.machine.replicate = self._refuse
+        if self._leader_scope is not None:
+            self._leader_scope.cancel()
+        for connection in list(self._connections):
+            connection.cancel()
+        self._waiters.clear()
+
+
+class VoterLink:
+    """The outgoing connection to one other voter, carrying this node's consensus messages to it."""
+
+    def __init__(self, address: str, replica: Replica) -> None:
+        self.address = address
+        self.replica = replica
+        self._send, self._receive = trio.open_memory_channel[protocol.ConsensusFrame](LINK_QUEUE)
+        self.dropped = 0
+
+    def send(self, message: ConsensusMessage) -> None:
+        try:
+            self._send.send_nowait(protocol.ConsensusFrame(to_wire(message)))
+        except trio.WouldBlock:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        host, port = parse_address(self.address)
+        connected_once = failing = False
+        while True:
+            try:
+                async with connect([(host, port)], self.replica.client_ssl) as peer:
+                    await peer.send(self.replica.voter_hello())
+                    reply = await peer.receive()
+                    if not isinstance(reply, protocol.Welcome):
+                        reason = getattr(reply, "reason", reply.KIND)
+                        raise ProtocolError(f"voter {self.address} refused this voter: {reason}")
+                    if failing or not connected_once:
+                        log.info("voter link to %s open", self.address)
+                    connected_once, failing = True, False
+                    async for frame in self._receive:
+                        await peer.send(frame)
+            except (ConnectionFailed, PeerGone, ProtocolError, OSError) as exc:
+                if not failing:
+                    reason = str(exc).split(". Check")[0]  # without the general advice on addresses and TLS
+                    log.warning("voter link to %s: %s; retrying", self.address, reason)
+                failing = True
+            await trio.sleep(LINK_RETRY_S * (0.5 + self.replica._rng.random()))
+
+
+def voter_id(address: str) -> str:
+    """Return the canonical id of the voter serving at ``address``."""
+    host, port = parse_address(address)
+    return f"{host}:{port}"
+

@@ -1,0 +1,139 @@
+"""Replicated coordinator state: three voters in one process, talking over real loopback sockets."""
+
+from __future__ import annotations
+
+import socket
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from swarmctl.cluster.consensus import ConsensusConfig
+from swarmctl.coordinator import commands as cmd
+from swarmctl.coordinator.node import Coordinator
+from swarmctl.coordinator.replica import NotLeader, Replica
+
+FAST = ConsensusConfig(election_timeout_s=0.3, heartbeat_interval_s=0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Voter:
+    """A Replica serving in its own cancel scope, so that a test can crash it and start it again."""
+
+    def __init__(self, data_dir: Path, address: str, voters: list[str], compact_every: int) -> None:
+        self.data_dir, self.address, self.voters = data_dir, address, voters
+        self.compact_every = compact_every
+        self.replica: Replica | None = None
+        self.scope: trio.CancelScope | None = None
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self.replica = Replica(
+            self.data_dir, self.address, self.voters, config=FAST, compact_every=self.compact_every,
+            make_coordinator=partial(Coordinator, self.data_dir),
+        )
+        self.scope = trio.CancelScope()
+        host, port = self.address.split(":")
+
+        async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            with self.scope:
+                await self.replica.serve(host, int(port), task_status=task_status)
+
+        await nursery.start(run)
+
+    def crash(self) -> None:
+        self.scope.cancel()
+
+    def log(self) -> list[tuple]:
+        return self.replica.machine.conn.execute("SELECT idx, term, kind, body FROM log ORDER BY idx").fetchall()
+
+
+async def wait_for(predicate, timeout: float = 10) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.02)
+
+
+async def start_voters(tmp_path: Path, nursery: trio.Nursery, compact_every: int = 5_000) -> list[Voter]:
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    voters = [Voter(tmp_path / f"voter-{i}", address, addresses, compact_every) for i, address in enumerate(addresses)]
+    for voter in voters:
+        await voter.start(nursery)
+    return voters
+
+
+def leader_of(voters: list[Voter]) -> Voter | None:
+    leaders = [v for v in voters if v.replica.coordinator is not None and not v.scope.cancel_called]
+    assert len(leaders) <= 1
+    return leaders[0] if leaders else None
+
+
+async def test_voters_apply_the_leaders_commands_in_the_same_order(tmp_path, nursery):
+    voters = await start_voters(tmp_path, nursery)
+    await wait_for(lambda: leader_of(voters) is not None)
+    leader = leader_of(voters)
+    for i in range(20):
+        leader.replica.machine.apply(cmd.ExecutorCordoned(f"exec-{i}", i % 2 == 0, float(i)), leader.replica.node.term)
+
+    await wait_for(lambda: all(len(v.log()) == 20 for v in voters))
+    assert voters[0].log() == voters[1].log() == voters[2].log()
+    assert all(v.replica.machine.cordoned == {f"exec-{i}" for i in range(0, 20, 2)} for v in voters)
+
+
+async def test_deposed_leader_drops_its_uncommitted_commands(tmp_path, nursery):
+    voters = await start_voters(tmp_path, nursery)
+    await wait_for(lambda: leader_of(voters) is not None)
+    leader = leader_of(voters)
+    followers = [v for v in voters if v is not leader]
+    leader.replica.machine.apply(cmd.ExecutorCordoned("committed", True, 1.0), leader.replica.node.term)
+    await wait_for(lambda: all("committed" in v.replica.machine.cordoned for v in followers))
+
+    for follower in followers:
+        follower.crash()
+    await trio.sleep(0.1)
+    # Applied at once, as the scheduler needs, but no majority will ever store it.
+    leader.replica.machine.apply(cmd.ExecutorCordoned("uncommitted", True, 2.0), leader.replica.node.term)
+    assert leader.replica.machine.cordoned == {"committed", "uncommitted"}
+
+    # Without a majority the leader steps down, and its state returns to what was committed.
+    await wait_for(lambda: leader.replica.coordinator is None)
+    assert leader.replica.machine.cordoned == {"committed"}
+    try:
+        leader.replica.machine.apply(cmd.ExecutorCordoned("refused", True, 3.0))
+    except NotLeader:
+        pass
+    else:
+        raise AssertionError("a voter that does not lead applied a command of its own")
+
+    for follower in followers:
+        await follower.start(nursery)
+    await wait_for(lambda: leader_of(voters) is not None)
+    new_leader = leader_of(voters)
+    new_leader.replica.machine.apply(cmd.ExecutorCordoned("after", True, 4.0), new_leader.replica.node.term)
+    await wait_for(lambda: all("after" in v.replica.machine.cordoned for v in voters))
+    # The dropped command may still be committed later, as Raft allows: a new leader elected
+    # with it in its log replicates it. Either way, every voter ends with the same state.
+    states = [v.replica.machine.cordoned for v in voters]
+    assert states[0] == states[1] == states[2]
+    assert states[0] - {"uncommitted"} == {"committed", "after"}
+    assert voters[0].log() == voters[1].log() == voters[2].log()
+
+
+async def test_lagging_voter_catches_up_from_a_snapshot(tmp_path, nursery):
+    voters = await start_voters(tmp_path, nursery, compact_every=10)
+    await wait_for(lambda: leader_of(voters) is not None)
+    leader = leader_of(voters)
+    behind = next(v for v in voters if v is not leader)
+    behind.crash()
+    for i in range(40):
+        leader.replica.machine.apply(cmd.ExecutorCordoned(f"exec-{i}", True, float(i)), leader.replica.node.term)
+    await wait_for(lambda: leader.replica.node.log.snapshot.index >= 30)  # the entries it missed are gone
+
+    await behind.start(nursery)
+    await wait_for(lambda: len(behind.replica.machine.cordoned) == 40)
+    assert behind.replica.node.log.snapshot.index >= 30
+    assert behind.log() == leader.log()
