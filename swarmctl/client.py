@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -14,15 +15,20 @@ import trio
 
 from swarmctl import __version__, protocol
 from swarmctl.bundle import Bundle, iter_chunks
-from swarmctl.cluster.transport import Peer, connect
+from swarmctl.cluster.transport import Peer, PeerGone, connect, format_address, parse_address
 from swarmctl.credentials import client_tls, client_token
-from swarmctl.errors import ProtocolError, RunFailed, SwarmError
+from swarmctl.errors import ConnectionFailed, ProtocolError, RunFailed, SwarmError
 from swarmctl.results import CaseResult, RunSummary
 from swarmctl.tokens import AuthError
 
 log = logging.getLogger(__name__)
 
 CANCEL_TIMEOUT_S = 5.0
+ELECTION_WAIT_S = 15.0  # how long a client waits for a leader while the coordinators elect one
+ELECTION_RETRY_S = 0.5
+MAX_REDIRECTS = 3  # in a row; more means the nodes disagree on the leader, so wait for the election
+REJOIN_ATTEMPTS = 5  # to follow a run again after its coordinator went away
+REJOIN_DELAY_S = 1.0
 
 
 @dataclass
@@ -72,8 +78,7 @@ async def submit_and_follow(
 
     Cancelling this (Ctrl-C) cancels the run on the coordinator.
     """
-    async with connect(addresses, client_tls()) as peer:
-        await _hello(peer)
+    async with leader_session(addresses) as peer:
         await _upload(peer, bundle)
         await peer.send(
             protocol.SubmitRun(
@@ -85,12 +90,27 @@ async def submit_and_follow(
         watch = RunWatch(run_id=accepted.run_id)
         log.info("run %s accepted", watch.run_id)
         on_accepted(watch.run_id)
+        complete = await _follow_or_cancel(peer, watch, on_progress)
+    failures = 0
+    while complete is None:
+        # The coordinator went away: a replicated cluster's new leader continues the run.
+        failures += 1
+        if failures > REJOIN_ATTEMPTS:
+            raise ConnectionFailed(
+                f"lost the coordinator while following run {watch.run_id}, and {REJOIN_ATTEMPTS} attempts to follow it "
+                "again failed; the run may still finish: see swarmctl history"
+            )
+        log.warning("lost the coordinator while following run %s; following it again", watch.run_id)
         try:
-            complete = await _follow(peer, watch, on_progress)
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_TIMEOUT_S):
-                await peer.send(protocol.CancelRun(watch.run_id, "cancelled by the client"))
-            raise
+            async with leader_session(addresses) as peer:
+                await peer.send(protocol.WatchRun(watch.run_id))
+                # Results are sent again in full when the run ends.
+                watch.results.clear()
+                watch.earlier_attempts.clear()
+                complete = await _follow_or_cancel(peer, watch, on_progress)
+        except ConnectionFailed as exc:
+            log.warning("%s", exc)
+            await trio.sleep(REJOIN_DELAY_S)
 
     summary = RunSummary(
         run_id=complete.run_id,
@@ -107,18 +127,31 @@ async def submit_and_follow(
     return summary, watch.results, watch.earlier_attempts
 
 
+async def _follow_or_cancel(peer: Peer, watch: RunWatch, on_progress) -> protocol.RunComplete | None:
+    """Follow the run to its end; None when the connection broke. Cancelling this cancels the run."""
+    try:
+        return await _follow(peer, watch, on_progress)
+    except PeerGone:
+        return None
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_TIMEOUT_S):
+            try:
+                await peer.send(protocol.CancelRun(watch.run_id, "cancelled by the client"))
+            except PeerGone:
+                pass
+        raise
+
+
 async def cancel_run(addresses: Sequence[tuple[str, int]], run_id: str, reason: str) -> None:
     """Ask the coordinator to cancel ``run_id``; raise RemoteError if it is not active there."""
-    async with connect(addresses, client_tls()) as peer:
-        await _hello(peer)
+    async with leader_session(addresses) as peer:
         await peer.send(protocol.CancelRun(run_id, reason))
         await _expect(peer, protocol.RunCancelled)
 
 
 async def list_executors(addresses: Sequence[tuple[str, int]]) -> list[dict]:
     """Return the coordinator's executor rows (see ``ExecutorRecord.describe``)."""
-    async with connect(addresses, client_tls()) as peer:
-        await _hello(peer)
+    async with leader_session(addresses) as peer:
         await peer.send(protocol.ListExecutors())
         reply = await _expect(peer, protocol.ExecutorList)
         return reply.executors
@@ -150,8 +183,7 @@ class ClusterQueries:
 @asynccontextmanager
 async def open_queries(addresses: Sequence[tuple[str, int]]) -> AsyncIterator[ClusterQueries]:
     """Connect to the first coordinator of ``addresses`` that accepts, and keep the connection open."""
-    async with connect(addresses, client_tls()) as peer:
-        await _hello(peer)
+    async with leader_session(addresses) as peer:
         yield ClusterQueries(peer)
 
 
@@ -172,16 +204,14 @@ class EventStream:
 @asynccontextmanager
 async def open_events(addresses: Sequence[tuple[str, int]], request: protocol.Subscribe) -> AsyncIterator[EventStream]:
     """Connect to the first coordinator of ``addresses`` that accepts, and subscribe with ``request``."""
-    async with connect(addresses, client_tls()) as peer:
-        await _hello(peer)
+    async with leader_session(addresses) as peer:
         await peer.send(request)
         yield EventStream(peer)
 
 
 async def revoke_token(addresses: Sequence[tuple[str, int]], token_id: str) -> int:
     """Revoke a token on the coordinator; return how many of its connections were closed."""
-    async with connect(addresses, client_tls()) as peer:
-        await _hello(peer)
+    async with leader_session(addresses) as peer:
         await peer.send(protocol.RevokeToken(token_id))
         reply = await _expect(peer, protocol.TokenRevoked)
         return reply.connections_closed
@@ -189,29 +219,75 @@ async def revoke_token(addresses: Sequence[tuple[str, int]], token_id: str) -> i
 
 async def control_executor(addresses: Sequence[tuple[str, int]], action: str, executor_id: str) -> str:
     """Drain, cordon or uncordon an executor; return its state afterwards."""
-    async with connect(addresses, client_tls()) as peer:
-        await _hello(peer)
+    async with leader_session(addresses) as peer:
         await peer.send(protocol.ControlExecutor(action, executor_id))
         reply = await _expect(peer, protocol.ExecutorControlled)
         return reply.state
 
 
-async def _hello(peer: Peer) -> None:
+async def node_status(address: tuple[str, int]) -> protocol.NodeStatus:
+    """Return one node's consensus status; it answers whether it leads or not."""
+    async with connect([address], client_tls()) as peer:
+        reject = await _hello(peer, protocol.ROLE_OBSERVER)
+        if reject is not None:
+            raise ProtocolError(f"{peer.name} rejected the status query: {reject.reason}")
+        await peer.send(protocol.StatusQuery())
+        return await _expect(peer, protocol.NodeStatus)
+
+
+@asynccontextmanager
+async def leader_session(addresses: Sequence[tuple[str, int]], role: str = protocol.ROLE_CLIENT) -> AsyncIterator[Peer]:
+    """Connect to the first of ``addresses`` that accepts, say hello, and follow redirects to the leader.
+
+    A coordinator-eligible node that does not lead names the leader, and the next attempt
+    goes there. While an election is under way, no node names one: wait and try again, for
+    at most ``ELECTION_WAIT_S``.
+    """
+    addresses = list(addresses)
+    redirects = 0
+    with trio.move_on_after(ELECTION_WAIT_S) as waiting:
+        while True:
+            async with connect(addresses, client_tls()) as peer:
+                reject = await _hello(peer, role)
+                if reject is None:
+                    waiting.deadline = math.inf
+                    yield peer
+                    return
+            if reject.redirect and redirects < MAX_REDIRECTS:
+                redirects += 1
+                address = parse_address(reject.redirect)
+                log.info("%s; connecting to the leader at %s", reject.reason, reject.redirect)
+                addresses = [address, *(a for a in addresses if a != address)]
+                continue
+            # No leader yet, or redirects in a circle to a leader that is gone: an election is due.
+            redirects = 0
+            await trio.sleep(ELECTION_RETRY_S)
+    raise ConnectionFailed(
+        f"no coordinator led within {ELECTION_WAIT_S:g}s at {', '.join(format_address(*a) for a in addresses)}: "
+        "a majority of the coordinator-eligible nodes (--peers) must be up and reach each other"
+    )
+
+
+async def _hello(peer: Peer, role: str) -> protocol.Reject | None:
+    """Introduce this client; return the node's rejection when it redirects or has no leader, else None."""
     from swarmctl.embedded import EMBEDDED_SECRET, data_home  # the embedded module starts coordinators; load it late
 
     client_id = f"client-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
     token = client_token(data_home() / EMBEDDED_SECRET)
     await peer.send(
-        protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, client_id, 0, {}, f"swarmctl {__version__}",
+        protocol.Hello(protocol.PROTOCOL_VERSION, role, client_id, 0, {}, f"swarmctl {__version__}",
                        socket.gethostname(), os.getpid(), token=token)
     )
     reply = await peer.receive()
     if isinstance(reply, protocol.Reject):
         if reply.reason.startswith(protocol.AUTH_FAILED):
             raise AuthError(f"{peer.name} rejected this client: {reply.reason}")
+        if reply.redirect or reply.reason.startswith(protocol.NO_LEADER):
+            return reply
         raise ProtocolError(f"{peer.name} rejected this client: {reply.reason}")
     if not isinstance(reply, protocol.Welcome):
         raise ProtocolError(f"{peer.name}: expected welcome, got {reply.KIND}")
+    return None
 
 
 async def _upload(peer: Peer, bundle: Bundle) -> None:

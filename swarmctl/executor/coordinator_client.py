@@ -38,6 +38,10 @@ def backoff_delay(failures: int, rng: random.Random, *, min_delay: float, max_de
     return base * rng.uniform(0.5, 1.5)
 
 
+class NoLeader(Exception):
+    """A coordinator-eligible node answered during an election: try again soon, without backing off."""
+
+
 class Redirected(Exception):
     def __init__(self, address: tuple[str, int], reason: str) -> None:
         super().__init__(reason)
@@ -60,6 +64,7 @@ class CoordinatorClient:
         self.min_delay = min_delay
         self.max_delay = max_delay
         self.sessions = 0  # sessions opened so far
+        self.term = 0  # the newest leader term seen; a coordinator of an older term was deposed
 
     async def run(self, hello: Callable[[], protocol.Hello], session: Session) -> None:
         """Open sessions with ``session`` until cancelled; ``hello`` builds each session's hello."""
@@ -67,6 +72,7 @@ class CoordinatorClient:
         while True:
             redirect: list[Redirected] = []
             failure: list[str] = []
+            electing: list[NoLeader] = []
             try:
                 async with connect(self.addresses, self.ssl_context) as peer:
                     welcome = await self._handshake(peer, hello())
@@ -75,10 +81,19 @@ class CoordinatorClient:
                     await session(peer, welcome)
             except* Redirected as group:
                 redirect.append(group.exceptions[0])
+            except* NoLeader as group:
+                electing.append(group.exceptions[0])
             except* (ConnectionFailed, PeerGone, ProtocolError) as group:
                 # The session's nursery wraps these in an exception group.
                 failure.append(_first_message(group))
 
+            if electing:
+                # A new leader is due within an election timeout or two; its executors should
+                # be back at once, so wait the shortest delay instead of backing off.
+                log.info("%s Trying again.", electing[0])
+                redirects = 0
+                await trio.sleep(backoff_delay(1, self.rng, min_delay=self.min_delay, max_delay=self.max_delay))
+                continue
             if redirect:
                 log.info("%s Connecting to %s.", redirect[0], format_address(*redirect[0].address))
                 self._prefer(redirect[0].address)
@@ -96,8 +111,14 @@ class CoordinatorClient:
         await peer.send(hello)
         reply = await peer.receive()
         match reply:
+            case protocol.Welcome() if reply.term < self.term:
+                raise ProtocolError(
+                    f"coordinator {peer.name} ({reply.coordinator_id}) leads term {reply.term}, older than term "
+                    f"{self.term} of a coordinator this executor followed: it was deposed"
+                )
             case protocol.Welcome():
                 log.info("connected to %s (%s, term %d)", peer.name, reply.coordinator_id, reply.term)
+                self.term = reply.term
                 return reply
             case protocol.Reject(redirect=redirect) if redirect:
                 try:
@@ -105,6 +126,8 @@ class CoordinatorClient:
                 except UsageError:
                     raise ProtocolError(f"coordinator {peer.name} redirected to an invalid address {redirect!r}") from None
                 raise Redirected(address, f"coordinator {peer.name} redirected this executor: {reply.reason}.")
+            case protocol.Reject() if reply.reason.startswith(protocol.NO_LEADER):
+                raise NoLeader(f"coordinator {peer.name}: {reply.reason}.")
             case protocol.Reject() if reply.reason.startswith(protocol.AUTH_FAILED):
                 # Trying again with the same token cannot succeed: stop with the reason.
                 raise AuthError(f"coordinator {peer.name} rejected this executor: {reply.reason}")

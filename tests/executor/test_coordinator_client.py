@@ -120,3 +120,34 @@ async def test_client_retries_while_rejected(nursery):
 
     assert len(attempts) == 2
     nursery.cancel_scope.cancel()
+
+
+async def test_client_refuses_a_deposed_leader(nursery):
+    """After a session with term 5, a coordinator that still claims term 4 is refused for the next one."""
+    terms = [5, 4, 6]
+    welcomed = []
+
+    async def coordinator(peer):
+        await peer.receive()
+        term = terms.pop(0)
+        await peer.send(protocol.Welcome(protocol.PROTOCOL_VERSION, f"leader-of-{term}", term))
+        if term == 5:
+            return  # close the session, so the client connects again
+        await trio.sleep_forever()
+
+    port = await nursery.start(serve, coordinator, "127.0.0.1", 0)
+    client = CoordinatorClient([("127.0.0.1", port)], rng=random.Random(1), min_delay=0.01, max_delay=0.05)
+    done = trio.Event()
+
+    async def session(peer, welcome):
+        welcomed.append(welcome.term)
+        if len(welcomed) == 2:
+            done.set()
+        await peer.receive()
+
+    with trio.fail_after(10):
+        nursery.start_soon(client.run, hello, session)
+        await done.wait()
+
+    assert welcomed == [5, 6]
+    assert client.term == 6
