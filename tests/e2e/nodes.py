@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -109,6 +111,77 @@ def cluster(
             running.add_executor(f"exec-{i}", *executor_args, wait=False)
         for i in range(executors):
             running.coordinator.wait_for_log(rf"executor exec-{i} joined")
+        yield running
+    finally:
+        running.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Voters:
+    """Coordinator-eligible `swarmctl up` processes started with the same --peers, and executors joining all of them."""
+
+    def __init__(self, tmp_path: Path, env: dict, count: int = 3) -> None:
+        self.tmp_path = tmp_path
+        self.env = env
+        self.addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+        self.peers = ",".join(self.addresses)
+        self.voters: dict[str, Node] = {}
+        self.executors: list[Node] = []
+
+    def data_dir(self, address: str) -> Path:
+        return self.tmp_path / f"voter-{address.rsplit(':', 1)[1]}"
+
+    def start_voter(self, address: str) -> Node:
+        port = address.rsplit(":", 1)[1]
+        node = Node(
+            ["--role", "coordinator", "--listen", address, "--peers", self.peers, "--data-dir", str(self.data_dir(address))],
+            self.tmp_path / f"voter-{port}-{len(self.voters)}.log", self.env,
+        )
+        self.voters[address] = node
+        return node
+
+    def add_executor(self, executor_id: str, *args: str, slots: int = 1) -> Node:
+        node = Node(
+            ["--role", "executor", "--join", self.peers, "--slots", str(slots), "--id", executor_id,
+             "--data-dir", str(self.tmp_path / executor_id), *args],
+            self.tmp_path / f"{executor_id}.log", self.env,
+        )
+        self.executors.append(node)
+        return node
+
+    def status(self, timeout: float = 30) -> dict:
+        """Return ``swarmctl status --cluster --json`` once a leader is known."""
+        deadline = time.monotonic() + timeout
+        while True:
+            process = subprocess.run(
+                [sys.executable, "-m", "swarmctl", "status", "--cluster", self.peers, "--json", "--timeout", "2s"],
+                env=self.env, capture_output=True, text=True, timeout=60,
+            )
+            if process.returncode == 0:
+                return json.loads(process.stdout)
+            assert time.monotonic() < deadline, f"no leader within {timeout}s:\n{process.stdout}{process.stderr}"
+            time.sleep(0.2)
+
+    def wait_for_executors(self, leader: str, count: int, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        for i in range(count):
+            self.voters[leader].wait_for_log(rf"executor exec-{i} joined", timeout)
+
+    def stop(self) -> None:
+        for node in [*self.executors, *self.voters.values()]:
+            node.stop()
+
+
+@contextmanager
+def voters(tmp_path: Path, env: dict, count: int = 3) -> Iterator[Voters]:
+    running = Voters(tmp_path, env, count)
+    try:
+        for address in running.addresses:
+            running.start_voter(address)
         yield running
     finally:
         running.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 from swarmctl.security import load_secret, write_secret
 from swarmctl.tokens import Role, issue
 from tests.conftest import generate_suite, run_swarmctl
-from tests.e2e.nodes import Cluster, Node, start_run, wait_for_active_run
+from tests.e2e.nodes import Cluster, Node, free_port, start_run, wait_for_active_run
 
 SLOW_SUITE = "import time\n\ndef test_slow():\n    time.sleep(60)\n"
 
@@ -299,12 +298,6 @@ def test_auth_token_cli_needs_named_secret(tmp_path, swarm_env):
 
 
 # --- the configuration file -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_config_file_runs_tls_cluster(tmp_path, swarm_env):

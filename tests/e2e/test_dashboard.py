@@ -173,7 +173,8 @@ def test_run_live_bar_on_terminal(tmp_path, swarm_env):
 
 
 def test_dashboard_live_reconnect_and_ctrl_c(tmp_path, swarm_env):
-    suite = generate_suite(tmp_path / "suite", tests=40, files=2, sleep_ms=200)
+    # Long enough (10 s) that the dashboard shows the run live on a loaded machine too.
+    suite = generate_suite(tmp_path / "suite", tests=40, files=2, sleep_ms=500)
     with cluster(tmp_path, swarm_env, executors=2) as running, tmux_session(swarm_env) as tmux:
         run = start_run(suite, running.address, tmp_path / "report.json", swarm_env)
         try:
