@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 BINARY_VENV := .venv-binary
 BINARY_STAMP := $(BINARY_VENV)/.installed
 
-.PHONY: venv test-venv run run-commands test test-campaign test-binary test-docker binary bench-xdist bench-scheduler bench-recovery bench-eta bench-load clean
+.PHONY: venv test-venv run run-commands test test-campaign test-binary test-docker binary bench-xdist bench-scheduler bench-recovery bench-failover bench-eta bench-load clean
 
 # swarmctl and pytest: the example suites run under this venv's python3, first on PATH.
 $(STAMP): pyproject.toml
@@ -72,6 +72,9 @@ bench-scheduler: test-venv
 
 bench-recovery: test-venv
 	$(BIN)/python bench/recovery.py
+
+bench-failover: test-venv
+	$(BIN)/python bench/failover.py
 
 bench-eta: test-venv
 	$(BIN)/python bench/eta.py

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
-MAX_REDIRECTS = 3  # in a row without a session; more means nodes disagree on the leader, so back off
+MAX_REDIRECTS = 3  # in a row to the same leader without a session; more means that leader is gone
 
 Session = Callable[[Peer, protocol.Welcome], Awaitable[None]]
 
@@ -69,6 +69,7 @@ class CoordinatorClient:
     async def run(self, hello: Callable[[], protocol.Hello], session: Session) -> None:
         """Open sessions with ``session`` until cancelled; ``hello`` builds each session's hello."""
         failures = redirects = 0
+        last_target: tuple[str, int] | None = None  # the leader named by the last redirect
         while True:
             redirect: list[Redirected] = []
             failure: list[str] = []
@@ -77,6 +78,7 @@ class CoordinatorClient:
                 async with connect(self.addresses, self.ssl_context) as peer:
                     welcome = await self._handshake(peer, hello())
                     failures = redirects = 0
+                    last_target = None
                     self.sessions += 1
                     await session(peer, welcome)
             except* Redirected as group:
@@ -95,12 +97,22 @@ class CoordinatorClient:
                 await trio.sleep(backoff_delay(1, self.rng, min_delay=self.min_delay, max_delay=self.max_delay))
                 continue
             if redirect:
-                log.info("%s Connecting to %s.", redirect[0], format_address(*redirect[0].address))
-                self._prefer(redirect[0].address)
-                redirects += 1
+                target = redirect[0].address
+                self._prefer(target)
+                redirects = redirects + 1 if target == last_target else 1
+                last_target = target
                 if redirects <= MAX_REDIRECTS:
+                    log.info("%s Connecting to %s.", redirect[0], format_address(*target))
                     continue
-                failure.append(f"{redirects} redirects in a row without a session.")
+                # The named leader does not answer: it died, and the other nodes will elect a
+                # new one within an election timeout or two. Ask again soon, without backing off.
+                if redirects == MAX_REDIRECTS + 1:
+                    log.warning(
+                        "the leader %s that coordinators name does not answer; waiting for them to elect another",
+                        format_address(*target),
+                    )
+                await trio.sleep(backoff_delay(1, self.rng, min_delay=self.min_delay, max_delay=self.max_delay))
+                continue
             failures += 1
             delay = backoff_delay(failures, self.rng, min_delay=self.min_delay, max_delay=self.max_delay)
             reason = failure[0] if failure else "The coordinator closed the connection."
