@@ -103,12 +103,14 @@ async def submit_and_follow(
         log.warning("lost the coordinator while following run %s; following it again", watch.run_id)
         try:
             async with leader_session(addresses) as peer:
+                # A new leader may lack the bundle, which executors fetch from it: offer it again.
+                await _upload(peer, bundle)
                 await peer.send(protocol.WatchRun(watch.run_id))
                 # Results are sent again in full when the run ends.
                 watch.results.clear()
                 watch.earlier_attempts.clear()
                 complete = await _follow_or_cancel(peer, watch, on_progress)
-        except ConnectionFailed as exc:
+        except (ConnectionFailed, PeerGone) as exc:
             log.warning("%s", exc)
             await trio.sleep(REJOIN_DELAY_S)
 

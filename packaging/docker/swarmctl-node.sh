@@ -10,7 +10,9 @@
 #   SWARMCTL_LISTEN      coordinator: HOST:PORT to listen on (default 0.0.0.0:7400)
 #   SWARMCTL_ADVERTISE   coordinator: the IP address executors reach it at, for gossip
 #                        (default: the first address `hostname -i` prints)
-#   SWARMCTL_JOIN        executor: the coordinator's HOST:PORT (required)
+#   SWARMCTL_PEERS       coordinator: HOST:PORT of every coordinator-eligible node, this one
+#                        included, to elect a leader among them (default: a single coordinator)
+#   SWARMCTL_JOIN        executor: the coordinators' HOST:PORT[,HOST:PORT...] (required)
 #   SWARMCTL_EXECUTOR_ID executor: its id (default: the container's hostname, which stays the
 #                        same across restarts of one container)
 #   SWARMCTL_UNIQUE_ID   executor: when 1, a random suffix is added to the default id, for
@@ -35,6 +37,9 @@ up() {
     case "${SWARMCTL_ROLE:?set SWARMCTL_ROLE to coordinator or executor}" in
     coordinator)
         advertise=${SWARMCTL_ADVERTISE:-$(hostname -i | cut -d' ' -f1)}
+        if [ -n "${SWARMCTL_PEERS:-}" ]; then
+            set -- --peers "$SWARMCTL_PEERS" "$@"
+        fi
         exec swarmctl up --role coordinator --listen "${SWARMCTL_LISTEN:-0.0.0.0:7400}" \
             --advertise "$advertise" --data-dir "$DATA_DIR" "$@"
         ;;

@@ -146,29 +146,38 @@ for target in coordinator executor; do
 done
 
 # --- the cluster -----------------------------------------------------------------------------
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port) PORT_2=$(free_port) PORT_3=$(free_port)
+PEERS=127.0.0.1:$PORT,127.0.0.1:$PORT_2,127.0.0.1:$PORT_3
 rm -f "$WORK/cluster.secret"
 python3 -c 'import secrets; print(secrets.token_hex(32))' >"$WORK/cluster.secret"
 chown 10001:10001 "$WORK/cluster.secret"
 chmod 600 "$WORK/cluster.secret"
-cat >"$OVERRIDE_FILE" <<YAML
-# Written by packaging/scripts/test-docker.sh: host networking on loopback, because the test's
-# dockerd has no bridge network.
-services:
-  coordinator:
+coordinator_override() {
+    cat <<YAML
+  coordinator-$1:
     network_mode: host
     hostname: !reset null
     ports: !reset []
     environment:
-      SWARMCTL_LISTEN: 127.0.0.1:$PORT
+      SWARMCTL_LISTEN: 127.0.0.1:$2
       SWARMCTL_ADVERTISE: 127.0.0.1
+      SWARMCTL_PEERS: $PEERS
+YAML
+}
+{
+    echo "services:"
+    coordinator_override 1 "$PORT"
+    coordinator_override 2 "$PORT_2"
+    coordinator_override 3 "$PORT_3"
+    cat <<YAML
   executor:
     network_mode: host
     environment:
-      SWARMCTL_JOIN: 127.0.0.1:$PORT
-      # Replicas share the host's hostname, which is the default executor id.
+      SWARMCTL_JOIN: $PEERS
       SWARMCTL_UNIQUE_ID: "1"
 YAML
+} >"$OVERRIDE_FILE"
 
 log "docker compose config -q"
 SWARMCTL_SECRET_FILE_HOST=$WORK/cluster.secret "$DOCKER" compose -f "$COMPOSE_FILE" config -q
@@ -176,23 +185,16 @@ compose config -q
 
 # deploy.sh runs setup.sh (swarmctl doctor on this host), `docker compose up --wait` with the
 # override on top, and swarmctl status against the coordinator.
-log "deploy.sh docker: coordinator on 127.0.0.1:$PORT, $EXECUTORS executors"
+log "deploy.sh docker: coordinators on $PEERS, $EXECUTORS executors"
 SWARMCTL_COMPOSE_OVERRIDE=$OVERRIDE_FILE "$ROOT/packaging/scripts/deploy.sh" docker --no-build \
     --executors "$EXECUTORS" --port "$PORT" --secret-file "$WORK/cluster.secret" --suite-python "$SUITE_PYTHON_IMAGE" \
     || { compose ps -a >&2; compose logs --no-color >&2; die "deploy.sh docker failed"; }
 compose ps
 
 # --- a run through the cluster ---------------------------------------------------------------
-REPORT=$WORK/report.json
-log "swarmctl run examples/pytest-suite --cluster 127.0.0.1:$PORT"
-set +e
-SWARMCTL_HOME=$WORK/client-home SWARMCTL_SECRET_FILE=$WORK/cluster.secret "$BINARY" run "$SUITE" --cluster "127.0.0.1:$PORT" --json "$REPORT" >"$WORK/run.log" 2>&1
-run_status=$?
-set -e
-tail -3 "$WORK/run.log"
-# The example suite fails 3 tests on purpose (examples/pytest-suite/README.md), so 1 is expected.
-[ "$run_status" = 1 ] || { cat "$WORK/run.log" >&2; compose logs --no-color >&2; die "swarmctl run exited with $run_status, expected 1"; }
-python3 - "$REPORT" "$EXECUTORS" <<'PY'
+client() { SWARMCTL_HOME=$WORK/client-home SWARMCTL_SECRET_FILE=$WORK/cluster.secret "$BINARY" "$@"; }
+check_report() {
+    python3 - "$1" "$EXECUTORS" <<'PY'
 import json
 import sys
 
@@ -206,8 +208,43 @@ if len(executors) != int(sys.argv[2]):
     sys.exit(f"test-docker: error: tests ran on {sorted(executors)}, expected {sys.argv[2]} executors")
 print(f"test-docker: counts {counts} on executors {sorted(executors)}")
 PY
+}
 
-# The nodes read the secret from the Docker secret, so they gossip.
+REPORT=$WORK/report.json
+log "swarmctl run examples/pytest-suite --cluster $PEERS"
+set +e
+client run "$SUITE" --cluster "$PEERS" --json "$REPORT" >"$WORK/run.log" 2>&1
+run_status=$?
+set -e
+tail -3 "$WORK/run.log"
+[ "$run_status" = 1 ] || { cat "$WORK/run.log" >&2; compose logs --no-color >&2; die "swarmctl run exited with $run_status, expected 1"; }
+check_report "$REPORT"
+
+# Failover: kill the leading coordinator's container during a run; the run still ends with
+# the same results, and the other two elect a new leader.
+leader=$(client status --cluster "$PEERS" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["leader"])')
+case "${leader##*:}" in
+"$PORT") leader_service=coordinator-1 ;;
+"$PORT_2") leader_service=coordinator-2 ;;
+"$PORT_3") leader_service=coordinator-3 ;;
+*) die "swarmctl status names no leader among $PEERS: '$leader'" ;;
+esac
+FAILOVER_REPORT=$WORK/failover-report.json
+log "swarmctl run again, and docker kill of the leader $leader_service ($leader) after 2s"
+set +e
+client run "$SUITE" --cluster "$PEERS" --json "$FAILOVER_REPORT" >"$WORK/failover-run.log" 2>&1 &
+run_pid=$!
+sleep 2
+"$DOCKER" kill "$(compose ps --quiet "$leader_service")" >/dev/null
+wait "$run_pid"
+run_status=$?
+set -e
+tail -3 "$WORK/failover-run.log"
+[ "$run_status" = 1 ] || { cat "$WORK/failover-run.log" >&2; compose logs --no-color >&2; die "swarmctl run exited with $run_status after the failover, expected 1"; }
+check_report "$FAILOVER_REPORT"
+client status --cluster "$PEERS"
+compose start "$leader_service" >/dev/null
+
 if compose logs --no-color | grep -q "does not gossip"; then
     compose logs --no-color >&2
     die "a node started without the cluster secret"
@@ -220,10 +257,14 @@ log "swarmctl doctor in an executor container"
 compose exec -T --index 1 executor swarmctl doctor --secret-file /run/secrets/cluster.secret --port "$DOCTOR_PORT" \
     || die "swarmctl doctor found a problem in the executor image"
 
-# Health as Docker reports it, after the run.
-for service in coordinator executor; do
+# Health as Docker reports it, after the runs; the restarted coordinator may need a minute.
+for service in coordinator-1 coordinator-2 coordinator-3 executor; do
     for container in $(compose ps --quiet "$service"); do
-        health=$("$DOCKER" inspect --format '{{.State.Health.Status}}' "$container")
+        for _ in $(seq 1 60); do
+            health=$("$DOCKER" inspect --format '{{.State.Health.Status}}' "$container")
+            [ "$health" = starting ] || break
+            sleep 1
+        done
         [ "$health" = healthy ] || die "container $container of $service is $health"
     done
 done

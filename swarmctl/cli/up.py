@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import ssl
 from enum import Enum
 from functools import partial
@@ -218,11 +219,15 @@ def _voters(peers: str | None, host: str, port: int, advertise: str | None) -> t
         return None
     if len(set(voters)) != len(voters):
         raise UsageError(f"--peers {peers!r} names a node twice; list each coordinator-eligible node once")
-    own = format_address(advertise or host, port)
-    if own not in voters:
+    # This node is the entry with its advertised or listening address, or its host name
+    # (as in Docker Compose, where nodes reach each other by service host names).
+    names = [advertise or host, host, socket.gethostname()]
+    own = next((format_address(name, port) for name in names if format_address(name, port) in voters), None)
+    if own is None:
         raise UsageError(
-            f"--peers {peers!r} does not include this node's own address {own} (--listen, or --advertise IP with "
-            "--listen's port); list every coordinator-eligible node, this one included"
+            f"--peers {peers!r} does not include this node: none of {format_address(advertise or host, port)} "
+            f"(--advertise or --listen) or {format_address(socket.gethostname(), port)} (host name); list every "
+            "coordinator-eligible node, this one included, with the port of its --listen"
         )
     return voters, own
 

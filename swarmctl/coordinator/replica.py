@@ -14,8 +14,9 @@ its ``state.db`` away and rebuilds it from its snapshot and the committed entrie
 leader starts serving only once the empty entry of its own term is committed and applied,
 because that is when its state holds every committed command.
 
-Executors and clients may connect to any voter: a follower rejects their hello with the
-leader's address, and they retry there. Voters are named by the address they serve on.
+Executors and clients may connect to any voter: a follower rejects an executor's hello with
+the leader's address, and the executor retries there, and it relays a client's frames to
+the leader. Voters are named by the address they serve on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import random
 import ssl
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -192,10 +194,12 @@ class Replica:
             await self._serve_with_coordinator(peer, hello)
         else:
             leader = self.node.leader_id if self.node.leader_id != self.node_id else None
-            if leader:
-                await peer.send(protocol.Reject(f"{self.node_id} is not the leader", redirect=leader))
-            else:
+            if not leader:
                 await peer.send(protocol.Reject(f"{protocol.NO_LEADER} {self.node_id} knows no leader yet; try again shortly"))
+            elif hello.role == protocol.ROLE_CLIENT:
+                await self._proxy(peer, hello, leader)
+            else:
+                await peer.send(protocol.Reject(f"{self.node_id} is not the leader", redirect=leader))
 
     async def _serve_with_coordinator(self, peer: Peer, hello: protocol.Hello) -> None:
         coordinator, scope = self.coordinator, self._leader_scope
@@ -207,6 +211,40 @@ class Replica:
                     await coordinator.serve_peer(peer, hello)
             finally:
                 self._connections.discard(connection)
+
+    async def _proxy(self, peer: Peer, hello: protocol.Hello, leader: str) -> None:
+        """Relay a client's connection to the leader, frame by frame, until either side closes.
+
+        Clients are relayed rather than redirected because they may reach the voters by
+        other names than the voters use among themselves, such as ports that Docker
+        publishes on the host. Executors are redirected: they carry most of the traffic.
+        """
+        async with AsyncExitStack() as stack:
+            try:
+                upstream = await stack.enter_async_context(connect([parse_address(leader)], self.client_ssl))
+            except ConnectionFailed as exc:
+                reason = str(exc).split(". Check")[0]
+                log.info("cannot relay client %s to the leader %s: %s", hello.node_id, leader, reason)
+                # The leader is probably gone, and the voters will elect another shortly.
+                await peer.send(protocol.Reject(f"{protocol.NO_LEADER} the leader {leader} does not answer {self.node_id}"))
+                return
+            async with trio.open_nursery() as nursery:
+
+                async def relay(source: Peer, target: Peer) -> None:
+                    try:
+                        while True:
+                            await target.send(await source.receive())
+                    except (PeerGone, ProtocolError) as exc:
+                        log.debug("relay of client %s to the leader %s ended: %s", hello.node_id, leader, exc)
+                    finally:
+                        nursery.cancel_scope.cancel()
+
+                try:
+                    await upstream.send(hello)
+                except PeerGone:
+                    return
+                nursery.start_soon(relay, peer, upstream)
+                nursery.start_soon(relay, upstream, peer)
 
     async def _serve_voter(self, peer: Peer, hello: protocol.Hello) -> None:
         if not self._admit(peer, hello, TokenRole.ADMIN):
