@@ -27,7 +27,8 @@ def init(
     host: str = typer.Option(
         "127.0.0.1", "--host",
         help="The coordinator's IP address, which executors and clients connect to. A loopback address keeps the "
-        "cluster on this machine; any other makes the coordinator listen on every address and advertise this one.",
+        "cluster on this machine; any other makes the coordinator listen on every address and advertise this one. "
+        "Give three (or five) addresses separated by commas for coordinators that elect a leader among them.",
     ),
     port: int = typer.Option(7400, "--port", help="The coordinator's port."),
 ) -> None:
@@ -43,7 +44,8 @@ def init(
     ca_path = directory / CA_CERT_FILE
     ca_key_path = directory / CA_KEY_FILE
     try:
-        config_text = _config_text(host, port)
+        hosts = [part.strip() for part in host.split(",") if part.strip()]
+        config_text = _config_text(hosts, port)
         for path in (config_path, secret_path, admin_path, join_path, ca_path, ca_key_path):
             if path.exists():
                 raise UsageError(f"{path} already exists; choose an empty folder, or remove the old credentials first")
@@ -73,8 +75,7 @@ def init(
   {ADMIN_TOKEN_FILE}     a token with role admin, with no expiry
   {JOIN_TOKEN_FILE}      a token with role join, for executors that do not get the secret
 
-Start a coordinator (with the whole folder):
-  swarmctl up --role coordinator --config {config}
+{_start_coordinators(hosts, port, config)}
 Start executors (copy {CONFIG_FILE}, {JOIN_TOKEN_FILE} and {CA_CERT_FILE} to each, into one folder):
   swarmctl up --role executor --config {config}
 Submit a run, or use any other client command:
@@ -84,25 +85,35 @@ Make tokens for people and CI with fewer rights:
     )
 
 
-def _config_text(host: str, port: int) -> str:
-    """Return swarm.toml for a coordinator reached at ``host:port``, or raise UsageError for an invalid value."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(f"--host {host!r} is invalid: give the coordinator's IP address, such as 10.0.0.5") from None
+def _config_text(hosts: list[str], port: int) -> str:
+    """Return swarm.toml for coordinators reached at ``hosts`` on ``port``, or raise UsageError for an invalid value."""
+    if not hosts:
+        raise UsageError("--host is empty: give the coordinator's IP address, such as 10.0.0.5")
+    if len(set(hosts)) != len(hosts):
+        raise UsageError(f"--host {','.join(hosts)!r} names an address twice; give each coordinator's address once")
+    addresses = []
+    for host in hosts:
+        try:
+            addresses.append(ipaddress.ip_address(host))
+        except ValueError:
+            raise UsageError(f"--host {host!r} is invalid: give the coordinator's IP address, such as 10.0.0.5") from None
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is invalid: it must be between 1 and 65535")
-    reach = format_address(host, port)
-    if address.is_loopback:
-        listen, advertise = reach, ""
+    reach = ", ".join(f'"{format_address(host, port)}"' for host in hosts)
+    wildcard = format_address("::" if addresses[0].version == 6 else "0.0.0.0", port)
+    if len(hosts) > 1:
+        # Each coordinator passes its own address with --listen or --advertise.
+        listen, advertise = wildcard, ""
+    elif addresses[0].is_loopback:
+        listen, advertise = format_address(hosts[0], port), ""
     else:
-        listen, advertise = format_address("::" if address.version == 6 else "0.0.0.0", port), f'advertise = "{host}"\n'
+        listen, advertise = wildcard, f'advertise = "{hosts[0]}"\n'
     return (
         "# The swarmctl cluster configuration. Relative paths are relative to this file's folder.\n"
         "# `swarmctl up --config FILE` takes every option it is not given from here, and client\n"
         "# commands read the file that SWARMCTL_CONFIG names.\n\n"
         "[cluster]\n"
-        f'coordinators = ["{reach}"]\n'
+        f"coordinators = [{reach}]\n"
         f'ca_file = "{CA_CERT_FILE}"\n'
         f'token_file = "{ADMIN_TOKEN_FILE}"\n\n'
         "[coordinator]\n"
@@ -113,6 +124,21 @@ def _config_text(host: str, port: int) -> str:
         "[executor]\n"
         f'token_file = "{JOIN_TOKEN_FILE}"\n'
     )
+
+
+def _start_coordinators(hosts: list[str], port: int, config: Path) -> str:
+    """Return the instructions for starting the coordinators of ``hosts``."""
+    if len(hosts) == 1:
+        return f"Start a coordinator (with the whole folder):\n  swarmctl up --role coordinator --config {config}"
+    # Loopback addresses share one machine, so each coordinator listens on its own; other
+    # coordinators listen on every address of their machine and advertise theirs.
+    loopback = ipaddress.ip_address(hosts[0]).is_loopback
+    own = [
+        f"--listen {format_address(host, port)} --data-dir coordinator-{i}" if loopback else f"--advertise {host}"
+        for i, host in enumerate(hosts, 1)
+    ]
+    commands = "\n".join(f"  swarmctl up --role coordinator --config {config} {option}" for option in own)
+    return f"Start the {len(hosts)} coordinators, one per address (each with the whole folder):\n{commands}"
 
 
 def _write_private(path: Path, text: str) -> None:
