@@ -362,6 +362,8 @@ class Replica:
         node = self.node
         if self.applied - node.log.snapshot.index < self.compact_every or self.applied != node.commit_index:
             return
+        # NOTE: InstallSnapshot carries the whole database in one frame, so a state.db larger
+        # than protocol.MAX_FRAME_BYTES cannot reach a follower that needs the snapshot.
         snapshot = node.compact(self.applied, self.machine.conn.serialize())
         self.store.compact(snapshot)
         log.info("voter %s took a snapshot at index %d (%d bytes)", self.node_id, snapshot.index, len(snapshot.data))
