@@ -73,8 +73,12 @@ def first_assignment_after(db: Path, term: int) -> float | None:
 
 
 def applied(db: Path) -> int:
-    with sqlite3.connect(db, timeout=5) as conn:
-        return conn.execute("SELECT coalesce(max(idx), 0) FROM log").fetchone()[0]
+    """Return the last log index in a voter's state.db; 0 while the voter rebuilds it."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT coalesce(max(idx), 0) FROM log").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
 
 
 def measure(trials: int) -> dict:

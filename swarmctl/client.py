@@ -228,7 +228,7 @@ async def control_executor(addresses: Sequence[tuple[str, int]], action: str, ex
 
 
 async def node_status(address: tuple[str, int]) -> protocol.NodeStatus:
-    """Return one node's consensus status; it answers whether it leads or not."""
+    """Return one node's consensus status, which every voter sends, whether it leads or not."""
     async with connect([address], client_tls()) as peer:
         reject = await _hello(peer, protocol.ROLE_OBSERVER)
         if reject is not None:

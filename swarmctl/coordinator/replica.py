@@ -1,8 +1,8 @@
 """A coordinator-eligible node of a replicated cluster: consensus shell, replicated state, leadership.
 
 Every voter runs a ``Replica``. It feeds the consensus core (``swarmctl.cluster.consensus``)
-with ticks and with the messages other voters send, persists what the core hands back in
-``raft.db``, sends the core's messages over one outgoing WebSocket link per voter, and
+with ticks and with the messages other voters send, and persists what the core returns in
+``raft.db``. It sends the core's messages over one outgoing WebSocket link per voter, and
 applies committed commands to its own ``state.db`` in log order.
 
 The leader runs a ``Coordinator`` over that state. Its commands are proposed to the log
@@ -302,8 +302,12 @@ class Replica:
             match = node.log.last_index if voter == self.node_id else node.match_index(voter)
             if voter == self.node_id:
                 row["state"] = node.role.value
+            elif voter == node.leader_id:
+                row["state"] = "leader"
+            elif node.role is Role.LEADER:
+                row["state"] = "follower"
             else:
-                row["state"] = "leader" if voter == node.leader_id else "follower" if node.role is Role.LEADER else "unknown"
+                row["state"] = "unknown"  # only the leader tracks the other voters
             if node.role is Role.LEADER and match is not None:
                 row.update(match=match, lag=max(0, node.log.last_index - match))
             voters.append(row)
@@ -314,7 +318,7 @@ class Replica:
     # --- consensus ----------------------------------------------------------------------
 
     def _process(self, ready: Ready) -> None:
-        """Do one Ready in the order the core requires, then start or stop leading as the node's role says."""
+        """Handle one Ready in the order the core requires, then start or stop leading to match the node's role."""
         if ready:
             self.store.save(ready)
             for message in ready.messages:
@@ -446,7 +450,7 @@ class VoterLink:
                     reply = await peer.receive()
                     if not isinstance(reply, protocol.Welcome):
                         reason = getattr(reply, "reason", reply.KIND)
-                        raise ProtocolError(f"voter {self.address} refused this voter: {reason}")
+                        raise ProtocolError(f"voter {self.address} rejected this voter: {reason}")
                     if failing or not connected_once:
                         log.info("voter link to %s open", self.address)
                     connected_once, failing = True, False

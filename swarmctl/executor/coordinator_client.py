@@ -39,7 +39,7 @@ def backoff_delay(failures: int, rng: random.Random, *, min_delay: float, max_de
 
 
 class NoLeader(Exception):
-    """A coordinator-eligible node answered during an election: try again soon, without backing off."""
+    """A coordinator-eligible node rejected the hello during an election: try again soon, without backing off."""
 
 
 class Redirected(Exception):
@@ -90,8 +90,8 @@ class CoordinatorClient:
                 failure.append(_first_message(group))
 
             if electing:
-                # A new leader is due within an election timeout or two; its executors should
-                # be back at once, so wait the shortest delay instead of backing off.
+                # A new leader is due within an election timeout or two, and its executors should
+                # be back at once. So wait the shortest delay instead of backing off.
                 log.info("%s Trying again.", electing[0])
                 redirects = 0
                 await trio.sleep(backoff_delay(1, self.rng, min_delay=self.min_delay, max_delay=self.max_delay))
@@ -104,11 +104,12 @@ class CoordinatorClient:
                 if redirects <= MAX_REDIRECTS:
                     log.info("%s Connecting to %s.", redirect[0], format_address(*target))
                     continue
-                # The named leader does not answer: it died, and the other nodes will elect a
-                # new one within an election timeout or two. Ask again soon, without backing off.
+                # The named leader does not accept connections because it died, and the other
+                # nodes will elect a new one within an election timeout or two. Try again soon,
+                # without backing off.
                 if redirects == MAX_REDIRECTS + 1:
                     log.warning(
-                        "the leader %s that coordinators name does not answer; waiting for them to elect another",
+                        "the leader %s that coordinators redirect to does not accept connections; waiting for them to elect another",
                         format_address(*target),
                     )
                 await trio.sleep(backoff_delay(1, self.rng, min_delay=self.min_delay, max_delay=self.max_delay))

@@ -72,7 +72,7 @@ def leader_of(voters: list[Voter]) -> Voter | None:
     return leaders[0] if leaders else None
 
 
-async def test_voters_apply_the_leaders_commands_in_the_same_order(tmp_path, nursery):
+async def test_voters_apply_same_log(tmp_path, nursery):
     voters = await start_voters(tmp_path, nursery)
     await wait_for(lambda: leader_of(voters) is not None)
     leader = leader_of(voters)

@@ -17,8 +17,12 @@ def final_results(db_path: Path) -> list[tuple]:
 
 
 def applied_index(db_path: Path) -> int:
-    with sqlite3.connect(db_path, timeout=5) as conn:
-        return conn.execute("SELECT coalesce(max(idx), 0) FROM log").fetchone()[0]
+    """Return the last log index in a voter's state.db; 0 while the voter rebuilds it."""
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT coalesce(max(idx), 0) FROM log").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
 
 
 def wait_until_caught_up(db_path: Path, index: int, timeout: float = 30) -> None:
@@ -47,7 +51,7 @@ def test_run_survives_leader_sigkill(tmp_path, swarm_env):
             assert "redirected this executor" in cluster.executors[0].log()
 
         report_path = tmp_path / "report.json"
-        # The client starts at a follower, which names the leader.
+        # The client starts at a follower, which relays its frames to the leader.
         run = start_run(suite, f"{follower},{leader}", report_path, swarm_env)
         wait_for_results(cluster.data_dir(leader) / "state.db", at_least=8)
         cluster.voters[leader].process.send_signal(signal.SIGKILL)
@@ -68,7 +72,7 @@ def test_run_survives_leader_sigkill(tmp_path, swarm_env):
         new_leader = cluster.voters[second["leader"]]
         assert "leads term" in new_leader.log()
 
-        # Every surviving voter holds the same final results, one per test.
+        # Every surviving voter has the same final results, one per test.
         index = applied_index(cluster.data_dir(second["leader"]) / "state.db")
         for address in survivors:
             wait_until_caught_up(cluster.data_dir(address) / "state.db", index)
