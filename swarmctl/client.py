@@ -29,6 +29,8 @@ ELECTION_RETRY_S = 0.5
 MAX_REDIRECTS = 3  # in a row; more means the nodes disagree on the leader, so wait for the election
 REJOIN_ATTEMPTS = 5  # to follow a run again after its coordinator went away
 REJOIN_DELAY_S = 1.0
+PING_INTERVAL_S = 5.0  # while following a run, so a coordinator cut off by the network is noticed
+PING_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -132,7 +134,7 @@ async def submit_and_follow(
 async def _follow_or_cancel(peer: Peer, watch: RunWatch, on_progress) -> protocol.RunComplete | None:
     """Follow the run to its end; None when the connection broke. Cancelling this cancels the run."""
     try:
-        return await _follow(peer, watch, on_progress)
+        return await _follow_alive(peer, watch, on_progress)
     except PeerGone:
         return None
     except BaseException:
@@ -142,6 +144,39 @@ async def _follow_or_cancel(peer: Peer, watch: RunWatch, on_progress) -> protoco
             except PeerGone:
                 pass
         raise
+
+
+async def _follow_alive(peer: Peer, watch: RunWatch, on_progress) -> protocol.RunComplete:
+    """Follow the run while pinging the coordinator; raise PeerGone when it stops responding.
+
+    A run may send no frame for minutes while a long test runs, so silence alone proves
+    nothing, but a coordinator cut off by the network also answers no ping.
+    """
+    outcome: list[protocol.RunComplete | BaseException] = []
+    async with trio.open_nursery() as nursery:
+
+        async def follow() -> None:
+            try:
+                outcome.append(await _follow(peer, watch, on_progress))
+            except Exception as exc:
+                outcome.append(exc)
+            nursery.cancel_scope.cancel()
+
+        async def keep_alive() -> None:
+            while True:
+                await trio.sleep(PING_INTERVAL_S)
+                try:
+                    await peer.check_alive(PING_TIMEOUT_S)
+                except PeerGone as exc:
+                    outcome.append(exc)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(follow)
+        nursery.start_soon(keep_alive)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 async def cancel_run(addresses: Sequence[tuple[str, int]], run_id: str, reason: str) -> None:

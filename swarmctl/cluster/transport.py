@@ -81,6 +81,20 @@ class Peer:
             raise ProtocolError(f"{self.name} sent a text frame; swarmctl frames are binary msgpack")
         return protocol.decode(frame)
 
+    async def check_alive(self, timeout_s: float) -> None:
+        """Send a WebSocket ping; raise PeerGone unless the pong arrives within ``timeout_s``.
+
+        A peer cut off by the network sends nothing and no FIN either, so only a ping finds
+        out before TCP gives up, which takes many minutes.
+        """
+        try:
+            with trio.fail_after(timeout_s):
+                await self._ws.ping()
+        except trio.TooSlowError:
+            raise PeerGone(f"{self.name}: no response to a ping within {timeout_s:g}s") from None
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(f"{self.name}: connection closed") from exc
+
     async def aclose(self) -> None:
         await self._ws.aclose()
 

@@ -754,6 +754,8 @@ class Coordinator(FleetMixin, ClientMixin):
         results it already has.
         """
         tracker = self.progress.get(run.run_id)
+        if tracker is not None and len(tracker.case_ids) != len(run.case_ids):
+            tracker = None  # made while the run was collecting, before it had its cases
         if tracker is None:
             durations = {**self.machine.durations(run.suite), **run.imported_durations}
             tracker = ProgressTracker(run.case_ids, run.runnable_ids(), durations, run.deps)

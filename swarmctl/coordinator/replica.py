@@ -59,6 +59,7 @@ COMPACT_EVERY = 5_000  # applied entries between two snapshots
 LINK_QUEUE = 4_096  # consensus messages waiting for a link; more are dropped, and Raft sends them again
 LINK_RETRY_S = 0.2
 VOTER_TOKEN_TTL_S = 3_600
+CLOSE_TIMEOUT_S = 1.0  # to close the connections of a coordinator that stopped leading
 
 
 class NotLeader(StoreError):
@@ -105,6 +106,7 @@ class Replica:
         self.coordinator: Any = None  # the Coordinator while this node leads and serves
         self._leader_scope: trio.CancelScope | None = None  # the coordinator's own tasks
         self._connections: set[trio.CancelScope] = set()  # executors and clients served by the coordinator
+        self._relays: dict[trio.CancelScope, str] = {}  # client connections relayed to a leader -> that leader
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []  # (index, order, action) heap
         self._order = itertools.count()
         self._links = {voter: VoterLink(voter, self) for voter in self.voters if voter != node_id}
@@ -211,6 +213,11 @@ class Replica:
                     await coordinator.serve_peer(peer, hello)
             finally:
                 self._connections.discard(connection)
+        if connection.cancelled_caught:
+            # Close at once, so the peer looks for the new leader now rather than after its
+            # timeouts.
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await peer.aclose()
 
     async def _proxy(self, peer: Peer, hello: protocol.Hello, leader: str) -> None:
         """Relay a client's connection to the leader, frame by frame, until either side closes.
@@ -220,6 +227,10 @@ class Replica:
         publishes on the host. Executors are redirected: they carry most of the traffic.
         """
         async with AsyncExitStack() as stack:
+            # A relay to a leader that lost its office ends, so its client finds the new one.
+            scope = stack.enter_context(trio.CancelScope())
+            self._relays[scope] = leader
+            stack.callback(self._relays.pop, scope, None)
             try:
                 upstream = await stack.enter_async_context(connect([parse_address(leader)], self.client_ssl))
             except ConnectionFailed as exc:
@@ -376,6 +387,9 @@ class Replica:
 
     def _follow_role(self) -> None:
         node = self.node
+        for relay, leader in list(self._relays.items()):
+            if leader != node.leader_id:
+                relay.cancel()
         leading = node.role is Role.LEADER and node.transfer_target is None
         if self.coordinator is not None and not leading:
             self._stop_leading()

@@ -74,8 +74,10 @@ class CoordinatorClient:
             redirect: list[Redirected] = []
             failure: list[str] = []
             electing: list[NoLeader] = []
+            connected: tuple[str, int] | None = None
             try:
                 async with connect(self.addresses, self.ssl_context) as peer:
+                    connected = parse_address(peer.name)
                     welcome = await self._handshake(peer, hello())
                     failures = redirects = 0
                     last_target = None
@@ -88,6 +90,10 @@ class CoordinatorClient:
             except* (ConnectionFailed, PeerGone, ProtocolError) as group:
                 # The session's nursery wraps these in an exception group.
                 failure.append(_first_message(group))
+                if connected is not None and len(self.addresses) > 1:
+                    # Try the others first next time: a node cut off by the network takes a
+                    # whole connect timeout to fail, where the others redirect at once.
+                    self.addresses = [a for a in self.addresses if a != connected] + [connected]
 
             if electing:
                 # A new leader is due within an election timeout or two, and its executors should
