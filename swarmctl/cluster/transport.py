@@ -12,6 +12,7 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 import trio
 import trio_websocket
@@ -162,6 +163,20 @@ class _PortReporter:
         self._task_status.started(server.port)
 
 
+async def _closed_anyway(address: str, body_error: list[BaseException], exc_type, exc, tb) -> bool:
+    """Exit callback of ``connect``: a close handshake that timed out still ends the connection.
+
+    A peer cut off by the network never answers the close frame, and trio-websocket then
+    raises DisconnectionTimeout. The caller gets what it raised itself, or nothing.
+    """
+    if not isinstance(exc, trio_websocket.DisconnectionTimeout):
+        return False
+    log.info("%s did not answer the close of the connection within %gs", address, DISCONNECT_TIMEOUT_S)
+    if body_error:
+        raise body_error[0]
+    return True
+
+
 @asynccontextmanager
 async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Peer]:
     """Open a connection to the first of ``addresses`` that accepts one, over TLS with ``ssl_context``."""
@@ -169,6 +184,8 @@ async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLCont
     for host, port in addresses:
         address = format_address(host, port)
         stack = AsyncExitStack()
+        body_error: list[BaseException] = []
+        stack.push_async_exit(partial(_closed_anyway, address, body_error))
         # trio-websocket's own connect_timeout does not end a handshake that gets no reply,
         # as with a plain client at a TLS port, because its reader task keeps the connection's
         # nursery open. This scope bounds the whole opening and is lifted once it succeeded.
@@ -192,7 +209,11 @@ async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLCont
                 continue
             opening.deadline = math.inf
             async with stack:
-                yield Peer(ws, address)
+                try:
+                    yield Peer(ws, address)
+                except BaseException as exc:
+                    body_error.append(exc)
+                    raise
             return
         failures.append(f"{address}: no WebSocket handshake within {CONNECT_TIMEOUT_S:g}s")
 

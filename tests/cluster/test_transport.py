@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -267,3 +270,54 @@ async def test_transport_connection_error_keeps_serving() -> None:
             reply = await peer.receive()
 
     assert reply == protocol.Reject(reason="second")
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """Serve a peer that completes the WebSocket handshake and then reads and sends nothing.
+
+    It stands for a node cut off by the network: the connection stays open, but no close
+    frame, pong or message ever comes back.
+    """
+
+    async def handler(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream.receive_some(4096)
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host=LOOPBACK))
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+async def test_transport_silent_peer_fails_ping() -> None:
+    async with silent_server() as port:
+        async with transport.connect([(LOOPBACK, port)]) as peer:
+            with pytest.raises(PeerGone, match="no response to a ping within 0.2s"):
+                await peer.check_alive(0.2)
+
+
+async def test_transport_silent_peer_close_is_quiet() -> None:
+    # Leaving the connection waits out the close handshake, then ends without an error.
+    async with silent_server() as port:
+        async with transport.connect([(LOOPBACK, port)]) as peer:
+            assert peer.name == f"{LOOPBACK}:{port}"
+
+
+async def test_transport_silent_peer_keeps_body_error() -> None:
+    async with silent_server() as port:
+        with pytest.raises(PeerGone, match="cut off"):
+            async with transport.connect([(LOOPBACK, port)]):
+                raise PeerGone("cut off")
