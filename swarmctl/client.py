@@ -272,6 +272,16 @@ async def node_status(address: tuple[str, int]) -> protocol.NodeStatus:
         return await _expect(peer, protocol.NodeStatus)
 
 
+async def transfer_leadership(leader: tuple[str, int], target: str) -> None:
+    """Ask the leader at ``leader`` to hand leadership to the voter ``target``; raise RemoteError if it refuses."""
+    async with connect([leader], client_tls()) as peer:
+        reject = await _hello(peer, protocol.ROLE_OBSERVER)
+        if reject is not None:
+            raise ProtocolError(f"{peer.name} rejected the transfer: {reject.reason}")
+        await peer.send(protocol.TransferLeadership(target))
+        await _expect(peer, protocol.NodeStatus)
+
+
 @asynccontextmanager
 async def leader_session(addresses: Sequence[tuple[str, int]], role: str = protocol.ROLE_CLIENT) -> AsyncIterator[Peer]:
     """Connect to the first of ``addresses`` that accepts, say hello, and follow redirects to the leader.

@@ -599,3 +599,15 @@ class NodeStatus(Message):
     commit_index: int
     applied_index: int
     voters: list[dict[str, Any]] = field(default_factory=list)
+
+
+@_message("transfer_leadership")
+@dataclass(frozen=True, slots=True)
+class TransferLeadership(Message):
+    """Ask the leader, over an observer connection with an admin token, to hand leadership to ``target``.
+
+    The leader replies with its ``NodeStatus`` once the transfer has started, or with an
+    ``ErrorReply``.
+    """
+
+    target: str

@@ -49,8 +49,8 @@ def up(
     peers: str = typer.Option(
         None, "--peers",
         help="Coordinator: the HOST:PORT of every coordinator-eligible node, this one's included, the same list on each. "
-        "With two or more, they elect a leader and replicate its state; a majority must be up. Default: [cluster] "
-        "coordinators of --config.",
+        "With two or more, they elect a leader and replicate its state; a majority must be up. Default: the coordinators "
+        "listed in --config.",
     ),
     slots: int = typer.Option(
         os.cpu_count() or 1, "--slots", show_default=False,

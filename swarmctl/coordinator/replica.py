@@ -281,17 +281,38 @@ class Replica:
         if not self._admit(peer, hello, TokenRole.READ):
             await peer.send(protocol.Reject(f"{protocol.AUTH_FAILED} a status query needs a token with role read"))
             return
+        admin = self._admit(peer, hello, TokenRole.ADMIN)
         await peer.send(protocol.Welcome(protocol.PROTOCOL_VERSION, self.node_id, self.node.term))
         try:
             while True:
                 request = await peer.receive()
-                if not isinstance(request, protocol.StatusQuery):
-                    raise ProtocolError(f"an observer may only send status_query, not {request.KIND}")
-                await peer.send(self.status())
+                match request:
+                    case protocol.StatusQuery():
+                        await peer.send(self.status())
+                    case protocol.TransferLeadership() if not admin:
+                        await peer.send(protocol.ErrorReply("permission denied: transfer_leadership needs a token with role admin", 4))
+                    case protocol.TransferLeadership():
+                        await peer.send(self._transfer(request.target))
+                    case _:
+                        raise ProtocolError(f"an observer may only send status_query or transfer_leadership, not {request.KIND}")
         except (PeerGone, ProtocolError):
             pass
 
+    def _transfer(self, target: str) -> protocol.Message:
+        """Start handing leadership to ``target``; return the reply for the requesting observer."""
+        if self.node.role is not Role.LEADER:
+            leader = self.node.leader_id or "not known"
+            return protocol.ErrorReply(f"{self.node_id} is not the leader (the leader is {leader}); ask the leader", 4)
+        try:
+            ready = self.node.transfer_leadership(target, trio.current_time())
+        except UsageError as exc:
+            return protocol.ErrorReply(str(exc), 4)
+        log.info("voter %s hands leadership to %s", self.node_id, target)
+        self._process(ready)
+        return self.status()
+
     def _admit(self, peer: Peer, hello: protocol.Hello, role: TokenRole) -> bool:
+        """Return whether the hello's token allows ``role``; always true without a cluster secret."""
         if self.secret is None:
             return True
         try:

@@ -89,6 +89,14 @@ def test_run_survives_leader_sigkill(tmp_path, swarm_env):
         assert third["leader"] == second["leader"]  # its return deposes no one
         assert third["term"] == second["term"]
 
+        # Leadership goes back to the restarted voter on request, in the next term.
+        process = run_swarmctl(["leader", "transfer", leader, "--cluster", cluster.peers], swarm_env)
+        assert process.returncode == 0, process.stdout + process.stderr
+        assert f"{leader} leads term {third['term'] + 1}" in process.stdout
+        fourth = cluster.status()
+        assert fourth["leader"] == leader
+        assert "hands leadership to" in cluster.voters[second["leader"]].log()
+
 
 def test_no_majority_means_no_leader(tmp_path, swarm_env):
     with voters(tmp_path, swarm_env, count=3) as cluster:
