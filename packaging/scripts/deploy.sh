@@ -59,12 +59,14 @@ deploy_docker() {
 
     local files=(-f "$ROOT/packaging/docker/docker-compose.yml")
     [ -n "${SWARMCTL_COMPOSE_OVERRIDE:-}" ] && files+=(-f "$SWARMCTL_COMPOSE_OVERRIDE")
-    log "starting the coordinator and $executors executors"
+    # The three coordinators are published on PORT, PORT+1 and PORT+2.
+    local port_2=$((port + 1)) port_3=$((port + 2))
+    log "starting three coordinators and $executors executors"
     SWARMCTL_SECRET_FILE_HOST=$secret_file SWARMCTL_EXECUTORS=$executors SWARMCTL_SLOTS=$slots \
-        SWARMCTL_PORT=$port SUITE_PYTHON_IMAGE=$suite_python \
+        SWARMCTL_PORT=$port SWARMCTL_PORT_2=$port_2 SWARMCTL_PORT_3=$port_3 SUITE_PYTHON_IMAGE=$suite_python \
         docker compose "${files[@]}" up --detach "$build" --wait --wait-timeout 180
-    SWARMCTL_SECRET_FILE=$secret_file wait_for_status --address "127.0.0.1:$port"
-    log "submit runs with: SWARMCTL_SECRET_FILE=$secret_file swarmctl run SUITE --cluster 127.0.0.1:$port"
+    SWARMCTL_SECRET_FILE=$secret_file wait_for_status --address "127.0.0.1:$port,127.0.0.1:$port_2,127.0.0.1:$port_3"
+    log "submit runs with: SWARMCTL_SECRET_FILE=$secret_file swarmctl run SUITE --cluster 127.0.0.1:$port,127.0.0.1:$port_2,127.0.0.1:$port_3"
 }
 
 deploy_systemd() {
