@@ -170,6 +170,9 @@ class Coordinator(FleetMixin, ClientMixin):
             for shard in run.shards.values():
                 if shard.not_before > self.clock():
                     self._wake_at(shard.not_before)
+            # A run whose last result was committed but whose end was not (the previous
+            # leader died in between) ends now.
+            self._check_complete(run)
         log.info("coordinator %s listening on %s:%d, state in %s", self.coordinator_id, host, port, self.data_dir)
 
     def when_committed(self, action: Callable[[], None]) -> None:

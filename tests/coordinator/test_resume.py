@@ -1,0 +1,43 @@
+"""A coordinator that takes over state from another: what it does with runs left open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from swarmctl.coordinator import commands as cmd
+from swarmctl.coordinator import store
+from swarmctl.coordinator.node import Coordinator
+from swarmctl.coordinator.state import StateMachine
+
+
+def record_run_without_its_end(data_dir: Path) -> None:
+    """Store a run with a result for each of its cases, as a leader that died before ending it leaves it."""
+    machine = StateMachine(store.connect(data_dir / "state.db"))
+    suite = {"kind": "command", "bundle": "", "name": "suite"}
+    machine.apply(cmd.RunSubmitted("run-1", 1.0, suite, "even", ["a", "b"]))
+    machine.apply(cmd.ShardsPlanned("run-1", [[0, 1]]))
+    machine.apply(cmd.ShardAssigned("run-1", 0, 1, "exec-0", 1, 2.0))
+    results = [
+        ["run-1", 0, 1, "exec-0", {"case_id": "a", "outcome": "passed", "duration": 0.1}],
+        ["run-1", 0, 1, "exec-0", {"case_id": "b", "outcome": "failed", "duration": 0.1}],
+    ]
+    machine.apply(cmd.ResultsRecorded(3.0, results))
+    machine.conn.close()
+
+
+async def test_resumed_run_with_every_result_ends(tmp_path: Path) -> None:
+    record_run_without_its_end(tmp_path)
+    coordinator = Coordinator(tmp_path)
+    assert coordinator.machine.runs["run-1"].status == "running"
+
+    async with trio.open_nursery() as nursery:
+        await coordinator.start_services(nursery, "127.0.0.1", 0)
+        nursery.cancel_scope.cancel()
+
+    assert "run-1" not in coordinator.machine.runs
+    complete = coordinator._finished_run("run-1")
+    assert complete is not None
+    assert complete.exit_code == 1  # one test failed
+    assert complete.executors == ["exec-0"]
