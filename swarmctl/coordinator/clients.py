@@ -62,6 +62,9 @@ class ClientMixin:
                     session.send(protocol.BundleStatus(message.digest, self.bundles.has_archive(message.digest)))
                 case protocol.BundleChunk():
                     self._receive_bundle_chunk(session, writers, message)
+                case protocol.BundleFetch():
+                    # Other coordinators copy the bundles of the runs they replicate.
+                    await self._send_bundle(session, message.digest)
                 case protocol.SubmitRun():
                     self._submit(session, message)
                 case protocol.WatchRun():

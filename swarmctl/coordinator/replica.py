@@ -46,7 +46,8 @@ from swarmctl.coordinator import store
 from swarmctl.coordinator.access import authenticate
 from swarmctl.coordinator.raft_store import RAFT_DB, RaftStore
 from swarmctl.coordinator.state import StateMachine
-from swarmctl.errors import ConnectionFailed, ProtocolError, StoreError, UsageError
+from swarmctl.bundle import BundleCache
+from swarmctl.errors import BundleError, ConnectionFailed, ProtocolError, StoreError, UsageError
 from swarmctl.tokens import AuthError
 from swarmctl.tokens import Role as TokenRole
 from swarmctl.tokens import issue
@@ -60,6 +61,8 @@ LINK_QUEUE = 4_096  # consensus messages waiting for a link; more are dropped, a
 LINK_RETRY_S = 0.2
 VOTER_TOKEN_TTL_S = 3_600
 CLOSE_TIMEOUT_S = 1.0  # to close the connections of a coordinator that stopped leading
+BUNDLE_COPY_ATTEMPTS = 10
+BUNDLE_COPY_RETRY_S = 0.5  # times the attempt number
 
 
 class NotLeader(StoreError):
@@ -99,6 +102,8 @@ class Replica:
         self._make_coordinator = make_coordinator
         self.compact_every = compact_every
         self.store = RaftStore(data_dir / RAFT_DB)
+        self.bundles = BundleCache(data_dir / "bundles")  # the same folder as the coordinator's
+        self._copying: set[str] = set()  # digests of bundles being copied from the leader
         self.machine = StateMachine(store.connect(data_dir / STATE_DB))
         self.machine.replicate = self._refuse
         self.applied = 0
@@ -363,11 +368,64 @@ class Replica:
                     continue  # a command this node applied when it proposed it as leader
                 if entry.kind is EntryKind.COMMAND:
                     kind, body = msgpack.unpackb(entry.command)
-                    self.machine.apply(cmd.decode_command(kind, body), entry.term, index=entry.index)
+                    command = cmd.decode_command(kind, body)
+                    self.machine.apply(command, entry.term, index=entry.index)
+                    if isinstance(command, cmd.RunSubmitted):
+                        self._copy_bundle(command.suite.get("bundle", ""))
                 self.applied = entry.index
             self._run_waiters()
             self._maybe_compact()
         self._follow_role()
+
+    def _copy_bundle(self, digest: str) -> None:
+        """Start copying a replicated run's bundle from the leader, so this node can serve it when it leads."""
+        if not digest or self.bundles.has_archive(digest) or digest in self._copying or self._nursery is None:
+            return
+        self._copying.add(digest)
+        self._nursery.start_soon(self._fetch_bundle, digest)
+
+    async def _fetch_bundle(self, digest: str) -> None:
+        try:
+            for attempt in range(BUNDLE_COPY_ATTEMPTS):
+                leader = self.node.leader_id
+                if self.bundles.has_archive(digest) or leader == self.node_id:
+                    return
+                if leader is not None:
+                    try:
+                        await self._download(parse_address(leader), digest)
+                        log.info("voter %s copied bundle %s from the leader %s", self.node_id, digest[:12], leader)
+                        return
+                    except (ConnectionFailed, PeerGone, ProtocolError, BundleError, OSError) as exc:
+                        log.warning("voter %s cannot copy bundle %s from %s yet: %s", self.node_id, digest[:12], leader, exc)
+                await trio.sleep(BUNDLE_COPY_RETRY_S * (attempt + 1))
+            log.error("voter %s gave up copying bundle %s; runs that use it fail if this node leads", self.node_id, digest[:12])
+        finally:
+            self._copying.discard(digest)
+
+    async def _download(self, leader: tuple[str, int], digest: str) -> None:
+        token = issue(self.secret, TokenRole.ADMIN, ttl_s=VOTER_TOKEN_TTL_S, subject=self.node_id)[0] if self.secret else ""
+        hello = protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, f"voter-{self.node_id}", token=token)
+        async with connect([leader], self.client_ssl) as peer:
+            await peer.send(hello)
+            reply = await peer.receive()
+            if not isinstance(reply, protocol.Welcome):
+                raise ProtocolError(f"{peer.name} did not accept this voter as a client: {getattr(reply, 'reason', reply.KIND)}")
+            await peer.send(protocol.BundleFetch(digest))
+            writer = self.bundles.open_writer(digest)
+            try:
+                while True:
+                    chunk = await peer.receive()
+                    if isinstance(chunk, protocol.ErrorReply):
+                        raise BundleError(chunk.message)
+                    if not isinstance(chunk, protocol.BundleChunk) or chunk.digest != digest:
+                        raise ProtocolError(f"{peer.name} sent {chunk.KIND} instead of a chunk of bundle {digest[:12]}")
+                    writer.write(chunk.data)
+                    if chunk.last:
+                        break
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
 
     def _replicate(self, kind: str, body: bytes) -> int:
         """Append a leader's command to the log; the caller applies it at the returned index."""

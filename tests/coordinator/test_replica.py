@@ -8,6 +8,7 @@ from pathlib import Path
 
 import trio
 
+from swarmctl.bundle import build_bundle
 from swarmctl.cluster.consensus import ConsensusConfig
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator.node import Coordinator
@@ -137,3 +138,24 @@ async def test_lagging_voter_catches_up_from_a_snapshot(tmp_path, nursery):
     await wait_for(lambda: len(behind.replica.machine.cordoned) == 40)
     assert behind.replica.node.log.snapshot.index >= 30
     assert behind.log() == leader.log()
+
+
+async def test_followers_copy_the_bundle_of_a_run(tmp_path, nursery):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_one.py").write_text("def test_one():\n    pass\n")
+    bundle = build_bundle(suite, tmp_path / "built")
+    voters = await start_voters(tmp_path, nursery)
+    await wait_for(lambda: leader_of(voters) is not None)
+    leader = leader_of(voters)
+    writer = leader.replica.bundles.open_writer(bundle.digest)
+    writer.write(bundle.path.read_bytes())
+    writer.commit()
+
+    suite_spec = {"kind": "pytest", "bundle": bundle.digest, "name": "suite"}
+    leader.replica.machine.apply(cmd.RunSubmitted("run-1", 1.0, suite_spec, "even", None), leader.replica.node.term)
+
+    followers = [v for v in voters if v is not leader]
+    await wait_for(lambda: all(v.replica.bundles.has_archive(bundle.digest) for v in followers))
+    for follower in followers:
+        assert follower.replica.bundles.archive_path(bundle.digest).read_bytes() == bundle.path.read_bytes()
