@@ -230,11 +230,11 @@ case "${leader##*:}" in
 *) die "swarmctl status names no leader among $PEERS: '$leader'" ;;
 esac
 FAILOVER_REPORT=$WORK/failover-report.json
-log "swarmctl run again, and docker kill of the leader $leader_service ($leader) after 2s"
+log "swarmctl run again, and docker kill of the leader $leader_service ($leader) after 1s"
 set +e
 client run "$SUITE" --cluster "$PEERS" --json "$FAILOVER_REPORT" >"$WORK/failover-run.log" 2>&1 &
 run_pid=$!
-sleep 2
+sleep 1
 "$DOCKER" kill "$(compose ps --quiet "$leader_service")" >/dev/null
 wait "$run_pid"
 run_status=$?
