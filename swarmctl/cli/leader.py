@@ -19,7 +19,7 @@ app.add_typer(leader_app, name="leader")
 def transfer(
     node: str = typer.Argument(..., help="The voter to lead next, as HOST:PORT from --peers."),
     cluster: str = typer.Option(
-        None, "--cluster", help="The coordinators' HOST:PORT[,HOST:PORT...]. Default: the coordinators that the file SWARMCTL_CONFIG names lists.",
+        None, "--cluster", help="The coordinators' HOST:PORT[,HOST:PORT...]. Default: the coordinators listed in the file that SWARMCTL_CONFIG names.",
     ),
     timeout: str = typer.Option("10s", "--timeout", help="How long to wait for NODE to lead, such as 10s."),
 ) -> None:

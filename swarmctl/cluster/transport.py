@@ -166,7 +166,7 @@ class _PortReporter:
 async def _closed_anyway(address: str, body_error: list[BaseException], exc_type, exc, tb) -> bool:
     """Exit callback of ``connect``: a close handshake that timed out still ends the connection.
 
-    A peer cut off by the network never answers the close frame, and trio-websocket then
+    A peer cut off by the network never replies to the close frame, and trio-websocket then
     raises DisconnectionTimeout. The caller gets what it raised itself, or nothing.
     """
     if not isinstance(exc, trio_websocket.DisconnectionTimeout):

@@ -7,8 +7,8 @@ applies committed commands to its own ``state.db`` in log order.
 
 The leader runs a ``Coordinator`` over that state. Its commands are proposed to the log
 and applied at once (``StateMachine.replicate``), so the scheduler decides on the newest
-state as a single coordinator does, but everything the outside world takes as done (a
-result acknowledgement, a run's acceptance) waits until a majority has the command. A
+state as a single coordinator does. Everything the outside world takes as done, such as a
+result acknowledgement or a run's acceptance, waits until a majority has the command. A
 leader that steps down may hold applied commands that were never committed; it throws
 its ``state.db`` away and rebuilds it from its snapshot and the committed entries. A
 leader starts serving only once the empty entry of its own term is committed and applied,

@@ -138,7 +138,7 @@ def test_isolated_leader_steps_down_and_rejoins_quietly(tmp_path: Path, swarm_en
         assert len(outcomes_by_id(report)) == 40, output
         assert report["summary"]["counts"] == expected, output
 
-        # Cut off, the old leader asks only for pre-votes, so its term stays where it was,
+        # Cut off, the old leader requests only pre-votes, so its term stays where it was,
         # and when the link is back it follows the new leader without another election.
         time.sleep(3)
         subprocess.run([*hub, "ip", "link", "set", star[leader][2], "up"], check=True)
