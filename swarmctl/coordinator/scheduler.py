@@ -11,8 +11,8 @@ one gets the slot.
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 from swarmctl.coordinator.executor_registry import ExecutorRecord
 from swarmctl.coordinator.load_balancer import choose_executor
@@ -43,28 +43,35 @@ def pick_assignments(
     """
     records = {e.executor_id: e for e in executors}
     free = {executor_id: e.free for executor_id, e in records.items() if e.free > 0}
-    running = Counter(run_id for e in records.values() for run_id, _ in e.running)
+    if not free:
+        return []  # the common case after a result: no slot to fill, so no queue to look at
 
-    ready: dict[str, deque[int]] = {}
+    # Each run's ready shards are found lazily, in queue order, so a call looks at about as
+    # many queued shards as it fills slots, however long the queue is.
+    ready: dict[str, Iterator[int]] = {}
+    heads: dict[str, int] = {}
     by_id: dict[str, RunState] = {}
     for run in runs:
         if run.status is not RunStatus.RUNNING or (now is not None and run.start_at and run.start_at > now):
             continue
-        check_needs = bool(run.deps)
-        shards = deque(
-            s for s in run.queue
-            if (now is None or run.shards[s].not_before <= now) and (not check_needs or dependencies_met(run, s))
-        )
-        if shards:
-            ready[run.run_id], by_id[run.run_id] = shards, run
+        shards = _ready_shards(run, now)
+        head = next(shards, None)
+        if head is not None:
+            ready[run.run_id], heads[run.run_id], by_id[run.run_id] = shards, head, run
+    if not ready:
+        return []
+    running = Counter(run_id for e in records.values() for run_id, _ in e.running) if len(ready) > 1 else Counter()
 
     picks = []
     while free and ready:
         run_id = min(ready, key=lambda r: (-by_id[r].priority, running[r], by_id[r].submitted_at, r))
         run = by_id[run_id]
-        shard_id = ready[run_id].popleft()
-        if not ready[run_id]:
+        shard_id = heads[run_id]
+        following = next(ready[run_id], None)
+        if following is None:
             del ready[run_id]
+        else:
+            heads[run_id] = following
 
         executor_id = choose_executor(
             free, records, requires=run.shard_requires(shard_id), bundle=run.suite.get("bundle", ""),
@@ -78,3 +85,14 @@ def pick_assignments(
         if free[executor_id] == 0:
             del free[executor_id]
     return picks
+
+
+def _ready_shards(run: RunState, now: float | None) -> Iterator[int]:
+    """Yield the run's queued shards that may start now, oldest first."""
+    check_needs = bool(run.deps)
+    for shard_id in run.queue:
+        if now is not None and run.shards[shard_id].not_before > now:
+            continue
+        if check_needs and not dependencies_met(run, shard_id):
+            continue
+        yield shard_id
