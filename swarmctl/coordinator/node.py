@@ -183,17 +183,9 @@ class Coordinator(FleetMixin, ClientMixin):
             self._when_committed(self.machine.last_index, action)
 
     async def _handle(self, peer: Peer) -> None:
-        try:
-            hello = await peer.receive()
-        except ProtocolError as exc:
-            log.warning("%s: rejected: %s", peer.name, exc)
-            return
-        reason = invalid_hello(hello, (protocol.ROLE_OBSERVER,))
-        if reason:
-            log.warning("%s: rejected: %s", peer.name, reason)
-            await peer.send(protocol.Reject(reason))
-            return
-        await self.serve_peer(peer, hello)
+        hello = await read_hello(peer, (protocol.ROLE_OBSERVER,))
+        if hello is not None:
+            await self.serve_peer(peer, hello)
 
     def status(self) -> protocol.NodeStatus:
         """Return this single coordinator's status, in the form a replicated cluster's voters report theirs."""
@@ -782,6 +774,21 @@ PROGRESS_INTERVAL_S = 0.25  # a run's outcomes are gathered this long before a R
 MAX_NODE_ID_CHARS = 200
 MAX_LABELS = 64
 MAX_LABEL_CHARS = 256
+
+
+async def read_hello(peer: Peer, extra_roles: tuple[str, ...] = ()) -> protocol.Hello | None:
+    """Return the connection's first frame if it is a valid hello; else reject the peer and return None."""
+    try:
+        hello = await peer.receive()
+    except ProtocolError as exc:
+        log.warning("%s: rejected: %s", peer.name, exc)
+        return None
+    reason = invalid_hello(hello, extra_roles)
+    if reason:
+        log.warning("%s: rejected: %s", peer.name, reason)
+        await peer.send(protocol.Reject(reason))
+        return None
+    return hello
 
 
 def invalid_hello(hello: protocol.Message, extra_roles: tuple[str, ...] = ()) -> str:

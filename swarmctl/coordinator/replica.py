@@ -44,6 +44,7 @@ from swarmctl.cluster.transport import Peer, PeerGone, connect, parse_address, s
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.access import authenticate
+from swarmctl.coordinator.node import read_hello
 from swarmctl.coordinator.raft_store import RAFT_DB, RaftStore
 from swarmctl.coordinator.state import StateMachine
 from swarmctl.bundle import BundleCache
@@ -181,17 +182,8 @@ class Replica:
             await trio.sleep(max(0.0, min(TICK_S, self.node.next_deadline() - trio.current_time())))
 
     async def _handle(self, peer: Peer) -> None:
-        from swarmctl.coordinator.node import invalid_hello
-
-        try:
-            hello = await peer.receive()
-        except ProtocolError as exc:
-            log.warning("%s: rejected: %s", peer.name, exc)
-            return
-        reason = invalid_hello(hello, (protocol.ROLE_VOTER, protocol.ROLE_OBSERVER))
-        if reason:
-            log.warning("%s: rejected: %s", peer.name, reason)
-            await peer.send(protocol.Reject(reason))
+        hello = await read_hello(peer, (protocol.ROLE_VOTER, protocol.ROLE_OBSERVER))
+        if hello is None:
             return
         if hello.role == protocol.ROLE_VOTER:
             await self._serve_voter(peer, hello)
