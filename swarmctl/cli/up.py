@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import logging
 import os
@@ -28,6 +29,8 @@ from swarmctl.tls import client_context, server_context, server_hosts
 
 log = logging.getLogger(__name__)
 
+COORDINATOR_LOCK = "coordinator.lock"
+
 
 class Role(str, Enum):
     coordinator = "coordinator"
@@ -49,8 +52,8 @@ def up(
     peers: str = typer.Option(
         None, "--peers",
         help="Coordinator: the HOST:PORT of every coordinator-eligible node, this one's included, the same list on each. "
-        "With two or more, they elect a leader and replicate its state; a majority must be up. Default: the coordinators "
-        "listed in --config.",
+        "They elect a leader and replicate its state, and keep working while a majority is up, so give three or five. "
+        "Default: the coordinators listed in --config.",
     ),
     slots: int = typer.Option(
         os.cpu_count() or 1, "--slots", show_default=False,
@@ -68,7 +71,8 @@ def up(
     ),
     advertise: str = typer.Option(
         None, "--advertise",
-        help="Coordinator: the IP address executors reach it at, for gossip. Needed when --listen binds every address (0.0.0.0).",
+        help="Coordinator: the IP address executors reach it at, for gossip and, with --peers, to find this node in the "
+        "list. Needed when --listen binds every address (0.0.0.0).",
     ),
     secret_file: Path = typer.Option(
         None, "--secret-file", envvar="SWARMCTL_SECRET_FILE",
@@ -244,6 +248,7 @@ async def _run_coordinator(
             ipaddress.ip_address(advertise)
         except ValueError:
             raise UsageError(f"--advertise {advertise!r} is invalid: give an IP address, such as 10.0.0.5") from None
+    lock = _lock_data_folder(folder)  # held until the process exits
     if voters is None:
         coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise)
         await coordinator.serve(host, port, ssl_context=ssl_context)
@@ -254,6 +259,29 @@ async def _run_coordinator(
         )
         await replica.serve(host, port, ssl_context=ssl_context)
     await trio.sleep_forever()
+
+
+def _lock_data_folder(folder: Path):
+    """Return the open lock file that makes this process the only coordinator on ``folder``.
+
+    Two coordinators on one folder would overwrite each other's state and votes.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / COORDINATOR_LOCK, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise UsageError(
+            f"the data folder {folder} is in use by the coordinator with pid {holder}; give each coordinator "
+            "its own --data-dir"
+        ) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 def _make_executor(

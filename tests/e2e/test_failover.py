@@ -111,3 +111,16 @@ def test_no_majority_means_no_leader(tmp_path, swarm_env):
         assert "leader none" in process.stdout
         assert process.stdout.count("unreachable") == 2
         assert "leads term" not in lone.log()
+
+
+def test_second_coordinator_on_data_folder_rejected(tmp_path, swarm_env):
+    with voters(tmp_path, swarm_env) as cluster:
+        address = cluster.addresses[0]
+        cluster.voters[address].wait_for_log(r"serving on")
+        process = run_swarmctl(
+            ["up", "--role", "coordinator", "--listen", "127.0.0.1:0", "--data-dir", str(cluster.data_dir(address))],
+            swarm_env, timeout=30,
+        )
+
+    assert process.returncode == 4, process.stdout + process.stderr
+    assert f"the data folder {cluster.data_dir(address)} is in use by the coordinator with pid" in process.stderr
