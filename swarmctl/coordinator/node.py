@@ -659,7 +659,6 @@ class Coordinator(FleetMixin, ClientMixin):
             self.when_committed(send_results)
         for subscriber in self.events.following(run.run_id):
             self.events.send(subscriber, complete)  # subscribers get the outcome, not the results
-        del self.machine.runs[run.run_id]
         self.progress.pop(run.run_id, None)
         self.run_owners.pop(run.run_id, None)
         self._digests.pop(run.run_id, None)

@@ -41,3 +41,13 @@ async def test_resumed_run_with_every_result_ends(tmp_path: Path) -> None:
     assert complete is not None
     assert complete.exit_code == 1  # one test failed
     assert complete.executors == ["exec-0"]
+
+
+def test_applied_run_end_leaves_the_view(tmp_path: Path) -> None:
+    """A follower applies the ends of runs too: its view keeps only unfinished runs, as a restart does."""
+    record_run_without_its_end(tmp_path)
+    machine = StateMachine(store.connect(tmp_path / "state.db"))
+    machine.apply(cmd.RunFinished("run-1", 4.0, "finished", 1, ""))
+
+    assert "run-1" not in machine.runs
+    assert StateMachine(store.connect(tmp_path / "state.db")).runs.keys() == machine.runs.keys()
