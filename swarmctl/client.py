@@ -100,7 +100,7 @@ async def submit_and_follow(
         if failures > REJOIN_ATTEMPTS:
             raise ConnectionFailed(
                 f"lost the coordinator while following run {watch.run_id}, and {REJOIN_ATTEMPTS} attempts to follow it "
-                "again failed; the run may still finish: see swarmctl history"
+                "again failed; the run may still finish on the coordinators: follow it with swarmctl dashboard"
             )
         log.warning("lost the coordinator while following run %s; following it again", watch.run_id)
         try:

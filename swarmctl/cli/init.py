@@ -102,8 +102,10 @@ def _config_text(hosts: list[str], port: int) -> str:
     reach = ", ".join(f'"{format_address(host, port)}"' for host in hosts)
     wildcard = format_address("::" if addresses[0].version == 6 else "0.0.0.0", port)
     if len(hosts) > 1:
-        # Each coordinator passes its own address with --listen or --advertise.
-        listen, advertise = wildcard, ""
+        # Each coordinator passes its own address with --listen or --advertise. Loopback
+        # coordinators share one machine and keep listening on loopback.
+        listen = format_address(hosts[0], port) if addresses[0].is_loopback else wildcard
+        advertise = ""
     elif addresses[0].is_loopback:
         listen, advertise = format_address(hosts[0], port), ""
     else:

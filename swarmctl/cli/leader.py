@@ -6,7 +6,7 @@ import trio
 import typer
 
 from swarmctl.cli import app, cluster_addresses, fail, find_error, setup_logging
-from swarmctl.client import node_status, transfer_leadership
+from swarmctl.client import RemoteError, node_status, transfer_leadership
 from swarmctl.cluster.transport import format_address, parse_address
 from swarmctl.durations import parse_duration
 from swarmctl.errors import SwarmError, UsageError
@@ -35,7 +35,9 @@ def transfer(
         error = find_error(exc, SwarmError)
         if error is None:
             raise
-        raise fail(str(error), error.exit_code if isinstance(error, UsageError) else 1) from None
+        # A refused request keeps its exit code (4 for a usage or permission error); a
+        # transfer that did not happen in time exits 1.
+        raise fail(str(error), error.exit_code if isinstance(error, (UsageError, RemoteError)) else 1) from None
     typer.echo(f"{target} leads term {term}")
 
 

@@ -17,8 +17,10 @@ from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.cli.doctor import default_listen_address
 from swarmctl.client import list_executors, node_status
 from swarmctl.cluster.transport import format_address, parse_addresses
+from swarmctl.config import config_from_environment
 from swarmctl.durations import parse_duration
 from swarmctl.errors import SwarmError, UsageError
+from swarmctl.tokens import AuthError
 
 UNHEALTHY = 1
 # An executor in one of these states is connected to the coordinator.
@@ -29,10 +31,12 @@ CONNECTED_STATES = ("active", "cordoned", "draining")
 def status(
     local: bool = typer.Option(
         False, "--local",
-        help="Check only the node at --address, for a container or systemd health check. Today status checks only that node either way.",
+        help="Check the node at --address, for a container or systemd health check. This is what status does without --cluster.",
     ),
     address: str = typer.Option(
-        None, "--address", help="The coordinator's HOST:PORT[,HOST:PORT...]. Default: 127.0.0.1 and swarmctl up's default port.",
+        None, "--address",
+        help="The coordinator's HOST:PORT[,HOST:PORT...]. Default: the coordinators listed in the file that "
+        "SWARMCTL_CONFIG names, else 127.0.0.1 and swarmctl up's default port.",
     ),
     executor_id: str = typer.Option(
         None, "--executor", help="Also require that the coordinator lists this executor id as connected (active, cordoned or draining).",
@@ -55,7 +59,7 @@ def status(
         if cluster is not None:
             view = trio.run(_cluster_view, parse_addresses(cluster), seconds)
         else:
-            addresses = parse_addresses(address) if address else [default_listen_address()]
+            addresses = parse_addresses(address) if address else _configured_addresses() or [default_listen_address()]
             rows = trio.run(_list_within, addresses, seconds)
     except BaseException as exc:
         error = find_error(exc, SwarmError)
@@ -93,9 +97,19 @@ async def _list_within(addresses: list[tuple[str, int]], seconds: float) -> list
         ) from None
 
 
+def _configured_addresses() -> list[tuple[str, int]]:
+    """Return the coordinators of the file SWARMCTL_CONFIG names, or [] without one."""
+    configured = config_from_environment()
+    if configured is None or not configured.coordinators:
+        return []
+    return parse_addresses(configured.coordinators)
+
+
 async def _cluster_view(addresses: list[tuple[str, int]], seconds: float) -> dict[str, Any]:
     """Ask every node for its status at once; return the leader's view, with unreachable nodes marked."""
     answers: dict[str, protocol.NodeStatus | str] = {}
+    rejections: list[AuthError] = []
+    rejected: set[str] = set()  # nodes that rejected the credentials
 
     async def ask(address: tuple[str, int]) -> None:
         where = format_address(*address)
@@ -103,7 +117,14 @@ async def _cluster_view(addresses: list[tuple[str, int]], seconds: float) -> dic
             with trio.fail_after(seconds):
                 answers[where] = await node_status(address)
         except trio.TooSlowError:
-            answers[where] = f"no answer within {seconds:g}s"
+            answers[where] = (
+                f"no answer within {seconds:g}s; check that it runs and that TLS is used on both sides or neither "
+                "(SWARMCTL_CA_FILE)"
+            )
+        except AuthError as exc:
+            rejections.append(exc)
+            rejected.add(where)
+            answers[where] = str(exc)
         except SwarmError as exc:
             answers[where] = str(exc).split(". Check")[0]  # the reason, without the general advice
 
@@ -112,6 +133,8 @@ async def _cluster_view(addresses: list[tuple[str, int]], seconds: float) -> dic
             nursery.start_soon(ask, address)
 
     statuses = [answer for answer in answers.values() if isinstance(answer, protocol.NodeStatus)]
+    if not statuses and rejections:
+        raise rejections[0]  # a credential problem, not an outage
     leaders = [s for s in statuses if s.state in ("leader", "single")]
     leader = max(leaders, key=lambda s: s.term) if leaders else None
     newest = leader or (max(statuses, key=lambda s: s.term) if statuses else None)
@@ -119,13 +142,15 @@ async def _cluster_view(addresses: list[tuple[str, int]], seconds: float) -> dic
     for where, answer in answers.items():
         row = voters.setdefault(where, {"address": where})
         if isinstance(answer, str):
-            row.update(state="unreachable", error=answer)
+            row.update(state="rejected" if where in rejected else "unreachable", error=answer)
         elif not row.get("state") or row["state"] == "unknown":
             row["state"] = answer.state
     for row in voters.values():
         row.setdefault("lag", None)
+    # Without an answer from the leader itself, the newest follower's view names it.
+    leader_id = leader.node_id if leader else (newest.leader if newest else "")
     return {
-        "leader": leader.node_id if leader else "",
+        "leader": leader_id,
         "term": newest.term if newest else 0,
         "commit_index": newest.commit_index if newest else 0,
         "voters": sorted(voters.values(), key=lambda row: row["address"]),
@@ -135,6 +160,12 @@ async def _cluster_view(addresses: list[tuple[str, int]], seconds: float) -> dic
 def _print_cluster(view: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(view, indent=2))
+        return
+    answered = [row for row in view["voters"] if row["state"] not in ("unreachable", "rejected")]
+    if not answered:
+        typer.echo("no coordinator answered:")
+        for row in view["voters"]:
+            typer.echo(f"  {row['address']:<24} {row['state']:<12}  ({row.get('error', '')})")
         return
     leader = view["leader"] or "none (no node leads: a majority of the voters must be up and reach each other)"
     typer.echo(f"leader {leader}, term {view['term']}, commit index {view['commit_index']}")
