@@ -145,6 +145,8 @@ class Tmux:
 def tmux_session(env: dict) -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed; it is needed to run swarmctl on a terminal")
+    # COLUMNS and LINES, which pytest-xdist workers may have, would override the pane's size.
+    env = {name: value for name, value in env.items() if name not in ("COLUMNS", "LINES")}
     session = Tmux(f"swarmctl-test-{secrets.token_hex(4)}", env)
     try:
         yield session
@@ -172,9 +174,24 @@ def test_run_live_bar_on_terminal(tmp_path, swarm_env):
     assert f"Log {Path(swarm_env['SWARMCTL_HOME']) / 'logs' / 'coordinator.log'}" in dashboard.stdout
 
 
+def held_suite(folder: Path, release: Path, tests: int) -> Path:
+    """Write a suite whose first test waits (at most 120 s) until ``release`` exists, so the run stays active."""
+    folder.mkdir()
+    held = (
+        "import pathlib, time\n\n"
+        "def test_held():\n"
+        "    deadline = time.monotonic() + 120\n"
+        f"    while not pathlib.Path({str(release)!r}).exists() and time.monotonic() < deadline:\n"
+        "        time.sleep(0.1)\n"
+    )
+    quick = "".join(f"\n\ndef test_quick_{i}():\n    pass\n" for i in range(tests - 1))
+    (folder / "test_held.py").write_text(held + quick)
+    return folder
+
+
 def test_dashboard_live_reconnect_and_ctrl_c(tmp_path, swarm_env):
-    # Long enough (10 s) that the dashboard shows the run live on a loaded machine too.
-    suite = generate_suite(tmp_path / "suite", tests=40, files=2, sleep_ms=500)
+    # One test waits until the end, so the run is live however slowly the dashboard starts.
+    suite = held_suite(tmp_path / "suite", tmp_path / "release", tests=40)
     with cluster(tmp_path, swarm_env, executors=2) as running, tmux_session(swarm_env) as tmux:
         run = start_run(suite, running.address, tmp_path / "report.json", swarm_env)
         try:
@@ -192,6 +209,7 @@ def test_dashboard_live_reconnect_and_ctrl_c(tmp_path, swarm_env):
             tmux.send_keys("C-c")
             ended = tmux.wait_for(r"exit code \d+")
         finally:
+            (tmp_path / "release").touch()
             run.kill()
             run.communicate(timeout=30)
 
