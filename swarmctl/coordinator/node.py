@@ -57,6 +57,9 @@ RETRY_BASE_S = 1.0  # first retry after about a second, doubling per try, times 
 RETRY_MAX_S = 30.0
 DEADLINE_MESSAGE = "not run: run deadline reached"
 DEADLINE_GRACE_S = 5.0  # stack dump (0.5 s) and SIGTERM grace (2 s) on the executor, plus slack
+# How long applied commands wait to be committed together. Acknowledgements wait this long
+# at most; assignments do not wait at all.
+GROUP_COMMIT_S = 0.005
 
 
 @dataclass(eq=False)
@@ -111,6 +114,11 @@ class Coordinator(FleetMixin, ClientMixin):
         self.machine = machine or StateMachine(store.connect(data_dir / "state.db"))
         self.term = term
         self._when_committed = when_committed
+        self._durable: list[Callable[[], None]] = []  # acknowledgements waiting for the next group commit
+        self._flush_due = False
+        if machine is None:
+            # Group commit: the commands of one moment share a transaction and one fsync.
+            self.machine.on_pending = self._schedule_flush
         self.address: str | None = None  # HOST:PORT served on, once serving
         self.bundles = BundleCache(data_dir / "bundles")
         self.logs = LogCollector(data_dir / LOGS_DB)
@@ -150,10 +158,14 @@ class Coordinator(FleetMixin, ClientMixin):
         self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, task_status=trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve executors and clients on HOST:PORT, over TLS when ``ssl_context`` is given."""
-        async with trio.open_nursery() as nursery:
-            bound_port = await nursery.start(partial(serve, self._handle, host, port, ssl_context=ssl_context))
-            await self.start_services(nursery, host, bound_port)
-            task_status.started(bound_port)
+        try:
+            async with trio.open_nursery() as nursery:
+                bound_port = await nursery.start(partial(serve, self._handle, host, port, ssl_context=ssl_context))
+                await self.start_services(nursery, host, bound_port)
+                task_status.started(bound_port)
+        finally:
+            self._nursery = None
+            self.flush()
 
     async def start_services(self, nursery: trio.Nursery, host: str, port: int) -> None:
         """Start what runs beside the connections in ``nursery``: lease watch, gossip, timers of resumed runs."""
@@ -177,10 +189,31 @@ class Coordinator(FleetMixin, ClientMixin):
 
     def when_committed(self, action: Callable[[], None]) -> None:
         """Run ``action`` (an acknowledgement) once the last applied command is committed."""
-        if self._when_committed is None:
-            action()
-        else:
+        if self._when_committed is not None:
             self._when_committed(self.machine.last_index, action)
+        elif self.machine.conn.in_transaction:
+            self._durable.append(action)
+        else:
+            action()
+
+    def _schedule_flush(self) -> None:
+        if self._nursery is None:
+            self.flush()  # not serving yet (or any more): commit at once
+        elif not self._flush_due:
+            self._flush_due = True
+            self._nursery.start_soon(self._flush_soon)
+
+    async def _flush_soon(self) -> None:
+        await trio.sleep(GROUP_COMMIT_S)
+        self.flush()
+
+    def flush(self) -> None:
+        """Commit the applied commands, then send the acknowledgements that waited for it."""
+        self._flush_due = False
+        self.machine.flush()
+        waiting, self._durable = self._durable, []
+        for action in waiting:
+            action()
 
     async def _handle(self, peer: Peer) -> None:
         hello = await read_hello(peer, (protocol.ROLE_OBSERVER,))

@@ -120,6 +120,10 @@ class StateMachine:
         # On the leader of a replicated cluster: appends each command to the replicated log
         # and returns its log index. None on a single coordinator and while following.
         self.replicate: Callable[[str, bytes], int] | None = None
+        # Group commit: when set, commands share one transaction until ``flush``, and this is
+        # called after each one, so the owner can schedule the flush. None: one transaction
+        # per command.
+        self.on_pending: Callable[[], None] | None = None
         row = conn.execute("SELECT max(idx) FROM log").fetchone()
         self.last_index = row[0] or 0
         self._load()
@@ -136,20 +140,42 @@ class StateMachine:
         kind, body = cmd.encode_command(command)
         if index is None:
             index = self.replicate(kind, body) if self.replicate is not None else self.last_index + 1
+        grouped = self.on_pending is not None
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            if not self.conn.in_transaction:
+                self.conn.execute("BEGIN IMMEDIATE")
+            if grouped:
+                self.conn.execute("SAVEPOINT command")
             self.conn.execute("INSERT INTO log (idx, term, kind, body) VALUES (?, ?, ?, ?)", (index, term, kind, body))
             effects = self._dispatch(command)
-            self.conn.execute("COMMIT")
+            self.conn.execute("RELEASE command" if grouped else "COMMIT")
         except Exception as exc:
-            if self.conn.in_transaction:
+            if self.conn.in_transaction and grouped:
+                # A failed command in a group takes back only its own writes.
+                self.conn.execute("ROLLBACK TO command")
+                self.conn.execute("RELEASE command")
+            elif self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             self._load()  # the in-memory view may have moved ahead of the rolled-back rows
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot apply {kind} command: {exc}") from exc
             raise
         self.last_index = index
+        if grouped:
+            self.on_pending()
         return effects
+
+    def flush(self) -> None:
+        """Commit the commands applied since the last flush, with one durable write."""
+        if not self.conn.in_transaction:
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._load()
+            raise StoreError(f"cannot commit the coordinator state: {exc}") from exc
 
     def _dispatch(self, command: cmd.Command) -> list[tuple[str, dict]]:
         match command:
