@@ -292,6 +292,7 @@ async def leader_session(addresses: Sequence[tuple[str, int]], role: str = proto
     """
     addresses = list(addresses)
     redirects = 0
+    waiting_said = False
     with trio.move_on_after(ELECTION_WAIT_S) as waiting:
         while True:
             async with connect(addresses, client_tls()) as peer:
@@ -307,6 +308,9 @@ async def leader_session(addresses: Sequence[tuple[str, int]], role: str = proto
                 addresses = [address, *(a for a in addresses if a != address)]
                 continue
             # No leader yet, or redirects in a circle to a leader that is gone: an election is due.
+            if not waiting_said:
+                log.warning("%s; waiting up to %gs for the coordinators to elect a leader", reject.reason, ELECTION_WAIT_S)
+                waiting_said = True
             redirects = 0
             await trio.sleep(ELECTION_RETRY_S)
     raise ConnectionFailed(
