@@ -147,8 +147,13 @@ async def _cluster_view(addresses: list[tuple[str, int]], seconds: float) -> dic
             row["state"] = answer.state
     for row in voters.values():
         row.setdefault("lag", None)
-    # Without an answer from the leader itself, the newest follower's view names it.
-    leader_id = leader.node_id if leader else (newest.leader if newest else "")
+    # When the leader itself was not asked or did not respond, take the newest follower's view.
+    if leader is not None:
+        leader_id = leader.node_id
+    elif newest is not None:
+        leader_id = newest.leader
+    else:
+        leader_id = ""
     return {
         "leader": leader_id,
         "term": newest.term if newest else 0,

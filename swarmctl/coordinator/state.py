@@ -444,8 +444,8 @@ class StateMachine:
             "ON CONFLICT (suite_key, case_id) DO UPDATE SET seconds = excluded.seconds, run_id = excluded.run_id",
             (suite_key(run.suite), c.run_id),
         )
-        # The view holds unfinished runs only, as after a restart; a follower that applies the
-        # end of a run drops it here, and so does the leader.
+        # The view contains unfinished runs only, as after a restart. A follower that applies
+        # the end of a run drops it here, and so does the leader.
         del self.runs[c.run_id]
 
     def _executor_cordoned(self, c: cmd.ExecutorCordoned) -> None:

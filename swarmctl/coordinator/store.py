@@ -1,9 +1,9 @@
 """SQLite storage of the coordinator: schema, connection settings and read queries.
 
-Writes happen only in ``state.StateMachine.apply``, one transaction per command, so the
-command log and the tables it produced never disagree. ``synchronous=FULL`` makes a
-committed transaction survive a power loss: results are acknowledged to executors only
-after their transaction commits.
+Writes happen only in ``state.StateMachine.apply``, and a command's log row and the rows
+it produced are written in one transaction (a savepoint of a group commit), so they never
+disagree. ``synchronous=FULL`` makes a committed transaction survive a power loss: results
+are acknowledged to executors only after their transaction commits.
 """
 
 from __future__ import annotations
