@@ -115,6 +115,13 @@ def up(
         if role is Role.coordinator:
             host, port = parse_address(listen)
             _check_exposure(host, secret is not None, ca_file is not None)
+            if secret is not None and advertise is None and _is_unspecified(host):
+                # Checked here, not when gossip starts: a voter starts gossip only once it
+                # leads, and would fail then.
+                raise UsageError(
+                    f"--listen {host} binds every address, so gossip needs --advertise IP: "
+                    "the address at which executors reach this coordinator"
+                )
             settings = CoordinatorSettings(
                 lease_s=_positive_duration(lease, "--lease"),
                 unmatched_timeout_s=_positive_duration(unmatched_timeout, "--unmatched-timeout"),
@@ -205,6 +212,13 @@ def _check_exposure(host: str, has_secret: bool, has_tls: bool) -> None:
             "listening on %s without TLS: tokens, suites and test output cross the network in clear text; "
             "pass --ca-file and --ca-key-file to encrypt them", host,
         )
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def _positive_duration(text: str, option: str) -> float:

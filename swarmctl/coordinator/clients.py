@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 import secrets
 import sqlite3
 import time
@@ -111,7 +112,7 @@ class ClientMixin:
             if other is not session and other.token is not None and other.token.token_id == message.token_id
         ]
         log.warning("token %s revoked by %s; closing %d of its connections", message.token_id, session.node_id, len(holders))
-        session.send(protocol.TokenRevoked(message.token_id, len(holders)))
+        self.when_committed(partial(session.send, protocol.TokenRevoked(message.token_id, len(holders))))
         for holder in holders:
             await holder.peer.aclose()
 
@@ -141,7 +142,7 @@ class ClientMixin:
             return
         log.info("run %s cancelled by %s: %s", run.run_id, session.node_id, message.reason)
         self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {message.reason}")
-        session.send(protocol.RunCancelled(message.run_id))
+        self.when_committed(partial(session.send, protocol.RunCancelled(message.run_id)))
 
     def _receive_bundle_chunk(self, session: Session, writers: dict, message: protocol.BundleChunk) -> None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -285,7 +286,7 @@ class FleetMixin:
                 )
                 return
         log.info("executor %s: %s %s", record.executor_id, message.action, reason)
-        session.send(protocol.ExecutorControlled(record.executor_id, str(record.state)))
+        self.when_committed(partial(session.send, protocol.ExecutorControlled(record.executor_id, str(record.state))))
         self._schedule()
 
     async def _send_bundle(self, session: Session, digest: str) -> None:

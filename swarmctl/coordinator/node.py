@@ -690,8 +690,9 @@ class Coordinator(FleetMixin, ClientMixin):
                         client.send(frame)
 
             self.when_committed(send_results)
-        for subscriber in self.events.following(run.run_id):
-            self.events.send(subscriber, complete)  # subscribers get the outcome, not the results
+        subscribers = list(self.events.following(run.run_id))
+        for subscriber in subscribers:
+            self.when_committed(partial(self.events.send, subscriber, complete))  # the outcome, not the results
         self.progress.pop(run.run_id, None)
         self.run_owners.pop(run.run_id, None)
         self._digests.pop(run.run_id, None)

@@ -64,6 +64,7 @@ VOTER_TOKEN_TTL_S = 3_600
 CLOSE_TIMEOUT_S = 1.0  # to close the connections of a coordinator that stopped leading
 BUNDLE_COPY_ATTEMPTS = 10
 BUNDLE_COPY_RETRY_S = 0.5  # times the attempt number
+BUNDLE_COPY_TIMEOUT_S = 300.0  # for one copy; a leader that stalls longer is tried again
 
 
 class NotLeader(StoreError):
@@ -355,6 +356,8 @@ class Replica:
             if ready.snapshot is not None:
                 self._restore(ready.snapshot)
                 self.applied = ready.snapshot.index
+                for run in self.machine.runs.values():
+                    self._copy_bundle(run.suite.get("bundle", ""))
             for entry in ready.committed_entries:
                 if entry.index <= self.applied:
                     continue  # a command this node applied when it proposed it as leader
@@ -387,7 +390,7 @@ class Replica:
                         await self._download(parse_address(leader), digest)
                         log.info("voter %s copied bundle %s from the leader %s", self.node_id, digest[:12], leader)
                         return
-                    except (ConnectionFailed, PeerGone, ProtocolError, BundleError, OSError) as exc:
+                    except (ConnectionFailed, PeerGone, ProtocolError, BundleError, OSError, trio.TooSlowError) as exc:
                         log.warning("voter %s cannot copy bundle %s from %s yet: %s", self.node_id, digest[:12], leader, exc)
                 await trio.sleep(BUNDLE_COPY_RETRY_S * (attempt + 1))
             log.error("voter %s gave up copying bundle %s; runs that use it fail if this node leads", self.node_id, digest[:12])
@@ -397,6 +400,10 @@ class Replica:
     async def _download(self, leader: tuple[str, int], digest: str) -> None:
         token = issue(self.secret, TokenRole.ADMIN, ttl_s=VOTER_TOKEN_TTL_S, subject=self.node_id)[0] if self.secret else ""
         hello = protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, f"voter-{self.node_id}", token=token)
+        with trio.fail_after(BUNDLE_COPY_TIMEOUT_S):
+            await self._download_within(leader, digest, hello)
+
+    async def _download_within(self, leader: tuple[str, int], digest: str, hello: protocol.Hello) -> None:
         async with connect([leader], self.client_ssl) as peer:
             await peer.send(hello)
             reply = await peer.receive()
@@ -420,7 +427,11 @@ class Replica:
                 raise
 
     def _replicate(self, kind: str, body: bytes) -> int:
-        """Append a leader's command to the log; the caller applies it at the returned index."""
+        """Append a leader's command to the log; the caller applies it at the returned index.
+
+        NOTE: if applying then fails (a full disk, a bug in a command's handler), the entry
+        stays in the log while this leader's state.db lacks it; nothing makes it step down.
+        """
         result = self.node.propose(msgpack.packb([kind, body]), trio.current_time())
         if isinstance(result, Rejected):
             raise NotLeader(str(result))
@@ -445,6 +456,8 @@ class Replica:
             heapq.heappop(self._waiters)[2]()
 
     def _maybe_compact(self) -> None:
+        # NOTE: a leader compacts only when nothing it applied is uncommitted, which a busy
+        # leader rarely is, so its log can grow long between snapshots.
         node = self.node
         if self.applied - node.log.snapshot.index < self.compact_every or self.applied != node.commit_index:
             return
