@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+import signal
 import shutil
 import subprocess
 import sys
@@ -212,6 +213,9 @@ def test_dashboard_live_reconnect_and_ctrl_c(tmp_path, swarm_env):
             (tmp_path / "release").touch()
             run.kill()
             run.communicate(timeout=30)
+            # Their coordinator is gone, so a drain would wait for acknowledgements in vain.
+            for executor in running.executors:
+                executor.stop(signal.SIGKILL)
 
     assert "exit code 0" in ended
     assert "Traceback" not in ended
