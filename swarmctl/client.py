@@ -150,7 +150,7 @@ async def _follow_alive(peer: Peer, watch: RunWatch, on_progress) -> protocol.Ru
     """Follow the run while pinging the coordinator; raise PeerGone when it stops responding.
 
     A run may send no frame for minutes while a long test runs, so silence alone proves
-    nothing, but a coordinator cut off by the network also answers no ping.
+    nothing, but a coordinator cut off by the network does not return a ping either.
     """
     outcome: list[protocol.RunComplete | BaseException] = []
     async with trio.open_nursery() as nursery:
@@ -264,22 +264,26 @@ async def control_executor(addresses: Sequence[tuple[str, int]], action: str, ex
 
 async def node_status(address: tuple[str, int]) -> protocol.NodeStatus:
     """Return one node's consensus status, which every voter sends, whether it leads or not."""
-    async with connect([address], client_tls()) as peer:
-        reject = await _hello(peer, protocol.ROLE_OBSERVER)
-        if reject is not None:
-            raise ProtocolError(f"{peer.name} rejected the status query: {reject.reason}")
+    async with _observer_session(address) as peer:
         await peer.send(protocol.StatusQuery())
         return await _expect(peer, protocol.NodeStatus)
 
 
 async def transfer_leadership(leader: tuple[str, int], target: str) -> None:
-    """Ask the leader at ``leader`` to hand leadership to the voter ``target``; raise RemoteError if it refuses."""
-    async with connect([leader], client_tls()) as peer:
-        reject = await _hello(peer, protocol.ROLE_OBSERVER)
-        if reject is not None:
-            raise ProtocolError(f"{peer.name} rejected the transfer: {reject.reason}")
+    """Request that the leader at ``leader`` hand leadership to the voter ``target``; raise RemoteError if it declines."""
+    async with _observer_session(leader) as peer:
         await peer.send(protocol.TransferLeadership(target))
         await _expect(peer, protocol.NodeStatus)
+
+
+@asynccontextmanager
+async def _observer_session(address: tuple[str, int]) -> AsyncIterator[Peer]:
+    """Connect to the node at ``address`` itself, leader or not, as an observer."""
+    async with connect([address], client_tls()) as peer:
+        reject = await _hello(peer, protocol.ROLE_OBSERVER)
+        if reject is not None:
+            raise ProtocolError(f"{peer.name} rejected the observer: {reject.reason}")
+        yield peer
 
 
 @asynccontextmanager
@@ -292,7 +296,7 @@ async def leader_session(addresses: Sequence[tuple[str, int]], role: str = proto
     """
     addresses = list(addresses)
     redirects = 0
-    waiting_said = False
+    warned = False
     with trio.move_on_after(ELECTION_WAIT_S) as waiting:
         while True:
             async with connect(addresses, client_tls()) as peer:
@@ -308,9 +312,9 @@ async def leader_session(addresses: Sequence[tuple[str, int]], role: str = proto
                 addresses = [address, *(a for a in addresses if a != address)]
                 continue
             # No leader yet, or redirects in a circle to a leader that is gone: an election is due.
-            if not waiting_said:
+            if not warned:
                 log.warning("%s; waiting up to %gs for the coordinators to elect a leader", reject.reason, ELECTION_WAIT_S)
-                waiting_said = True
+                warned = True
             redirects = 0
             await trio.sleep(ELECTION_RETRY_S)
     raise ConnectionFailed(

@@ -9,10 +9,10 @@ The leader runs a ``Coordinator`` over that state. Its commands are proposed to 
 and applied at once (``StateMachine.replicate``), so the scheduler decides on the newest
 state as a single coordinator does. Everything the outside world takes as done, such as a
 result acknowledgement or a run's acceptance, waits until a majority has the command. A
-leader that steps down may hold applied commands that were never committed; it throws
+leader that steps down may have applied commands that were never committed, so it throws
 its ``state.db`` away and rebuilds it from its snapshot and the committed entries. A
 leader starts serving only once the empty entry of its own term is committed and applied,
-because that is when its state holds every committed command.
+because only then does its state contain every committed command.
 
 Executors and clients may connect to any voter: a follower rejects an executor's hello with
 the leader's address, and the executor retries there, and it relays a client's frames to
@@ -107,7 +107,7 @@ class Replica:
         self.bundles = BundleCache(data_dir / "bundles")  # the same folder as the coordinator's
         self._copying: set[str] = set()  # digests of bundles being copied from the leader
         self.machine = StateMachine(store.connect(data_dir / STATE_DB))
-        self.machine.replicate = self._refuse
+        self.machine.replicate = self._reject_command
         self.applied = 0
         self.node = self._start_node(rebuild=False)
         self.coordinator: Any = None  # the Coordinator while this node leads and serves
@@ -152,7 +152,7 @@ class Replica:
         if snapshot.data:
             os.replace(temporary, path)
         self.machine = StateMachine(store.connect(path))
-        self.machine.replicate = self._refuse
+        self.machine.replicate = self._reject_command
 
     # --- serving ------------------------------------------------------------------------
 
@@ -321,8 +321,13 @@ class Replica:
         return token.allows(role)
 
     def voter_hello(self) -> protocol.Hello:
-        token = issue(self.secret, TokenRole.ADMIN, ttl_s=VOTER_TOKEN_TTL_S, subject=self.node_id)[0] if self.secret else ""
-        return protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_VOTER, self.node_id, token=token)
+        return protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_VOTER, self.node_id, token=self._admin_token())
+
+    def _admin_token(self) -> str:
+        """Return a fresh admin token made from the cluster secret, or "" without one."""
+        if self.secret is None:
+            return ""
+        return issue(self.secret, TokenRole.ADMIN, ttl_s=VOTER_TOKEN_TTL_S, subject=self.node_id)[0]
 
     def status(self) -> protocol.NodeStatus:
         node = self.node
@@ -398,8 +403,7 @@ class Replica:
             self._copying.discard(digest)
 
     async def _download(self, leader: tuple[str, int], digest: str) -> None:
-        token = issue(self.secret, TokenRole.ADMIN, ttl_s=VOTER_TOKEN_TTL_S, subject=self.node_id)[0] if self.secret else ""
-        hello = protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, f"voter-{self.node_id}", token=token)
+        hello = protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, f"voter-{self.node_id}", token=self._admin_token())
         with trio.fail_after(BUNDLE_COPY_TIMEOUT_S):
             await self._download_within(leader, digest, hello)
 
@@ -430,7 +434,7 @@ class Replica:
         """Append a leader's command to the log; the caller applies it at the returned index.
 
         NOTE: if applying then fails (a full disk, a bug in a command's handler), the entry
-        stays in the log while this leader's state.db lacks it; nothing makes it step down.
+        stays in the log while this leader's state.db lacks it, and nothing makes it step down.
         """
         result = self.node.propose(msgpack.packb([kind, body]), trio.current_time())
         if isinstance(result, Rejected):
@@ -441,7 +445,7 @@ class Replica:
         self.applied = result.index
         return result.index
 
-    def _refuse(self, kind: str, body: bytes) -> int:
+    def _reject_command(self, kind: str, body: bytes) -> int:
         raise NotLeader(f"voter {self.node_id} does not lead; the {kind} command was not applied")
 
     def when_committed(self, index: int, action: Callable[[], None]) -> None:
@@ -515,7 +519,7 @@ class Replica:
     def _stop_leading(self) -> None:
         self.coordinator = None
         log.info("voter %s stops leading (now %s in term %d)", self.node_id, self.node.role.value, self.node.term)
-        self.machine.replicate = self._refuse
+        self.machine.replicate = self._reject_command
         if self._leader_scope is not None:
             self._leader_scope.cancel()
         for connection in list(self._connections):
