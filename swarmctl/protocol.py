@@ -44,7 +44,7 @@ NO_LEADER = "no leader elected:"
 ROLE_EXECUTOR = "executor"
 ROLE_CLIENT = "client"
 ROLE_VOTER = "voter"  # another coordinator-eligible node: consensus messages only
-ROLE_OBSERVER = "observer"  # asks any node for its consensus status, leader or not
+ROLE_OBSERVER = "observer"  # queries any node's consensus status, leader or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +579,7 @@ class ConsensusFrame(Message):
 @_message("status_query")
 @dataclass(frozen=True, slots=True)
 class StatusQuery(Message):
-    """Ask a node for its consensus status; any voter answers, leader or not."""
+    """Request a node's consensus status, which every voter returns, leader or not."""
 
 
 @_message("node_status")

@@ -108,7 +108,7 @@ class RaftStore:
         )
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[None]:
+    def _transaction(self, action: str) -> Iterator[None]:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             yield
@@ -117,5 +117,5 @@ class RaftStore:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"cannot {what} the consensus log {self.path}: {exc}") from exc
+                raise StoreError(f"cannot {action} the consensus log {self.path}: {exc}") from exc
             raise

@@ -175,10 +175,10 @@ def test_run_live_bar_on_terminal(tmp_path, swarm_env):
     assert f"Log {Path(swarm_env['SWARMCTL_HOME']) / 'logs' / 'coordinator.log'}" in dashboard.stdout
 
 
-def held_suite(folder: Path, release: Path, tests: int) -> Path:
+def suite_kept_running(folder: Path, release: Path, tests: int) -> Path:
     """Write a suite whose first test waits (at most 120 s) until ``release`` exists, so the run stays active."""
     folder.mkdir()
-    held = (
+    waiting_test = (
         "import pathlib, time\n\n"
         "def test_held():\n"
         "    deadline = time.monotonic() + 120\n"
@@ -186,13 +186,13 @@ def held_suite(folder: Path, release: Path, tests: int) -> Path:
         "        time.sleep(0.1)\n"
     )
     quick = "".join(f"\n\ndef test_quick_{i}():\n    pass\n" for i in range(tests - 1))
-    (folder / "test_held.py").write_text(held + quick)
+    (folder / "test_held.py").write_text(waiting_test + quick)
     return folder
 
 
 def test_dashboard_live_reconnect_and_ctrl_c(tmp_path, swarm_env):
     # One test waits until the end, so the run is live however slowly the dashboard starts.
-    suite = held_suite(tmp_path / "suite", tmp_path / "release", tests=40)
+    suite = suite_kept_running(tmp_path / "suite", tmp_path / "release", tests=40)
     with cluster(tmp_path, swarm_env, executors=2) as running, tmux_session(swarm_env) as tmux:
         run = start_run(suite, running.address, tmp_path / "report.json", swarm_env)
         try:
