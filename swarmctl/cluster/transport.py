@@ -1,4 +1,4 @@
-"""WebSocket transport of the data plane: typed messages over trio-websocket.
+"""WebSocket transport of the data plane: typed messages over WebSocket connections.
 
 ``Peer`` wraps one connection and speaks ``protocol.Message`` objects. Errors of the
 websocket layer become ``PeerGone`` at this boundary, so callers handle one exception for
@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
+import hypercorn.config
+import hypercorn.trio
 import trio
 import trio_websocket
+from hypercorn.config import Sockets
 
 from swarmctl import protocol
 from swarmctl.errors import AddressError, ConnectionFailed, ListenFailed, ProtocolError
@@ -24,6 +28,12 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 DISCONNECT_TIMEOUT_S = 2.0
+LISTEN_BACKLOG = 512
+APP_QUEUE_SIZE = 64  # frames received and not yet read, per connection, before Hypercorn stops reading
+
+# Hypercorn's own messages ("Running on ...") repeat what the node logs; its errors still show.
+_http_log = logging.getLogger("swarmctl.http")
+_http_log.setLevel(logging.WARNING)
 
 
 class PeerGone(Exception):
@@ -58,8 +68,29 @@ def format_address(host: str, port: int) -> str:
 
 
 class Peer:
-    """One WebSocket connection carrying protocol messages."""
+    """One WebSocket connection carrying protocol messages.
 
+    ``ClientPeer`` is the side that connected (trio-websocket), ``ServerPeer`` the side that
+    accepted (an ASGI WebSocket under Hypercorn). Both raise ``PeerGone`` for a closed
+    connection and ``ProtocolError`` for a frame that is not a valid message.
+    """
+
+    name: str
+
+    async def send(self, message: protocol.Message) -> None:
+        raise NotImplementedError
+
+    async def receive(self) -> protocol.Message:
+        raise NotImplementedError
+
+    async def check_alive(self, timeout_s: float) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+
+class ClientPeer(Peer):
     def __init__(self, ws: trio_websocket.WebSocketConnection, name: str) -> None:
         self._ws = ws
         self.name = name
@@ -100,48 +131,197 @@ class Peer:
         await self._ws.aclose()
 
 
+class ServerPeer(Peer):
+    """The accepting side of a connection: ASGI WebSocket events from Hypercorn."""
+
+    def __init__(self, receive, send, name: str) -> None:
+        self._receive = receive
+        self._send = send
+        self.name = name
+        self._send_lock = trio.Lock()
+        self._closed = False
+
+    async def send(self, message: protocol.Message) -> None:
+        frame = protocol.encode(message)
+        async with self._send_lock:
+            if self._closed:
+                raise PeerGone(f"{self.name}: connection closed")
+            await self._send({"type": "websocket.send", "bytes": frame})
+
+    async def receive(self) -> protocol.Message:
+        if self._closed:
+            raise PeerGone(f"{self.name}: connection closed")
+        event = await self._receive()
+        if event["type"] == "websocket.disconnect":
+            self._closed = True
+            raise PeerGone(f"{self.name}: connection closed (code {event.get('code')})")
+        frame = event.get("bytes")
+        if frame is None:
+            raise ProtocolError(f"{self.name} sent a text frame; swarmctl frames are binary msgpack")
+        return protocol.decode(frame)
+
+    async def check_alive(self, timeout_s: float) -> None:
+        # NOTE: ASGI has no server-sent ping; only the connecting side checks liveness.
+        raise NotImplementedError("only the connecting side of a connection sends pings")
+
+    async def aclose(self) -> None:
+        async with self._send_lock:
+            if not self._closed:
+                self._closed = True
+                await self._send({"type": "websocket.close", "code": 1000})
+
+
 async def serve(
-    handler, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, task_status=trio.TASK_STATUS_IGNORED
+    handler,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    http_app=None,
+    task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve WebSocket connections on HOST:PORT, over TLS with ``ssl_context``; ``handler(Peer)`` runs per connection.
+    """Serve HOST:PORT over TLS with ``ssl_context``: WebSocket connections at ``/`` run ``handler(Peer)``.
 
-    Reports the bound port through ``task_status`` (useful with port 0).
+    Every other request goes to the ASGI application ``http_app`` (the REST API), or gets
+    404 without one. Reports the bound port through ``task_status`` (useful with port 0).
     """
+    sockets = _listen(host, port)
+    bound_port = sockets[0].getsockname()[1]
+    config = _ServerConfig(sockets, ssl_context)
+    app = _Router(handler, http_app)
+    started = False
 
-    async def on_request(request: trio_websocket.WebSocketRequest) -> None:
-        # An error of one connection (a broken TLS handshake, a reset socket) must end only
-        # that connection: raised from here, it would stop the whole server.
+    def on_started(_binds) -> None:
+        nonlocal started
+        started = True
+        task_status.started(bound_port)
+
+    try:
+        await hypercorn.trio.serve(app, config, task_status=_Started(on_started))
+    except* OSError as group:
+        if started:
+            raise  # not about listening: the server was already serving
+        raise ListenFailed(f"cannot serve on {format_address(host, port)}: {_first_leaf(group)}") from None
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Bind and listen on every address of ``host`` (as ``trio.open_tcp_listeners`` does), all on one port."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenFailed(f"cannot listen on {format_address(host, port)}: {exc.strerror}; check the host name in --listen") from None
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if address[:2] in seen:
+                continue
+            seen.add(address[:2])
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if sockets[0] is not sock:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise ListenFailed(
+            f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}; choose another address or port with --listen"
+        ) from None
+    return sockets
+
+
+class _Started:
+    """Adapts Hypercorn's ``started(binds)`` to a callback."""
+
+    def __init__(self, callback) -> None:
+        self._callback = callback
+
+    def started(self, value=None) -> None:
+        self._callback(value)
+
+
+class _ServerConfig(hypercorn.config.Config):
+    """Hypercorn settings for the sockets bound by ``serve`` and its TLS context."""
+
+    def __init__(self, sockets: list[socket.socket], ssl_context: ssl.SSLContext | None) -> None:
+        super().__init__()
+        self._sockets = sockets
+        self._ssl_context = ssl_context
+        self.websocket_max_message_size = protocol.MAX_FRAME_BYTES
+        self.ssl_handshake_timeout = CONNECT_TIMEOUT_S
+        self.keep_alive_timeout = CONNECT_TIMEOUT_S  # also drops a connection that never sends its request
+        self.graceful_timeout = DISCONNECT_TIMEOUT_S
+        self.max_app_queue_size = APP_QUEUE_SIZE
+        self.backlog = LISTEN_BACKLOG
+        self.errorlog = _http_log
+        self.accesslog = None
+
+    def create_sockets(self) -> Sockets:
+        if self._ssl_context is not None:
+            return Sockets(self._sockets, [], [])
+        return Sockets([], self._sockets, [])
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._ssl_context
+
+
+class _Router:
+    """The ASGI application of a node's port: the msgpack WebSocket plane at ``/``, HTTP to ``http_app``."""
+
+    def __init__(self, handler, http_app) -> None:
+        self._handler = handler
+        self._http_app = http_app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "websocket" and scope["path"] == "/":
+            await self._serve_peer(scope, receive, send)
+        elif self._http_app is not None:
+            await self._http_app(scope, receive, send)
+        elif scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"not found: this node serves WebSocket connections at /\n"})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _serve_peer(self, scope, receive, send) -> None:
+        event = await receive()
+        if event["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        client = scope.get("client")
+        peer = ServerPeer(receive, send, format_address(*client[:2]) if client else "unknown peer")
+        # An error of one connection must end only that connection.
         try:
-            ws = await request.accept()
-            remote = ws.remote
-            name = f"{remote.address}:{remote.port}" if hasattr(remote, "address") else str(remote)
-            await handler(Peer(ws, name))
+            await self._handler(peer)
         except PeerGone:
             pass
-        except (OSError, trio.BrokenResourceError, trio_websocket.ConnectionClosed) as exc:
+        except (OSError, trio.BrokenResourceError) as exc:
             log.info("connection closed after an error: %s", exc)
+        try:
+            await peer.aclose()
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
-    reporter = _PortReporter(task_status)
-    try:
-        await trio_websocket.serve_websocket(
-            on_request,
-            host,
-            port,
-            ssl_context=ssl_context,
-            handler_nursery=None,
-            max_message_size=protocol.MAX_FRAME_BYTES,
-            connect_timeout=CONNECT_TIMEOUT_S,  # a peer that never completes its handshake is dropped then
-            disconnect_timeout=DISCONNECT_TIMEOUT_S,
-            task_status=reporter,
-        )
-    except* OSError as group:
-        if reporter.bound:
-            raise  # not about listening: the server was already serving
-        error = _first_leaf(group)
-        raise ListenFailed(
-            f"cannot listen on {format_address(host, port)}: {getattr(error, 'strerror', None) or error}; "
-            "choose another address or port with --listen"
-        ) from None
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:
@@ -149,18 +329,6 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error
-
-
-class _PortReporter:
-    """Adapts trio-websocket's ``started(server)`` to report the bound port."""
-
-    def __init__(self, task_status) -> None:
-        self._task_status = task_status
-        self.bound = False  # set once the server listens, so later errors are not taken for listen failures
-
-    def started(self, server) -> None:
-        self.bound = True
-        self._task_status.started(server.port)
 
 
 async def _closed_anyway(address: str, body_error: list[BaseException], exc_type, exc, tb) -> bool:
@@ -210,7 +378,7 @@ async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLCont
             opening.deadline = math.inf
             async with stack:
                 try:
-                    yield Peer(ws, address)
+                    yield ClientPeer(ws, address)
                 except BaseException as exc:
                     body_error.append(exc)
                     raise
