@@ -6,7 +6,6 @@ folder read-only, so they work while a run is going on and on a coordinator's fo
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +18,8 @@ from swarmctl.cli import app, fail, setup_logging
 from swarmctl.embedded import data_home
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.reports import write_report_file
-from swarmctl.reports.html import encode_text, render_html
-from swarmctl.reports.json_report import build_json_report
-from swarmctl.reports.junit import render_junit
-from swarmctl.reports.markdown import render_markdown
-from swarmctl.reports.run_store import RunStore, StoredRun, open_run_store
+from swarmctl.reports.formats import FORMATS, render_report
+from swarmctl.reports.run_store import RunStore, open_run_store
 
 DATA_DIR_HELP = (
     "Data folder whose state.db holds the runs: a coordinator's --data-dir. "
@@ -31,7 +27,6 @@ DATA_DIR_HELP = (
 )
 RUN_HELP = "A run id as swarmctl run printed it, `last` for the newest run, or `last~N` for the N-th before it."
 
-FORMATS = ("junit", "json", "html", "md")
 # The format -o implies when --format is not given.
 FORMAT_BY_SUFFIX = {".xml": "junit", ".json": "json", ".html": "html", ".htm": "html", ".md": "md"}
 DEFAULT_FORMAT = "md"
@@ -81,23 +76,6 @@ def report(
                 raise UsageError(f"cannot write the report to {output}: {exc.strerror or exc}") from exc
     if output is not None:
         typer.echo(f"wrote the {chosen} report of run {run.header.run_id} to {output}", err=True)
-
-
-def render_report(run: StoredRun, report_format: str) -> bytes:
-    """Render ``run`` in one of ``FORMATS`` as the bytes of a file."""
-    match report_format:
-        case "junit":
-            return render_junit(run.summary, run.results, run.earlier_attempts)
-        case "json":
-            # The same text as `swarmctl run --json` writes. A lone surrogate from an
-            # undecodable id becomes a JSON \udcxx escape, which decodes back to it.
-            report = build_json_report(run.summary, run.results)
-            return encode_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
-        case "html":
-            return encode_text(render_html(run.summary, run.results, run.earlier_attempts))
-        case "md":
-            return encode_text(render_markdown(run.summary, run.results, run.earlier_attempts))
-    raise UsageError(f"--format {report_format!r} is invalid: use one of {', '.join(FORMATS)}")
 
 
 def _choose_format(report_format: str | None, output: Path | None) -> str:

@@ -53,38 +53,53 @@ class ClientMixin:
         writers: dict[str, object] = {}
         while True:
             message = await session.peer.receive()
-            reason = denial(session.token, message)
-            if reason:
-                log.warning("client %s: %s", session.node_id, reason)
-                session.send(protocol.ErrorReply(reason, 4))
-                continue
-            match message:
-                case protocol.BundleQuery():
-                    session.send(protocol.BundleStatus(message.digest, self.bundles.has_archive(message.digest)))
-                case protocol.BundleChunk():
+            if isinstance(message, protocol.BundleChunk):
+                if not self._deny(session, message):
                     self._receive_bundle_chunk(session, writers, message)
-                case protocol.BundleFetch():
-                    # Other coordinators copy the bundles of the runs they replicate.
-                    await self._send_bundle(session, message.digest)
-                case protocol.SubmitRun():
-                    self._submit(session, message)
-                case protocol.WatchRun():
-                    self._watch(session, message.run_id)
-                case protocol.CancelRun():
-                    self._cancel(session, message)
-                case protocol.ListExecutors():
-                    session.send(protocol.ExecutorList(self.registry.describe(self.clock())))
-                case protocol.ListRuns():
-                    self._list_runs(session)
-                case protocol.Subscribe():
-                    subscription = self.events.subscribe(session, message)
-                    nursery.start_soon(self._send_lists_every, session, subscription.interval_s)
-                case protocol.ControlExecutor():
-                    self._control_executor(session, message)
-                case protocol.RevokeToken():
-                    await self._revoke_token(session, message)
-                case _:
-                    raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
+            else:
+                await self.handle_request(session, message, nursery)
+
+    async def handle_request(self, session: Session, message: protocol.Message, nursery: trio.Nursery | None = None) -> None:
+        """Answer one client request on ``session``: its replies go to the session's outbox.
+
+        The HTTP API calls this too, with a session of its own per call. ``nursery`` runs
+        the periodic lists of a ``Subscribe``; requests without one cannot subscribe.
+        """
+        if self._deny(session, message):
+            return
+        match message:
+            case protocol.BundleQuery():
+                session.send(protocol.BundleStatus(message.digest, self.bundles.has_archive(message.digest)))
+            case protocol.BundleFetch():
+                # Other coordinators copy the bundles of the runs they replicate.
+                await self._send_bundle(session, message.digest)
+            case protocol.SubmitRun():
+                self._submit(session, message)
+            case protocol.WatchRun():
+                self._watch(session, message.run_id)
+            case protocol.CancelRun():
+                self._cancel(session, message)
+            case protocol.ListExecutors():
+                session.send(protocol.ExecutorList(self.registry.describe(self.clock())))
+            case protocol.ListRuns():
+                self._list_runs(session)
+            case protocol.Subscribe() if nursery is not None:
+                subscription = self.events.subscribe(session, message)
+                nursery.start_soon(self._send_lists_every, session, subscription.interval_s)
+            case protocol.ControlExecutor():
+                self._control_executor(session, message)
+            case protocol.RevokeToken():
+                await self._revoke_token(session, message)
+            case _:
+                raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
+
+    def _deny(self, session: Session, message: protocol.Message) -> bool:
+        """Send the reason when the session's token may not make the request; return whether it was denied."""
+        reason = denial(session.token, message)
+        if reason:
+            log.warning("client %s: %s", session.node_id, reason)
+            session.send(protocol.ErrorReply(reason, 4))
+        return bool(reason)
 
     async def _send_lists_every(self, session: Session, interval_s: float) -> None:
         """Send a subscriber the RunList and ExecutorList rows every ``interval_s`` until its connection closes.

@@ -25,6 +25,7 @@ import trio
 from swarmctl import protocol
 from swarmctl.bundle import BundleCache
 from swarmctl.cluster.transport import Peer, PeerGone, format_address, serve
+from swarmctl.coordinator.http_api import CoordinatorApi
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.access import authenticate
@@ -157,10 +158,12 @@ class Coordinator(FleetMixin, ClientMixin):
     async def serve(
         self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, task_status=trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve executors and clients on HOST:PORT, over TLS when ``ssl_context`` is given."""
+        """Serve executors, clients and the HTTP API on HOST:PORT, over TLS when ``ssl_context`` is given."""
         try:
             async with trio.open_nursery() as nursery:
-                bound_port = await nursery.start(partial(serve, self._handle, host, port, ssl_context=ssl_context))
+                bound_port = await nursery.start(
+                    partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=CoordinatorApi(self))
+                )
                 await self.start_services(nursery, host, bound_port)
                 task_status.started(bound_port)
         finally:

@@ -27,8 +27,8 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from swarmctl.cluster.transport import Peer, PeerGone, connect, parse_address, s
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.access import authenticate
+from swarmctl.coordinator.http_api import ReplicaApi
 from swarmctl.coordinator.node import read_hello
 from swarmctl.coordinator.raft_store import RAFT_DB, RaftStore
 from swarmctl.coordinator.state import StateMachine
@@ -163,7 +164,9 @@ class Replica:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                bound = await nursery.start(partial(serve, self._handle, host, port, ssl_context=ssl_context))
+                bound = await nursery.start(
+                    partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=ReplicaApi(self))
+                )
                 self._address = (host, bound)
                 for link in self._links.values():
                     nursery.start_soon(link.run)
@@ -203,19 +206,30 @@ class Replica:
 
     async def _serve_with_coordinator(self, peer: Peer, hello: protocol.Hello) -> None:
         coordinator, scope = self.coordinator, self._leader_scope
-        # The connection belongs to this leadership: it ends when the leadership does.
-        with trio.CancelScope() as connection:
-            self._connections.add(connection)
-            try:
-                if scope is not None and not scope.cancel_called:
-                    await coordinator.serve_peer(peer, hello)
-            finally:
-                self._connections.discard(connection)
+        with self.leader_connection() as connection:
+            if scope is not None and not scope.cancel_called:
+                await coordinator.serve_peer(peer, hello)
         if connection.cancelled_caught:
             # Close at once, so the peer looks for the new leader now rather than after its
             # timeouts.
             with trio.move_on_after(CLOSE_TIMEOUT_S):
                 await peer.aclose()
+
+    def leading_coordinator(self) -> Any:
+        """Return the coordinator while this voter leads and serves, else None."""
+        if self.coordinator is not None and self._leader_scope is not None and not self._leader_scope.cancel_called:
+            return self.coordinator
+        return None
+
+    @contextmanager
+    def leader_connection(self) -> Iterator[trio.CancelScope]:
+        """A scope for serving one connection or call of this leadership: cancelled when the leadership ends."""
+        with trio.CancelScope() as connection:
+            self._connections.add(connection)
+            try:
+                yield connection
+            finally:
+                self._connections.discard(connection)
 
     async def _proxy(self, peer: Peer, hello: protocol.Hello, leader: str) -> None:
         """Relay a client's connection to the leader, frame by frame, until either side closes.
