@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from swarmctl.cli import app, setup_logging
-from swarmctl.cli.report import DATA_DIR_HELP, RUN_HELP, cli_errors, read_store
+from swarmctl.cli.report import DATA_DIR_HELP, REMOTE_HELP, RUN_HELP, cli_errors, read_store, remote
 from swarmctl.errors import UsageError
 from swarmctl.reports.comparison import (
     DEFAULT_THRESHOLD,
@@ -26,6 +26,7 @@ from swarmctl.reports.run_store import RunStore
 from swarmctl.reports.statistics import failing_count, format_duration
 
 DEFAULT_LIMIT = 20
+MAX_REMOTE_RUNS = 10_000  # the most runs the HTTP API lists at once
 WIDE_OUTPUT = 200  # columns of the table when stdout is not a terminal
 
 
@@ -37,16 +38,22 @@ def history(
     limit: int = typer.Option(DEFAULT_LIMIT, "--limit", "-n", help="Show at most this many runs, newest first (0 shows all)."),
     data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON array instead of a table."),
+    cluster: str = typer.Option(None, "--cluster", help=REMOTE_HELP),
 ) -> None:
     """List past runs, newest first, with counts, wall time, pass rate and the pass-rate trend of their suite."""
     setup_logging(False, quiet=True)
     with cli_errors():
         if limit < 0:
             raise UsageError(f"--limit {limit} is invalid: it must be 0 (all runs) or more")
-        entries = read_store(
-            data_dir,
-            lambda store: load_history(store.runs(), store.run_counts, suite=suite, limit=limit or None),
-        )
+        if cluster:
+            params = {"limit": min(limit or MAX_REMOTE_RUNS, MAX_REMOTE_RUNS), **({"suite": suite} if suite else {})}
+            rows = remote(cluster).get_json("/v1/history", params)["runs"]
+            entries = [HistoryEntry.from_json(row) for row in rows]
+        else:
+            entries = read_store(
+                data_dir,
+                lambda store: load_history(store.runs(), store.run_counts, suite=suite, limit=limit or None),
+            )
         if not entries and suite is not None:
             raise UsageError(f"no run of suite {suite!r} found. List the runs of every suite with `swarmctl history`")
 
@@ -125,13 +132,18 @@ def compare(
     ),
     data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    cluster: str = typer.Option(None, "--cluster", help=REMOTE_HELP),
 ) -> None:
     """List new failures, fixed, newly flaky, added, removed, slower and faster tests between two runs."""
     setup_logging(False, quiet=True)
     with cli_errors():
         if not threshold > 0:
             raise UsageError(f"--threshold {threshold} is invalid: it must be a fraction greater than 0, such as 0.5")
-        comparison = read_store(data_dir, lambda store: _compare(store, base, head, threshold))
+        if cluster:
+            data = remote(cluster).get_json("/v1/compare", {"base": base, "head": head, "threshold": threshold})
+            comparison = RunComparison.from_json(data)
+        else:
+            comparison = read_store(data_dir, lambda store: _compare(store, base, head, threshold))
 
     if as_json:
         typer.echo(json.dumps(comparison.to_json(), indent=2, ensure_ascii=False))

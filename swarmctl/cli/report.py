@@ -7,6 +7,7 @@ folder read-only, so they work while a run is going on and on a coordinator's fo
 from __future__ import annotations
 
 import sys
+from urllib.parse import quote
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import TypeVar
 
 import typer
 
+from swarmctl.api_client import ApiClient
 from swarmctl.cli import app, fail, setup_logging
+from swarmctl.cluster.transport import parse_addresses
 from swarmctl.embedded import data_home
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.reports import write_report_file
@@ -24,6 +27,10 @@ from swarmctl.reports.run_store import RunStore, open_run_store
 DATA_DIR_HELP = (
     "Data folder whose state.db holds the runs: a coordinator's --data-dir. "
     "Default: $SWARMCTL_HOME or the user data folder, where swarmctl run keeps its runs."
+)
+REMOTE_HELP = (
+    "Ask the coordinators at HOST:PORT[,HOST:PORT...] through their HTTP API instead of reading a local data folder. "
+    "The token and CA certificate are found as for every client command (SWARMCTL_TOKEN_FILE, SWARMCTL_CA_FILE)."
 )
 RUN_HELP = "A run id as swarmctl run printed it, `last` for the newest run, or `last~N` for the N-th before it."
 
@@ -43,6 +50,11 @@ def cli_errors() -> Iterator[None]:
         raise fail(str(exc), exc.exit_code) from None
 
 
+def remote(cluster: str) -> ApiClient:
+    """A client of the HTTP API of the coordinators in ``--cluster``."""
+    return ApiClient.from_environment(parse_addresses(cluster))
+
+
 def read_store(data_dir: Path | None, reader: Callable[[RunStore], T]) -> T:
     """Open the state database of ``data_dir`` (default: the embedded data folder) and call ``reader``."""
     folder = (data_dir or data_home()).expanduser()
@@ -59,13 +71,19 @@ def report(
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout."),
     data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    cluster: str = typer.Option(None, "--cluster", help=REMOTE_HELP),
 ) -> None:
     """Write the report of a past run as JUnit XML, JSON (as swarmctl run --json), HTML or Markdown."""
     setup_logging(False, quiet=True)
     with cli_errors():
         chosen = _choose_format(report_format, output)
-        run = read_store(data_dir, lambda store: store.load(run_id))
-        data = render_report(run, chosen)
+        if cluster:
+            data = remote(cluster).get(f"/v1/runs/{quote(run_id, safe='')}/report", {"format": chosen})
+            shown_id = run_id
+        else:
+            run = read_store(data_dir, lambda store: store.load(run_id))
+            data = render_report(run, chosen)
+            shown_id = run.header.run_id
         if output is None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
@@ -75,7 +93,7 @@ def report(
             except OSError as exc:
                 raise UsageError(f"cannot write the report to {output}: {exc.strerror or exc}") from exc
     if output is not None:
-        typer.echo(f"wrote the {chosen} report of run {run.header.run_id} to {output}", err=True)
+        typer.echo(f"wrote the {chosen} report of run {shown_id} to {output}", err=True)
 
 
 def _choose_format(report_format: str | None, output: Path | None) -> str:

@@ -98,6 +98,17 @@ class RunComparison:
                 entry["change"] = change.change if math.isfinite(change.change) else None
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunComparison:
+        """The inverse of ``to_json``, for a comparison that a coordinator's HTTP API sent."""
+        changes = {key: tuple(OutcomeChange(**entry) for entry in data[key]) for key in ("new_failures", "fixed", "newly_flaky")}
+        present = {key: tuple(PresentTest(**entry) for entry in data[key]) for key in ("added", "removed")}
+        durations = {
+            key: tuple(DurationChange(entry["id"], entry["before_s"], entry["after_s"]) for entry in data[key])
+            for key in ("slower", "faster")
+        }
+        return cls(data["base"], data["head"], data["threshold"], data["min_change_s"], **changes, **present, **durations)
+
 
 def compare_runs(
     base_id: str,

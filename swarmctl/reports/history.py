@@ -49,6 +49,15 @@ class HistoryEntry:
             "delta_pp": self.delta,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HistoryEntry:
+        """The inverse of ``to_json``, for an entry that a coordinator's HTTP API sent."""
+        header = RunHeader(
+            data["run_id"], data["submitted_at"], data["finished_at"], data["status"], data["exit_code"],
+            data["suite"], data["suite_key"], data["total"], data.get("deselected", 0), data.get("error", ""),
+        )
+        return cls(header, RunCounts(dict(data["counts"]), data["flaky"]), tuple(data["trend"]), data["delta_pp"])
+
 
 def select_runs(runs: Sequence[RunHeader], *, suite: str | None, limit: int | None) -> list[RunHeader]:
     """Return the runs to show, newest first: those of ``suite`` (any when None), at most ``limit``."""

@@ -19,7 +19,7 @@ import trio_websocket
 from swarmctl.bundle import build_bundle
 from swarmctl.security import load_secret, write_secret
 from swarmctl.tokens import Role, issue
-from tests.conftest import BIN, generate_suite
+from tests.conftest import BIN, generate_suite, run_swarmctl
 from tests.e2e.nodes import Cluster, voters
 
 # (method, path, least role): every call of the API with the role it needs.
@@ -105,7 +105,7 @@ def test_http_api_roles_on_every_call(api):
                 assert status not in (401, 403), (method, path, role, status, data)
 
 
-def test_http_api_runs_suite_end_to_end(api, tmp_path):
+def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
     running, client = api
     suite = generate_suite(tmp_path / "suite", tests=8, files=2, sleep_ms=10, failed=2, skipped=1)
     bundle = build_bundle(suite, tmp_path / "bundle")
@@ -146,6 +146,19 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path):
     assert any(line["executor"] == "exec-0" for line in logs["lines"])
     assert client.json("GET", "/v1/runs", Role.READ)["runs"][0]["run_id"] == run_id
     assert client.json("POST", f"/v1/runs/{run_id}/cancel", Role.ADMIN, expect=404)["error"].endswith("is not active on this coordinator")
+
+    # The CLI reads the same runs through the API with --cluster, as it reads them from the data folder.
+    env = {**swarm_env, "SWARMCTL_TOKEN": client.tokens[Role.READ]}
+    commands = (["report", run_id, "-f", "json"], ["report", "last"], ["history", "--json"], ["history"], ["compare", run_id, "last", "--json"])
+    for command in commands:
+        remote = run_swarmctl([*command, "--cluster", running.address], env)
+        local = run_swarmctl([*command, "--data-dir", str(tmp_path / "coordinator")], swarm_env)
+        assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
+        assert remote.stdout == local.stdout
+    missing = run_swarmctl(["report", "no-such-run", "--cluster", running.address], env)
+    assert missing.returncode == 4 and "not found" in missing.stderr
+    refused = run_swarmctl(["history", "--cluster", running.address], swarm_env)
+    assert refused.returncode == 4 and "refused the request" in refused.stderr
 
 
 def test_http_api_executor_control_and_token_revocation(api):
