@@ -34,7 +34,7 @@ class ApiClient:
 
     @classmethod
     def from_environment(cls, addresses: Sequence[tuple[str, int]]) -> ApiClient:
-        """A client with the token and CA certificate that every client command uses."""
+        """Make a client with the token and CA certificate that every client command uses."""
         return cls(addresses, client_token(None), client_tls())
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
@@ -68,7 +68,7 @@ def _api_error(error: urllib.error.HTTPError, address: str) -> SwarmError:
     except (ValueError, AttributeError):
         reason = error.reason
     if error.code in (401, 403):
-        return AuthError(f"{address} refused the request: {reason}")
+        return AuthError(f"{address} rejected the request: {reason}")
     if error.code < 500:
         return UsageError(str(reason))
-    return SwarmError(f"{address} answered {error.code}: {reason}")
+    return SwarmError(f"{address} returned HTTP {error.code}: {reason}")

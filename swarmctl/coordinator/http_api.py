@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from swarmctl import protocol
 from swarmctl.bundle import DEFAULT_MAX_BYTES
 from swarmctl.cluster.transport import Peer, PeerGone
+from swarmctl.coordinator.event_hub import MAX_INTERVAL_S, MIN_INTERVAL_S
 from swarmctl.coordinator.log_collector import LOGS_DB, LogReader
 from swarmctl.coordinator.openapi import build_spec
 from swarmctl.errors import BundleError, ProtocolError, SwarmError, UsageError
@@ -82,13 +83,13 @@ def bearer_token(headers, secret: bytes | None, revoked: set[str]) -> tuple[Toke
     return token, text
 
 
-def require(token: Token | None, role: Role, what: str) -> None:
+def require(token: Token | None, role: Role, call: str) -> None:
     if token is not None and not token.allows(role):
-        raise ApiError(403, f"permission denied: {what} needs a token with role {role} or higher; this token ({token.token_id}) has role {token.role}")
+        raise ApiError(403, f"permission denied: {call} needs a token with role {role} or higher; this token ({token.token_id}) has role {token.role}")
 
 
 def message_json(message: protocol.Message) -> dict[str, Any]:
-    """A protocol message as a JSON object: its kind and its fields."""
+    """Convert a protocol message to a JSON object: its kind and its fields, without any token."""
     data = {"kind": message.KIND}
     for name in message.__dataclass_fields__:
         if name != "token":
@@ -126,9 +127,9 @@ class CoordinatorApi:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def _authorize(self, request: Request | WebSocket, role: Role, what: str) -> tuple[Token | None, str]:
+    def _authorize(self, request: Request | WebSocket, role: Role, call: str) -> tuple[Token | None, str]:
         token, text = bearer_token(request.headers, self.coordinator.secret, self.coordinator.machine.revoked_tokens)
-        require(token, role, what)
+        require(token, role, call)
         return token, text
 
     async def _call(self, request: Request, message: protocol.Message, token: Token | None) -> protocol.Message:
@@ -147,7 +148,7 @@ class CoordinatorApi:
             if isinstance(reply, protocol.ErrorReply):
                 raise ApiError(_status_of(reply), reply.message)
             return reply
-        raise ApiError(503, f"the coordinator did not answer within {REPLY_TIMEOUT_S:g}s; try again")
+        raise ApiError(503, f"the coordinator did not reply within {REPLY_TIMEOUT_S:g}s; try again")
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
         body = b""
@@ -490,6 +491,12 @@ async def _guard(handler: Callable[[Request], Awaitable[Response]], request: Req
     try:
         return await handler(request)
     except ApiError as exc:
+        client = request.client
+        where = f"{client.host}:{client.port}" if client else "unknown client"
+        if exc.status in (401, 403):
+            log.warning("HTTP %s %s from %s rejected with %d: %s", request.method, request.url.path, where, exc.status, exc)
+        else:
+            log.info("HTTP %s %s from %s failed with %d: %s", request.method, request.url.path, where, exc.status, exc)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return error_response(exc.status, str(exc), headers)
 
@@ -531,8 +538,8 @@ def subscribe_message(params) -> protocol.Subscribe:
         interval_s = float(interval)
     except ValueError:
         raise ApiError(400, f"interval_s {interval!r} is invalid: give seconds such as 1 or 0.5") from None
-    if not 0.1 <= interval_s <= 3600:
-        raise ApiError(400, f"interval_s {interval_s:g} is invalid: it must be between 0.1 and 3600")
+    if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
+        raise ApiError(400, f"interval_s {interval_s:g} is invalid: it must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g}")
     flags = {}
     for name in ("output", "logs"):
         value = params.get(name, "false").lower()

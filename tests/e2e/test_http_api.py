@@ -158,7 +158,7 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
     missing = run_swarmctl(["report", "no-such-run", "--cluster", running.address], env)
     assert missing.returncode == 4 and "not found" in missing.stderr
     refused = run_swarmctl(["history", "--cluster", running.address], swarm_env)
-    assert refused.returncode == 4 and "refused the request" in refused.stderr
+    assert refused.returncode == 4 and "rejected the request" in refused.stderr
 
 
 def test_http_api_executor_control_and_token_revocation(api):
