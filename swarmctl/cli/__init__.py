@@ -7,7 +7,9 @@ and into pytest's exit codes (4 for a usage error, 3 for an internal error).
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -45,10 +47,22 @@ def fail(message: str, exit_code: int) -> typer.Exit:
 @app.callback(invoke_without_command=True)
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    config: Path = typer.Option(
+        None, "--config",
+        help="Cluster configuration file (the swarm.toml of `swarmctl init`) that every command reads its "
+        "coordinators, token and CA certificate from: the same as setting SWARMCTL_CONFIG. Give it before the command.",
+    ),
 ) -> None:
     if version:
         typer.echo(f"swarmctl {__version__}")
         raise typer.Exit(0)
+    if config is not None:
+        from swarmctl.config import CONFIG_ENV
+
+        if not config.is_file():
+            raise fail(f"--config {config}: no such file; create one with `swarmctl init DIR`", USAGE_ERROR)
+        # Commands read the file through the environment, as they do when SWARMCTL_CONFIG is set.
+        os.environ[CONFIG_ENV] = str(config.resolve())
 
 
 def find_error(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

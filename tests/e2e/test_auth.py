@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import jwt
@@ -316,6 +317,8 @@ def test_config_file_runs_tls_cluster(tmp_path, swarm_env):
         coordinator.wait_for_log(r"executor exec-0 joined")
         process = run_swarmctl(["run", str(suite)], client)
         listing = run_swarmctl(["executors", "--json"], client, timeout=60)
+        by_option = run_swarmctl(["--config", config, "executors", "--json"], swarm_env, timeout=60)
+        history = run_swarmctl(["--config", config, "history", "--cluster", coordinator_address(config), "--json"], swarm_env)
     finally:
         for node in (executor, coordinator):
             if node is not None:
@@ -324,8 +327,22 @@ def test_config_file_runs_tls_cluster(tmp_path, swarm_env):
     assert process.returncode == 1, process.stdout + process.stderr
     assert "1 failed, 5 passed" in process.stdout
     assert [row["id"] for row in json.loads(listing.stdout)] == ["exec-0"]
+    assert [row["id"] for row in json.loads(by_option.stdout)] == ["exec-0"], by_option.stderr
+    assert history.returncode == 0, history.stderr  # the HTTP API over TLS, with the file's token and CA
+    assert [entry["counts"] for entry in json.loads(history.stdout)] == [{"passed": 5, "failed": 1}]
     assert "TLS certificate issued by" in coordinator.log()
     assert "no --secret-file" not in coordinator.log()
+
+
+def coordinator_address(config: str) -> str:
+    return tomllib.loads(Path(config).read_text())["cluster"]["coordinators"][0]
+
+
+def test_config_option_missing_file(tmp_path, swarm_env):
+    process = run_swarmctl(["--config", str(tmp_path / "nowhere.toml"), "executors"], swarm_env, timeout=60)
+
+    assert process.returncode == 4
+    assert "nowhere.toml: no such file" in process.stderr
 
 
 def test_config_file_unknown_key(tmp_path, swarm_env):
