@@ -262,6 +262,13 @@ async def control_executor(addresses: Sequence[tuple[str, int]], action: str, ex
         return reply.state
 
 
+async def gossip_keys(addresses: Sequence[tuple[str, int]], action: str, generation: int = -1) -> protocol.GossipKeyring:
+    """List, install, use or remove a gossip key generation; return the keyring afterwards."""
+    async with leader_session(addresses) as peer:
+        await peer.send(protocol.GossipKeyRequest(action, generation))
+        return await _expect(peer, protocol.GossipKeyring)
+
+
 async def node_status(address: tuple[str, int]) -> protocol.NodeStatus:
     """Return one node's consensus status, which every voter sends, whether it leads or not."""
     async with _observer_session(address) as peer:

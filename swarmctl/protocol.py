@@ -527,6 +527,32 @@ class ExecutorControlled(Message):
     state: str
 
 
+@_message("gossip_key_request")
+@dataclass(frozen=True, slots=True)
+class GossipKeyRequest(Message):
+    """Ask the coordinator (admin) to ``list``, ``install``, ``use`` or ``remove`` a gossip key generation.
+
+    Generation 0 is the key derived from the cluster secret as it always was; generation N is
+    derived from the same secret with the purpose ``gossip/N``, so no key crosses the network.
+    """
+
+    action: str
+    generation: int = -1  # for use and remove
+
+
+@_message("gossip_keyring")
+@dataclass(frozen=True, slots=True)
+class GossipKeyring(Message):
+    """The gossip key generations every node accepts, and the one that seals.
+
+    The coordinator sends it to executors after their Welcome and after every change, and
+    each executor sends it back once applied. It is also the reply to a GossipKeyRequest.
+    """
+
+    generations: list[int]
+    primary: int
+
+
 def encode(message: Message) -> bytes:
     data = {"k": message.KIND}
     for f in dataclasses.fields(message):

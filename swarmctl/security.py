@@ -135,6 +135,10 @@ class PacketCipher:
         """Ids of the installed keys, the primary key first."""
         return [self._primary, *(kid for kid in self._ciphers if kid != self._primary)]
 
+    def installed_keys(self) -> list[bytes]:
+        """Return the installed keys, the primary key first."""
+        return [self._keys[kid] for kid in self.key_ids]
+
     def install(self, key: bytes) -> None:
         """Accept packets sealed with ``key``, in addition to the keys already installed."""
         if len(key) != KEY_BYTES:

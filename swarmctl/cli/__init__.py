@@ -111,7 +111,7 @@ def cluster_addresses(cluster: str | None) -> list[tuple[str, int]]:
 
 
 def main() -> None:
-    from swarmctl.cli import cancel, dashboard, doctor, events, executors, history, init, leader, logs, report, run, status, token, up  # noqa: F401  (registers the commands)
+    from swarmctl.cli import cancel, dashboard, doctor, events, executors, gossip_key, history, init, leader, logs, report, run, status, token, up  # noqa: F401  (registers the commands)
 
     usage_error, click_exception = _click_class("UsageError"), _click_class("ClickException")
     try:

@@ -6,9 +6,30 @@ import socket
 from typing import Any
 
 from swarmctl.cluster.gossip import GossipNode
-from swarmctl.security import PacketCipher, derive_key
+from swarmctl.security import PacketCipher, derive_key, key_id
 
 KEY_PURPOSE = "gossip"  # HKDF purpose: the gossip key is derived from the cluster secret
+
+
+def generation_key(secret: bytes, generation: int) -> bytes:
+    """Return the gossip key of ``generation``: 0 is the original key, N uses the HKDF purpose ``gossip/N``."""
+    return derive_key(secret, KEY_PURPOSE if generation == 0 else f"{KEY_PURPOSE}/{generation}")
+
+
+def apply_keyring(cipher: PacketCipher, secret: bytes, generations: list[int], primary: int) -> None:
+    """Make ``cipher`` open packets of every generation in ``generations`` and seal with ``primary``.
+
+    New keys are installed before the sealing key changes and old ones removed after, so a
+    packet sealed with any listed generation still opens while the change is under way.
+    """
+    keys = {generation: generation_key(secret, generation) for generation in {*generations, primary}}
+    for key in keys.values():
+        cipher.install(key)
+    cipher.use(keys[primary])
+    kept_ids = {key_id(key) for key in keys.values()}
+    for installed in cipher.installed_keys():
+        if key_id(installed) not in kept_ids:
+            cipher.remove(installed)
 
 
 def gossip_node(

@@ -21,6 +21,7 @@ REQUIRED_ROLE: dict[type[protocol.Message], Role] = {
     protocol.CancelRun: Role.SUBMIT,  # and admin for a run that another token submitted
     protocol.ControlExecutor: Role.ADMIN,
     protocol.RevokeToken: Role.ADMIN,
+    protocol.GossipKeyRequest: Role.ADMIN,
     protocol.BundleFetch: Role.ADMIN,  # from clients: only other coordinators copy bundles
     protocol.WatchRun: Role.READ,
 }

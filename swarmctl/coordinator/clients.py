@@ -90,6 +90,8 @@ class ClientMixin:
                 self._control_executor(session, message)
             case protocol.RevokeToken():
                 await self._revoke_token(session, message)
+            case protocol.GossipKeyRequest():
+                self._gossip_key(session, message)
             case _:
                 raise ProtocolError(f"client {session.node_id} sent unexpected {message.KIND}")
 

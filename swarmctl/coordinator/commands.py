@@ -128,6 +128,16 @@ class TokenRevoked(Command):
     at: float
 
 
+@_command("gossip_keyring_changed")
+@dataclass(frozen=True, slots=True)
+class GossipKeyringChanged(Command):
+    """Set the gossip key generations that nodes accept and the one that seals, across restarts."""
+
+    generations: list[int]
+    primary: int
+    at: float
+
+
 @_command("executor_cordoned")
 @dataclass(frozen=True, slots=True)
 class ExecutorCordoned(Command):

@@ -54,6 +54,7 @@ class ExecutorRecord:
     silent: bool = False  # missed heartbeats: gets no new work until it is heard from again
     left_at: float = 0.0  # for executors that left
     reason: str = ""  # why it left, was cordoned or drains
+    gossip_keyring: tuple[list[int], int] = ([0], 0)  # the gossip key generations it applied, and its sealing one
 
     @property
     def free(self) -> int:

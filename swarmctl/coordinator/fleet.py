@@ -21,7 +21,7 @@ from swarmctl import protocol
 from swarmctl.bundle import iter_chunks
 from swarmctl.cluster.gossip import GossipNode
 from swarmctl.cluster.members import MemberState
-from swarmctl.cluster.node_gossip import gossip_node
+from swarmctl.cluster.node_gossip import apply_keyring, gossip_node
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator.executor_registry import ExecutorRecord, ExecutorState, UnknownExecutor
 from swarmctl.coordinator.heartbeat import Lease
@@ -50,6 +50,8 @@ class FleetMixin:
             )
         meta = {"role": "coordinator", "address": f"{advertise}:{port}"}
         gossip = gossip_node(self.coordinator_id, (host, port), meta, self.secret, advertise=(advertise, port))
+        apply_keyring(gossip.cipher, self.secret, *self.machine.gossip_keyring)
+        self.gossip = gossip
         await nursery.start(gossip.run)
         self.gossip_address = (advertise, port)
         nursery.start_soon(self._follow_gossip, gossip)
@@ -62,6 +64,65 @@ class FleetMixin:
             if event.node_id in self.executors or self.leases.held_by(event.node_id):
                 log.warning("executor %s declared dead by gossip (incarnation %d)", event.node_id, event.incarnation)
                 self.executor_dead(event.node_id, f"gossip declared executor {event.node_id} dead")
+
+    def _gossip_key(self, session: Session, request: protocol.GossipKeyRequest) -> None:
+        """List, install, use or remove a gossip key generation, and send the new keyring to every executor.
+
+        ``use`` waits until every connected gossiping executor has applied a keyring with the
+        generation, and ``remove`` until each seals with the current one, so no node drops
+        another's packets and suspects it.
+        """
+        generations, primary = self.machine.gossip_keyring
+        generations = list(generations)
+        if self.secret is None:
+            session.send(protocol.ErrorReply("this coordinator has no cluster secret, so nodes do not gossip and have no gossip keys", 4))
+            return
+        match request.action:
+            case "list":
+                session.send(protocol.GossipKeyring(generations, primary))
+                return
+            case "install":
+                generations.append(max(generations) + 1)
+            case "use" | "remove" if request.generation not in generations:
+                session.send(protocol.ErrorReply(
+                    f"gossip key generation {request.generation} is not installed; installed: {', '.join(map(str, generations))}", 4
+                ))
+                return
+            case "use":
+                waiting = self._executors_lacking(lambda applied, _: request.generation in applied)
+                if waiting:
+                    session.send(protocol.ErrorReply(f"executors {waiting} have not installed generation {request.generation} yet; try again in a few seconds", 4))
+                    return
+                primary = request.generation
+            case "remove" if request.generation == primary:
+                session.send(protocol.ErrorReply(f"generation {primary} seals packets now; `use` another generation before removing it", 4))
+                return
+            case "remove":
+                waiting = self._executors_lacking(lambda _, sealing: sealing == primary)
+                if waiting:
+                    session.send(protocol.ErrorReply(f"executors {waiting} still seal with an older generation; try again in a few seconds", 4))
+                    return
+                generations.remove(request.generation)
+            case _:
+                session.send(protocol.ErrorReply(f"gossip key action {request.action!r} is invalid: use list, install, use or remove", 4))
+                return
+        self.machine.apply(cmd.GossipKeyringChanged(generations, primary, self.clock()), self.term)
+        if self.gossip is not None:
+            apply_keyring(self.gossip.cipher, self.secret, generations, primary)
+        keyring = protocol.GossipKeyring(generations, primary)
+        for executor in self.executors.values():
+            if executor.hello.gossip:
+                executor.send(keyring)
+        log.warning("gossip keys %s by %s: generations %s, sealing with %d", request.action, session.node_id, generations, primary)
+        self.when_committed(partial(session.send, keyring))
+
+    def _executors_lacking(self, applied_enough) -> str:
+        """Return the ids of connected gossiping executors whose applied keyring fails ``applied_enough(generations, primary)``."""
+        lacking = [
+            executor_id for executor_id, executor in sorted(self.executors.items())
+            if executor.hello.gossip and executor.view is not None and not applied_enough(*executor.view.gossip_keyring)
+        ]
+        return ", ".join(lacking)
 
 
 
@@ -79,6 +140,8 @@ class FleetMixin:
             "executor %s joined: slots %d, labels %s, state %s, from %s",
             hello.node_id, record.slots, format_labels(record.labels), record.state, session.peer.name,
         )
+        if hello.gossip and self.machine.gossip_keyring != ([0], 0):
+            session.send(protocol.GossipKeyring(*self.machine.gossip_keyring))
         self._claim_leases(session, hello.held)
         for run in self.machine.runs.values():
             if run.status is RunStatus.COLLECTING and run.run_id in self.collectors:
@@ -109,6 +172,8 @@ class FleetMixin:
                     self._on_tests_released(session, message)
                 case protocol.BundleFetch():
                     nursery.start_soon(self._send_bundle, session, message.digest)
+                case protocol.GossipKeyring():
+                    record.gossip_keyring = (list(message.generations), message.primary)
                 case protocol.Draining():
                     self._drain(record, message.reason, tell_executor=False)
                 case protocol.Leave():

@@ -24,6 +24,7 @@ import trio
 
 from swarmctl import protocol
 from swarmctl.bundle import BundleCache
+from swarmctl.cluster.gossip import GossipNode
 from swarmctl.cluster.transport import Peer, PeerGone, format_address, serve
 from swarmctl.coordinator.http_api import CoordinatorApi
 from swarmctl.coordinator import commands as cmd
@@ -129,6 +130,7 @@ class Coordinator(FleetMixin, ClientMixin):
         self.secret = secret  # the cluster secret; without it the coordinator does not gossip
         self.advertise = advertise  # the IP executors reach this coordinator at, if --listen binds every address
         self.gossip_address: tuple[str, int] | None = None
+        self.gossip: GossipNode | None = None  # set when the coordinator gossips (it has the cluster secret)
         self.registry = ExecutorRegistry(self.machine.cordoned)
         self.leases = LeaseTable(self.settings.lease_s, self.settings.reconnect_grace_s)
         self._leases_changed = trio.Event()

@@ -117,6 +117,7 @@ class StateMachine:
         self.runs: dict[str, RunState] = {}
         self.cordoned: set[str] = set()  # executors that get no new work
         self.revoked_tokens: set[str] = set()  # ids of access tokens that are rejected
+        self.gossip_keyring: tuple[list[int], int] = ([0], 0)  # accepted key generations, sealing generation
         # On the leader of a replicated cluster: appends each command to the replicated log
         # and returns its log index. None on a single coordinator and while following.
         self.replicate: Callable[[str, bytes], int] | None = None
@@ -203,6 +204,8 @@ class StateMachine:
                 self._executor_cordoned(command)
             case cmd.TokenRevoked():
                 self._token_revoked(command)
+            case cmd.GossipKeyringChanged():
+                self._gossip_keyring_changed(command)
             case _:
                 raise StoreError(f"no handler for command {command!r}")
         return []
@@ -465,6 +468,14 @@ class StateMachine:
             "INSERT INTO revoked_tokens (token_id, at) VALUES (?, ?) ON CONFLICT (token_id) DO NOTHING", (c.token_id, c.at)
         )
 
+    def _gossip_keyring_changed(self, c: cmd.GossipKeyringChanged) -> None:
+        self.gossip_keyring = (sorted(c.generations), c.primary)
+        self.conn.execute("DELETE FROM gossip_keyring")
+        self.conn.executemany(
+            "INSERT INTO gossip_keyring (generation, is_primary, at) VALUES (?, ?, ?)",
+            [(generation, int(generation == c.primary), c.at) for generation in c.generations],
+        )
+
     def durations(self, suite: dict[str, Any]) -> dict[str, float]:
         """Return the last known duration of each test of a suite, in seconds."""
         rows = self.conn.execute("SELECT case_id, seconds FROM durations WHERE suite_key = ?", (suite_key(suite),))
@@ -482,6 +493,9 @@ class StateMachine:
         self.runs.clear()
         self.cordoned = {executor_id for (executor_id,) in self.conn.execute("SELECT executor_id FROM cordons")}
         self.revoked_tokens = {token_id for (token_id,) in self.conn.execute("SELECT token_id FROM revoked_tokens")}
+        keyring = self.conn.execute("SELECT generation, is_primary FROM gossip_keyring ORDER BY generation").fetchall()
+        if keyring:
+            self.gossip_keyring = ([generation for generation, _ in keyring], next(g for g, primary in keyring if primary))
         active = (RunStatus.COLLECTING, RunStatus.RUNNING)
         rows = self.conn.execute(
             "SELECT run_id, submitted_at, suite, strategy, status, deselected, duplicates, deadline_at, priority, "

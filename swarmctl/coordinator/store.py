@@ -113,6 +113,11 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (
     token_id TEXT PRIMARY KEY,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS gossip_keyring (
+    generation INTEGER PRIMARY KEY,
+    is_primary INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 """
 
 

@@ -24,7 +24,7 @@ import trio
 from swarmctl import __version__, protocol
 from swarmctl.bundle import BundleCache
 from swarmctl.cluster.gossip import GossipNode
-from swarmctl.cluster.node_gossip import gossip_node, local_address_towards
+from swarmctl.cluster.node_gossip import apply_keyring, gossip_node, local_address_towards
 from swarmctl.cluster.transport import Peer, PeerGone, format_address
 from swarmctl.credentials import executor_token
 from swarmctl.errors import BundleError, ProtocolError
@@ -292,6 +292,11 @@ class Executor:
                     self._cancel(message)
                 case protocol.Drain():
                     self.drain(message.reason)
+                case protocol.GossipKeyring():
+                    if self.gossip is not None:
+                        apply_keyring(self.gossip.cipher, self.secret, message.generations, message.primary)
+                        log.info("gossip keys: generations %s, sealing with %d", message.generations, message.primary)
+                        await peer.send(protocol.GossipKeyring(message.generations, message.primary))
                 case protocol.BundleChunk():
                     channel = self._fetches.get(message.digest)
                     if channel is not None:

@@ -113,13 +113,15 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
 
     assert client.json("GET", path, Role.SUBMIT) == {"digest": bundle.digest, "stored": False}
     status, _, data = client.call("PUT", path, Role.SUBMIT, body=bundle.path.read_bytes()[:-10])
-    assert status == 400 and "sha256" in json.loads(data)["error"]
+    assert status == 400
+    assert "sha256" in json.loads(data)["error"]
     status, _, _ = client.call("PUT", path, Role.SUBMIT, body=bundle.path.read_bytes())
     assert status == 201
     assert client.json("GET", path, Role.SUBMIT)["stored"] is True
 
     bad = client.call("POST", "/v1/runs", Role.SUBMIT, body=json.dumps({"suite": {"kind": "pytest"}, "colour": 1}).encode())
-    assert bad[0] == 400 and "colour" in json.loads(bad[2])["error"]
+    assert bad[0] == 400
+    assert "colour" in json.loads(bad[2])["error"]
     request = {"suite": {"kind": "pytest", "bundle": bundle.digest, "name": "suite"}, "priority": 1}
     run_id = client.json("POST", "/v1/runs", Role.SUBMIT, request, expect=202)["run_id"]
 
@@ -131,7 +133,8 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
     assert run["counts"] == {"passed": 5, "failed": 2, "skipped": 1}
 
     status, headers, junit = client.call("GET", f"/v1/runs/{run_id}/report?format=junit", Role.READ)
-    assert status == 200 and headers["Content-Type"].startswith("application/xml")
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/xml")
     assert len(ElementTree.fromstring(junit).findall(".//testcase")) == 8
     report = client.json("GET", f"/v1/runs/{run_id}/report", Role.READ)
     assert report["summary"]["counts"]["failed"] == 2 and len(report["cases"]) == 8
@@ -156,9 +159,11 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
         assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
         assert remote.stdout == local.stdout
     missing = run_swarmctl(["report", "no-such-run", "--cluster", running.address], env)
-    assert missing.returncode == 4 and "not found" in missing.stderr
+    assert missing.returncode == 4
+    assert "not found" in missing.stderr
     refused = run_swarmctl(["history", "--cluster", running.address], swarm_env)
-    assert refused.returncode == 4 and "rejected the request" in refused.stderr
+    assert refused.returncode == 4
+    assert "rejected the request" in refused.stderr
 
 
 def test_http_api_executor_control_and_token_revocation(api):
@@ -178,7 +183,8 @@ def test_http_api_executor_control_and_token_revocation(api):
     read_id = _token_id(client.tokens[Role.READ])
     assert client.json("DELETE", f"/v1/tokens/{read_id}")["token_id"] == read_id
     status, _, data = client.call("GET", "/v1/runs", Role.READ)
-    assert status == 401 and "revoked" in json.loads(data)["error"]
+    assert status == 401
+    assert "revoked" in json.loads(data)["error"]
 
 
 async def test_http_api_event_stream(api):
