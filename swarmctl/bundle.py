@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_FILES",
+    "DEFAULT_MAX_RATIO",
+    "BundleLimits",
     "EXCLUDED_NAMES",
     "Bundle",
     "BundleCache",
@@ -53,6 +56,10 @@ __all__ = [
 
 # Default limit of the uncompressed size of a suite, in bytes.
 DEFAULT_MAX_BYTES = 512 * 1024**2
+# Members of one archive, and extracted bytes per archived byte. A suite of source files
+# compresses about 3 to 10 times; far higher ratios come from padding, as in a zip bomb.
+DEFAULT_MAX_FILES = 100_000
+DEFAULT_MAX_RATIO = 200
 
 # Files and directories left out of every bundle, at any depth: version control data,
 # caches and virtualenvs, which executors rebuild and which would change the digest.
@@ -85,6 +92,15 @@ _COMPRESS_LEVEL = 6
 _LARGEST_FILES_SHOWN = 5
 
 _DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    """What a node accepts of a bundle: archive and extracted bytes, members, and compression ratio."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_files: int = DEFAULT_MAX_FILES
+    max_ratio: int = DEFAULT_MAX_RATIO
 
 
 @dataclass(frozen=True)
@@ -435,6 +451,32 @@ def _kind(member: tarfile.TarInfo) -> str:
     return f"entry of tar type {member.type!r}"
 
 
+def _read_members(tar: tarfile.TarFile, archive: Path, max_bytes: int, max_files: int, max_ratio: int) -> list[tarfile.TarInfo]:
+    """Return the archive's members, reading header by header; raise BundleError past a limit."""
+    budget = min(max_bytes, max_ratio * max(archive.stat().st_size, 1))
+    members = []
+    total = 0
+    while (member := tar.next()) is not None:
+        members.append(member)
+        if len(members) > max_files:
+            raise BundleError(
+                f"bundle archive {archive} rejected: it has more than {max_files} members; "
+                "raise bundle_max_files in [limits] of the nodes' swarm.toml (or swarmctl up --limit) if the suite needs more files"
+            )
+        if member.isreg():
+            total += member.size
+        if total > budget:
+            if total > max_bytes:
+                reason = f"it would extract to more than {_format_size(total)}, over the limit of {_format_size(max_bytes)}"
+            else:
+                reason = (
+                    f"it would extract to more than {max_ratio} times its size of {_format_size(archive.stat().st_size)} "
+                    "(the compression of a zip bomb); raise bundle_max_ratio in [limits] if the suite's files compress that well"
+                )
+            raise BundleError(f"bundle archive {archive} rejected: {reason}")
+    return members
+
+
 def _validate_members(members: list[tarfile.TarInfo], archive: Path, max_bytes: int) -> None:
     """Raise BundleError on the first member that is unsafe to extract.
 
@@ -490,7 +532,14 @@ def _move_into_place(temp_dir: Path, dest: Path) -> None:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def extract_bundle(archive: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+def extract_bundle(
+    archive: Path,
+    dest: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+    max_ratio: int = DEFAULT_MAX_RATIO,
+) -> None:
     """Extract ``archive`` into the new directory ``dest``.
 
     Every member is validated before anything is written; see ``_validate_members``. The
@@ -499,7 +548,10 @@ def extract_bundle(archive: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_BY
     extraction, its copy wins and this one is deleted.
 
     Raises BundleError when ``dest`` already exists, the archive is missing, not a gzip'd
-    tar, contains an unsafe member, or would extract to more than ``max_bytes``.
+    tar, contains an unsafe member, has more than ``max_files`` members, or would extract to
+    more than ``max_bytes`` or to more than ``max_ratio`` times its own size. The member list
+    is read one header at a time and the count and sizes are checked as it grows, so a
+    hostile archive costs at most that much decompression before it is rejected.
     """
     archive = Path(archive)
     dest = Path(dest)
@@ -511,7 +563,7 @@ def extract_bundle(archive: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_BY
 
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            members = tar.getmembers()
+            members = _read_members(tar, archive, max_bytes, max_files, max_ratio)
             _validate_members(members, archive, max_bytes)
 
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -599,7 +651,8 @@ class BundleWriter:
             self.abort()
             raise BundleError(
                 f"bundle upload {self.digest} rejected: larger than the limit of "
-                f"{_format_size(self._max_bytes)}"
+                f"{_format_size(self._max_bytes)}; raise bundle_max_bytes in [limits] of the nodes' swarm.toml "
+                "(or swarmctl up --limit) if the suite needs it"
             )
         self._sha256.update(chunk)
         try:
@@ -663,8 +716,9 @@ class BundleCache:
     lock file ``<root>/suites/<digest>.lock`` next to each folder.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limits: BundleLimits | None = None) -> None:
         self.root = Path(root)
+        self.limits = limits or BundleLimits()
         self._archives = self.root / "archives"
         self._suites = self.root / "suites"
 
@@ -677,10 +731,10 @@ class BundleCache:
         return self.archive_path(digest).is_file()
 
     def open_writer(self, digest: str, *, max_bytes: int | None = None) -> BundleWriter:
-        """Start a chunked upload of ``digest``; ``max_bytes`` caps the archive size."""
+        """Start a chunked upload of ``digest``; ``max_bytes`` (default: the cache's limit) caps the archive size."""
         final_path = self.archive_path(digest)
         final_path.parent.mkdir(parents=True, exist_ok=True)
-        return BundleWriter(digest, final_path, max_bytes=max_bytes)
+        return BundleWriter(digest, final_path, max_bytes=max_bytes if max_bytes is not None else self.limits.max_bytes)
 
     def write_archive(
         self, digest: str, chunks: Iterable[bytes], *, max_bytes: int | None = None
@@ -717,7 +771,8 @@ class BundleCache:
                 return folder
             self._remove_stale_temp_dirs(digest)
             archive = self._verified_archive(digest)
-            extract_bundle(archive, folder)
+            limits = self.limits
+            extract_bundle(archive, folder, max_bytes=limits.max_bytes, max_files=limits.max_files, max_ratio=limits.max_ratio)
         return folder
 
     def _verified_archive(self, digest: str) -> Path:

@@ -18,6 +18,9 @@
     labels = "browser=chromium"
     data_dir = "/var/lib/swarmctl"
 
+    [limits]                          # see swarmctl/limits.py
+    bundle_max_bytes = 536870912
+
 The secret belongs to the node tables, not to [cluster], so that the same file can be
 copied to executor machines that get only the join token.
 
@@ -64,6 +67,13 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "labels": (str, False),
         "data_dir": (str, True),
         "drain_timeout": (str, False),
+    },
+    # Checked further by swarmctl.limits.parse_limits.
+    "limits": {
+        "bundle_max_bytes": (int, False),
+        "bundle_max_files": (int, False),
+        "bundle_max_ratio": (int, False),
+        "http_body_max_bytes": (int, False),
     },
 }
 

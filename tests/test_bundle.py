@@ -21,6 +21,7 @@ from swarmctl.bundle import (
     EXCLUDED_SUFFIXES,
     Bundle,
     BundleCache,
+    BundleLimits,
     build_bundle,
     extract_bundle,
     iter_chunks,
@@ -428,6 +429,44 @@ def test_extract_rejects_oversized(tmp_path):
         extract_bundle(archive, tmp_path / "dest", max_bytes=3000)
 
     assert not (tmp_path / "dest").exists()
+
+
+def test_extract_rejects_too_many_files(tmp_path):
+    archive = _write_tar(tmp_path / "many.tar.gz", [_file(f"f{i}.txt", b"x") for i in range(51)])
+
+    with pytest.raises(BundleError, match="more than 50 members"):
+        extract_bundle(archive, tmp_path / "dest", max_files=50)
+
+    assert not (tmp_path / "dest").exists()
+    extract_bundle(archive, tmp_path / "dest", max_files=51)
+    assert len(list((tmp_path / "dest").iterdir())) == 51
+
+
+def test_extract_rejects_zip_bomb_ratio(tmp_path):
+    # 4 MiB of zeros compress to about 4 KiB: a ratio near 1,000, under the size limit.
+    archive = _write_tar(tmp_path / "bomb.tar.gz", [_file("zeros.bin", bytes(4 * 1024**2))])
+
+    with pytest.raises(BundleError, match="more than 200 times its size"):
+        extract_bundle(archive, tmp_path / "dest")
+
+    assert not (tmp_path / "dest").exists()
+    extract_bundle(archive, tmp_path / "dest", max_ratio=5000)
+    assert (tmp_path / "dest" / "zeros.bin").stat().st_size == 4 * 1024**2
+
+
+def test_cache_applies_its_limits(tmp_path):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    for i in range(3):
+        (suite / f"test_{i}.py").write_text("def test_ok():\n    pass\n")
+    bundle = build_bundle(suite, tmp_path / "out")
+    cache = BundleCache(tmp_path / "cache", BundleLimits(max_files=2))
+    cache.write_archive(bundle.digest, [bundle.path.read_bytes()])
+
+    with pytest.raises(BundleError, match="more than 2 members"):
+        cache.extracted(bundle.digest)
+    with pytest.raises(BundleError, match="larger than the limit of 10 bytes"):
+        BundleCache(tmp_path / "small", BundleLimits(max_bytes=10)).write_archive(bundle.digest, [bundle.path.read_bytes()])
 
 
 def test_extract_allows_inner_hardlink(tmp_path):

@@ -24,6 +24,7 @@ from swarmctl.durations import parse_duration
 from swarmctl.embedded import data_home
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.labels import parse_labels
+from swarmctl.limits import NAMES as LIMIT_NAMES, Limits, parse_limits
 from swarmctl.security import load_secret
 from swarmctl.tls import client_context, server_context, server_hosts
 
@@ -99,13 +100,20 @@ def up(
         "60s", "--drain-timeout",
         help="Executor: on SIGTERM, how long to finish running tests before stopping anyway. A second SIGTERM, or SIGINT, stops at once.",
     ),
+    limit: list[str] = typer.Option(
+        None, "--limit",
+        help="A limit on what the node accepts, as NAME=VALUE; repeat for several. Names: "
+        + ", ".join(LIMIT_NAMES) + ". Default: [limits] of --config, else the values in docs/security.md.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
     """Start a coordinator or an executor and run until SIGINT or SIGTERM."""
     setup_logging(verbose)
     try:
-        if config is not None:
-            merged = _merge_config(ctx, load_config(config), role)
+        configured = load_config(config) if config is not None else None
+        limits = parse_limits(configured.tables.get("limits") if configured else None, limit or [])
+        if configured is not None:
+            merged = _merge_config(ctx, configured, role)
             (listen, data_dir, join, peers, slots, labels, lease, unmatched_timeout, advertise, secret_file, token_file,
              ca_file, ca_key_file, drain_timeout) = (merged[name] for name in CONFIG_KEYS)
         folder = (data_dir or data_home()).resolve()
@@ -131,11 +139,11 @@ def up(
             client_ssl = client_context(ca_file) if ca_file else None
             trio.run(
                 _until_signal,
-                _run_coordinator(folder, host, port, settings, secret, advertise, ssl_context, voters, client_ssl),
+                _run_coordinator(folder, host, port, settings, secret, advertise, ssl_context, voters, client_ssl, limits),
             )
         else:
             ssl_context = client_context(ca_file) if ca_file else None
-            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id, secret, token_file, ssl_context)
+            executor = _make_executor(folder, join, slots, parse_labels(labels), node_id, secret, token_file, ssl_context, limits)
             trio.run(_serve_executor, executor, _positive_duration(drain_timeout, "--drain-timeout"))
     except BaseException as exc:
         error = find_error(exc, SwarmError)
@@ -253,6 +261,7 @@ def _voters(peers: str | None, host: str, port: int, advertise: str | None) -> t
 async def _run_coordinator(
     folder: Path, host: str, port: int, settings: CoordinatorSettings, secret: bytes | None, advertise: str | None,
     ssl_context: ssl.SSLContext | None, voters: tuple[list[str], str] | None, client_ssl: ssl.SSLContext | None,
+    limits: Limits,
 ) -> None:
     from swarmctl.coordinator.node import Coordinator
     from swarmctl.coordinator.replica import Replica
@@ -264,12 +273,12 @@ async def _run_coordinator(
             raise UsageError(f"--advertise {advertise!r} is invalid: give an IP address, such as 10.0.0.5") from None
     lock = _lock_data_folder(folder)  # held until the process exits
     if voters is None:
-        coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise)
+        coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise, limits=limits)
         await coordinator.serve(host, port, ssl_context=ssl_context)
     else:
         replica = Replica(
-            folder, voters[1], voters[0], secret=secret, client_ssl=client_ssl,
-            make_coordinator=partial(Coordinator, folder, settings=settings, secret=secret, advertise=advertise),
+            folder, voters[1], voters[0], secret=secret, client_ssl=client_ssl, bundle_limits=limits.bundle(),
+            make_coordinator=partial(Coordinator, folder, settings=settings, secret=secret, advertise=advertise, limits=limits),
         )
         await replica.serve(host, port, ssl_context=ssl_context)
     await trio.sleep_forever()
@@ -300,7 +309,7 @@ def _lock_data_folder(folder: Path):
 
 def _make_executor(
     folder: Path, join: str | None, slots: int, labels: dict[str, str], node_id: str | None, secret: bytes | None,
-    token_file: Path | None, ssl_context: ssl.SSLContext | None,
+    token_file: Path | None, ssl_context: ssl.SSLContext | None, limits: Limits,
 ):
     from swarmctl.executor.node import Executor, default_executor_id
 
@@ -310,7 +319,7 @@ def _make_executor(
         raise UsageError(f"--slots {slots} is invalid: it must be at least 1")
     return Executor(
         executor_id=node_id or default_executor_id(), join=parse_addresses(join), slots=slots, labels=labels,
-        data_dir=folder, secret=secret, token_file=token_file, ssl_context=ssl_context,
+        data_dir=folder, secret=secret, token_file=token_file, ssl_context=ssl_context, bundle_limits=limits.bundle(),
     )
 
 

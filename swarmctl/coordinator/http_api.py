@@ -27,7 +27,6 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from swarmctl import protocol
-from swarmctl.bundle import DEFAULT_MAX_BYTES
 from swarmctl.cluster.transport import Peer, PeerGone
 from swarmctl.coordinator.event_hub import MAX_INTERVAL_S, MIN_INTERVAL_S
 from swarmctl.coordinator.log_collector import LOGS_DB, LogReader
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT_S = 30.0  # a call whose reply waits for a commit longer than this gets 503
-MAX_JSON_BODY_BYTES = 16 * 1024**2
 MAX_LOG_LINES = 10_000
 EXECUTOR_ACTIONS = ("drain", "cordon", "uncordon")
 SUBMIT_FIELDS = {name for name in protocol.SubmitRun.__dataclass_fields__}
@@ -152,10 +150,11 @@ class CoordinatorApi:
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
         body = b""
+        limit = self.coordinator.limits.http_body_max_bytes
         async for chunk in request.stream():
             body += chunk
-            if len(body) > MAX_JSON_BODY_BYTES:
-                raise ApiError(413, f"the request body exceeds {MAX_JSON_BODY_BYTES} bytes")
+            if len(body) > limit:
+                raise ApiError(413, f"the request body is larger than the limit of {limit} bytes (http_body_max_bytes)")
         try:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -307,12 +306,12 @@ class CoordinatorApi:
         self._authorize(request, Role.SUBMIT, "PUT /v1/bundles/{digest}")
         digest = _digest(request)
         try:
-            with self.coordinator.bundles.open_writer(digest, max_bytes=DEFAULT_MAX_BYTES) as writer:
+            with self.coordinator.bundles.open_writer(digest) as writer:
                 async for chunk in request.stream():
                     writer.write(chunk)
                 writer.commit()
         except BundleError as exc:
-            raise ApiError(413 if "exceeds" in str(exc) else 400, str(exc)) from None
+            raise ApiError(413 if "larger than the limit" in str(exc) else 400, str(exc)) from None
         log.info("stored bundle %s uploaded over HTTP", digest[:12])
         return JSONResponse({"digest": digest, "stored": True}, status_code=201)
 

@@ -39,6 +39,7 @@ from swarmctl.coordinator.heartbeat import LeaseTable
 from swarmctl.coordinator.log_collector import LOGS_DB, LogCollector
 from swarmctl.coordinator.progress_tracker import ProgressTracker
 from swarmctl.coordinator.scheduler import pick_assignments
+from swarmctl.limits import Limits
 from swarmctl.coordinator.settings import TERM, CoordinatorSettings
 from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
 from swarmctl.coordinator.strategies import PlanInput, get_strategy
@@ -100,6 +101,7 @@ class Coordinator(FleetMixin, ClientMixin):
         term: int = TERM,
         coordinator_id: str | None = None,
         when_committed: Callable[[int, Callable[[], None]], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """Open the coordinator state in ``data_dir``.
 
@@ -122,7 +124,8 @@ class Coordinator(FleetMixin, ClientMixin):
             # Group commit: the commands of one moment share a transaction and one fsync.
             self.machine.on_pending = self._schedule_flush
         self.address: str | None = None  # HOST:PORT served on, once serving
-        self.bundles = BundleCache(data_dir / "bundles")
+        self.limits = limits or Limits()
+        self.bundles = BundleCache(data_dir / "bundles", self.limits.bundle())
         self.logs = LogCollector(data_dir / LOGS_DB)
         self.clock = clock
         self.rng = rng or random.Random()  # retry jitter

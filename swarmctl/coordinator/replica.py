@@ -48,7 +48,7 @@ from swarmctl.coordinator.http_api import ReplicaApi
 from swarmctl.coordinator.node import read_hello
 from swarmctl.coordinator.raft_store import RAFT_DB, RaftStore
 from swarmctl.coordinator.state import StateMachine
-from swarmctl.bundle import BundleCache
+from swarmctl.bundle import BundleCache, BundleLimits
 from swarmctl.errors import BundleError, ConnectionFailed, ProtocolError, StoreError, UsageError
 from swarmctl.tokens import AuthError
 from swarmctl.tokens import Role as TokenRole
@@ -87,6 +87,7 @@ class Replica:
         client_ssl: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
         compact_every: int = COMPACT_EVERY,
+        bundle_limits: BundleLimits | None = None,
     ) -> None:
         """Open ``raft.db`` and ``state.db`` in ``data_dir``.
 
@@ -105,7 +106,7 @@ class Replica:
         self._make_coordinator = make_coordinator
         self.compact_every = compact_every
         self.store = RaftStore(data_dir / RAFT_DB)
-        self.bundles = BundleCache(data_dir / "bundles")  # the same folder as the coordinator's
+        self.bundles = BundleCache(data_dir / "bundles", bundle_limits)  # the same folder as the coordinator's
         self._copying: set[str] = set()  # digests of bundles being copied from the leader
         self.machine = StateMachine(store.connect(data_dir / STATE_DB))
         self.machine.replicate = self._reject_command

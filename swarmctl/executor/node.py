@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from swarmctl import __version__, protocol
-from swarmctl.bundle import BundleCache
+from swarmctl.bundle import BundleCache, BundleLimits
 from swarmctl.cluster.gossip import GossipNode
 from swarmctl.cluster.node_gossip import apply_keyring, gossip_node, local_address_towards
 from swarmctl.cluster.transport import Peer, PeerGone, format_address
@@ -128,6 +128,7 @@ class Executor:
         secret: bytes | None = None,
         token_file: Path | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        bundle_limits: BundleLimits | None = None,
     ) -> None:
         self.executor_id = executor_id
         self.secret = secret  # the cluster secret; without it the executor does not gossip
@@ -137,7 +138,7 @@ class Executor:
         self.join = join
         self.labels = {**builtin_labels(), **labels}
         self.data_dir = data_dir
-        self.bundles = BundleCache(data_dir / "bundles")
+        self.bundles = BundleCache(data_dir / "bundles", bundle_limits)
         self.outbox = Outbox()
         self.log_buffer = LogBuffer()  # records of the swarmctl loggers, sent as LogBatch frames
         self.output_buffer = OutputBuffer()  # running tests' captured output, sent as CaseOutput frames
