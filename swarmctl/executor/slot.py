@@ -71,6 +71,10 @@ class Slot:
                         assign = job.assign
                         error = f"executor {self.executor.executor_id} could not run the shard: {exc}"
                         self.executor.shard_done(protocol.ShardDone(assign.run_id, assign.shard_id, assign.attempt, error))
+                    elif job.collect:
+                        # The run waits for this collection: end it with the reason rather than leave it waiting.
+                        error = f"executor {self.executor.executor_id} could not prepare the suite: {exc}"
+                        self.executor.send(protocol.Collected(job.run_id, [], [], 0, exc.exit_code, error))
                 finally:
                     self.busy = False
 
