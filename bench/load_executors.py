@@ -45,7 +45,7 @@ import trio
 import trio_websocket
 
 from swarmctl import __version__, protocol
-from swarmctl.cluster.transport import ClientPeer, PeerGone, connect, parse_address
+from swarmctl.cluster.transport import WebSocketPeer, PeerGone, connect, parse_address
 from swarmctl.errors import ProtocolError, SwarmError
 from swarmctl.executor.node import SEND_LINGER_S, Outbox
 from swarmctl.executor.resource_monitor import ResourceMonitor
@@ -137,15 +137,15 @@ class HostStats:
         }
 
 
-class CountingPeer(ClientPeer):
+class CountingPeer(WebSocketPeer):
     """A ``Peer`` that counts the bytes of the msgpack frames it sends and receives.
 
     The counts are frame payloads: the WebSocket and TCP headers are not included.
-    NOTE: it reuses the WebSocket of a ``ClientPeer`` from ``transport.connect`` through the private
+    NOTE: it reuses the WebSocket of a ``WebSocketPeer`` from ``transport.connect`` through the private
     ``_ws`` attribute, because it exposes no frame sizes.
     """
 
-    def __init__(self, peer: ClientPeer, stats: HostStats) -> None:
+    def __init__(self, peer: WebSocketPeer, stats: HostStats) -> None:
         super().__init__(peer._ws, peer.name)
         self.stats = stats
 

@@ -16,10 +16,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 import hypercorn.config
-import hypercorn.trio
 import trio
 import trio_websocket
-from hypercorn.config import Sockets
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import wrap_app
 
 from swarmctl import protocol
 from swarmctl.errors import AddressError, ConnectionFailed, ListenFailed, ProtocolError
@@ -29,15 +30,18 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 DISCONNECT_TIMEOUT_S = 2.0
 LISTEN_BACKLOG = 512
-APP_QUEUE_SIZE = 64  # frames received and not yet read, per connection, before Hypercorn stops reading
+MAX_HEAD_BYTES = 16 * 1024  # the head of a connection's first request, read to route the connection
 
-# Hypercorn's own messages ("Running on ...") repeat what the node logs; its errors still show.
+# Hypercorn's own info messages repeat what the node logs; its errors still show.
 _http_log = logging.getLogger("swarmctl.http")
 _http_log.setLevel(logging.WARNING)
 
 
 class PeerGone(Exception):
     """The connection closed or broke."""
+
+
+CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio_websocket.ConnectionClosed)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -68,11 +72,11 @@ def format_address(host: str, port: int) -> str:
 
 
 class Peer:
-    """One WebSocket connection carrying protocol messages.
+    """One connection carrying protocol messages.
 
-    ``ClientPeer`` is the side that connected (trio-websocket), ``ServerPeer`` the side that
-    accepted (an ASGI WebSocket under Hypercorn). Both raise ``PeerGone`` for a closed
-    connection and ``ProtocolError`` for a frame that is not a valid message.
+    ``WebSocketPeer`` is a trio-websocket connection, on either side. Implementations raise
+    ``PeerGone`` for a closed connection and ``ProtocolError`` for a frame that is not a
+    valid message.
     """
 
     name: str
@@ -90,7 +94,7 @@ class Peer:
         raise NotImplementedError
 
 
-class ClientPeer(Peer):
+class WebSocketPeer(Peer):
     def __init__(self, ws: trio_websocket.WebSocketConnection, name: str) -> None:
         self._ws = ws
         self.name = name
@@ -131,46 +135,6 @@ class ClientPeer(Peer):
         await self._ws.aclose()
 
 
-class ServerPeer(Peer):
-    """The accepting side of a connection: ASGI WebSocket events from Hypercorn."""
-
-    def __init__(self, receive, send, name: str) -> None:
-        self._receive = receive
-        self._send = send
-        self.name = name
-        self._send_lock = trio.Lock()
-        self._closed = False
-
-    async def send(self, message: protocol.Message) -> None:
-        frame = protocol.encode(message)
-        async with self._send_lock:
-            if self._closed:
-                raise PeerGone(f"{self.name}: connection closed")
-            await self._send({"type": "websocket.send", "bytes": frame})
-
-    async def receive(self) -> protocol.Message:
-        if self._closed:
-            raise PeerGone(f"{self.name}: connection closed")
-        event = await self._receive()
-        if event["type"] == "websocket.disconnect":
-            self._closed = True
-            raise PeerGone(f"{self.name}: connection closed (code {event.get('code')})")
-        frame = event.get("bytes")
-        if frame is None:
-            raise ProtocolError(f"{self.name} sent a text frame; swarmctl frames are binary msgpack")
-        return protocol.decode(frame)
-
-    async def check_alive(self, timeout_s: float) -> None:
-        # NOTE: ASGI has no server-sent ping; only the connecting side checks liveness.
-        raise NotImplementedError("only the connecting side of a connection sends pings")
-
-    async def aclose(self) -> None:
-        async with self._send_lock:
-            if not self._closed:
-                self._closed = True
-                await self._send({"type": "websocket.close", "code": 1000})
-
-
 async def serve(
     handler,
     host: str,
@@ -178,30 +142,28 @@ async def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     http_app=None,
+    websocket_app=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve HOST:PORT over TLS with ``ssl_context``: WebSocket connections at ``/`` run ``handler(Peer)``.
+    """Serve HOST:PORT, over TLS with ``ssl_context``; report the bound port through ``task_status``.
 
-    Every other request goes to the ASGI application ``http_app`` (the REST API), or gets
-    404 without one. Reports the bound port through ``task_status`` (useful with port 0).
+    Each connection is routed by its first request. A WebSocket upgrade at ``/`` is a
+    protocol connection: ``handler(Peer)`` runs for it. Another WebSocket upgrade goes to
+    ``websocket_app(request, name)`` with the trio-websocket ``WebSocketRequest`` and the
+    peer's address. Any other request goes to the ASGI application ``http_app`` under
+    Hypercorn. Without them, those requests get 404.
     """
     sockets = _listen(host, port)
     bound_port = sockets[0].getsockname()[1]
-    config = _ServerConfig(sockets, ssl_context)
-    app = _Router(handler, http_app)
-    started = False
-
-    def on_started(_binds) -> None:
-        nonlocal started
-        started = True
-        task_status.started(bound_port)
-
+    listeners: list[trio.abc.Listener] = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
+    if ssl_context is not None:
+        listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners]
+    router = _Router(handler, _HttpServer(http_app) if http_app is not None else None, websocket_app)
     try:
-        await hypercorn.trio.serve(app, config, task_status=_Started(on_started))
-    except* OSError as group:
-        if started:
-            raise  # not about listening: the server was already serving
-        raise ListenFailed(f"cannot serve on {format_address(host, port)}: {_first_leaf(group)}") from None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(router.close_streams_on_cancel)
+            task_status.started(bound_port)
+            await trio.serve_listeners(router.serve_connection, listeners)
     finally:
         for sock in sockets:
             sock.close()
@@ -239,96 +201,169 @@ def _listen(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-class _Started:
-    """Adapts Hypercorn's ``started(binds)`` to a callback."""
-
-    def __init__(self, callback) -> None:
-        self._callback = callback
-
-    def started(self, value=None) -> None:
-        self._callback(value)
-
-
-class _ServerConfig(hypercorn.config.Config):
-    """Hypercorn settings for the sockets bound by ``serve`` and its TLS context."""
-
-    def __init__(self, sockets: list[socket.socket], ssl_context: ssl.SSLContext | None) -> None:
-        super().__init__()
-        self._sockets = sockets
-        self._ssl_context = ssl_context
-        self.websocket_max_message_size = protocol.MAX_FRAME_BYTES
-        self.ssl_handshake_timeout = CONNECT_TIMEOUT_S
-        self.keep_alive_timeout = CONNECT_TIMEOUT_S  # also drops a connection that never sends its request
-        self.graceful_timeout = DISCONNECT_TIMEOUT_S
-        self.max_app_queue_size = APP_QUEUE_SIZE
-        self.backlog = LISTEN_BACKLOG
-        self.errorlog = _http_log
-        self.accesslog = None
-
-    def create_sockets(self) -> Sockets:
-        if self._ssl_context is not None:
-            return Sockets(self._sockets, [], [])
-        return Sockets([], self._sockets, [])
-
-    def create_ssl_context(self) -> ssl.SSLContext | None:
-        return self._ssl_context
-
-
 class _Router:
-    """The ASGI application of a node's port: the msgpack WebSocket plane at ``/``, HTTP to ``http_app``."""
+    """Routes each accepted connection by its first request, and closes every open one when serving stops."""
 
-    def __init__(self, handler, http_app) -> None:
+    def __init__(self, handler, http: _HttpServer | None, websocket_app) -> None:
         self._handler = handler
-        self._http_app = http_app
+        self._http = http
+        self._websocket_app = websocket_app
+        self._open: set[trio.abc.Stream] = set()
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-        elif scope["type"] == "websocket" and scope["path"] == "/":
-            await self._serve_peer(scope, receive, send)
-        elif self._http_app is not None:
-            await self._http_app(scope, receive, send)
-        elif scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"not found: this node serves WebSocket connections at /\n"})
-        else:
-            await send({"type": "websocket.close", "code": 1008})
+    async def close_streams_on_cancel(self) -> None:
+        """Close the sockets of open connections once serving is cancelled.
 
-    async def _serve_peer(self, scope, receive, send) -> None:
-        event = await receive()
-        if event["type"] != "websocket.connect":
-            return
-        await send({"type": "websocket.accept"})
-        client = scope.get("client")
-        peer = ServerPeer(receive, send, format_address(*client[:2]) if client else "unknown peer")
-        # An error of one connection must end only that connection.
+        Hypercorn sends in a shielded cancel scope, so a peer that stops reading would keep
+        its task, and the server, from stopping. Closing the socket ends such a send.
+        """
         try:
-            await self._handler(peer)
-        except PeerGone:
-            pass
-        except (OSError, trio.BrokenResourceError) as exc:
-            log.info("connection closed after an error: %s", exc)
+            await trio.sleep_forever()
+        finally:
+            for stream in list(self._open):
+                _socket_of(stream).close()
+
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        self._open.add(stream)
+        name = _peer_name(stream)
         try:
-            await peer.aclose()
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            with trio.move_on_after(CONNECT_TIMEOUT_S):
+                if isinstance(stream, trio.SSLStream):
+                    await stream.do_handshake()
+                head = await _read_head(stream)
+            if not head:
+                return  # no request within the timeout, or the peer closed: nothing to answer
+            path, upgrade = _parse_head(head)
+            replay = _ReplayStream(stream, head)
+            if upgrade:
+                await self._serve_websocket(replay, path, name)
+            elif self._http is not None:
+                await self._http.serve(replay)
+            else:
+                await replay.send_all(_NOT_FOUND)
+        except CONNECTION_ERRORS as exc:
+            # An error of one connection (a broken TLS handshake, a reset socket) ends only it.
+            log.info("connection from %s closed after an error: %s", name, exc)
+        finally:
+            self._open.discard(stream)
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_websocket(self, stream: trio.abc.Stream, path: str, name: str) -> None:
+        async with trio.open_nursery() as nursery:
+            connection = None
+            try:
+                request = await trio_websocket.wrap_server_stream(nursery, stream, max_message_size=protocol.MAX_FRAME_BYTES)
+                if path == "/":
+                    connection = await request.accept()
+                    await self._handler(WebSocketPeer(connection, name))
+                elif self._websocket_app is not None:
+                    await self._websocket_app(request, name)
+                else:
+                    await request.reject(404, body=b"not found: WebSocket connections go to /\n")
+            except PeerGone:
+                pass
+            except CONNECTION_ERRORS as exc:
+                log.info("connection from %s closed after an error: %s", name, exc)
+            finally:
+                if connection is not None:
+                    with trio.move_on_after(DISCONNECT_TIMEOUT_S):
+                        await connection.aclose()
+                nursery.cancel_scope.cancel()
 
 
-async def _lifespan(receive, send) -> None:
-    while True:
-        event = await receive()
-        if event["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif event["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+class _HttpServer:
+    """Serves HTTP connections with Hypercorn, one ``TCPServer`` per connection that ``_Router`` hands over.
+
+    NOTE: ``hypercorn.trio.tcp_server.TCPServer`` is not public API; it is the class that
+    Hypercorn's own trio worker runs for each accepted connection (Hypercorn 0.17 and 0.18).
+    """
+
+    def __init__(self, app) -> None:
+        config = hypercorn.config.Config()
+        config.keep_alive_timeout = CONNECT_TIMEOUT_S
+        config.graceful_timeout = DISCONNECT_TIMEOUT_S
+        config.errorlog = _http_log
+        config.accesslog = None
+        self._config = config
+        self._app = wrap_app(app, config.wsgi_max_body_size, None)
+        self._context = WorkerContext(None)
+
+    async def serve(self, stream: trio.abc.Stream) -> None:
+        await TCPServer(self._app, self._config, self._context, {}, stream).run()
 
 
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+class _ReplayStream(trio.abc.Stream):
+    """A stream whose first bytes received are ``prefix``, already read from ``stream`` to route it.
+
+    It exposes ``socket`` as a plain ``trio.SocketStream`` does, for the peer's address, and
+    hides TLS from Hypercorn, which would otherwise do the handshake again.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+        self.socket = _socket_of(stream)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        if isinstance(self._stream, trio.abc.HalfCloseableStream):
+            await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+_NOT_FOUND = (
+    b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 54\r\n\r\n"
+    b"not found: this node serves WebSocket connections at /\n"
+)
+
+
+async def _read_head(stream: trio.abc.Stream) -> bytes:
+    """Read until the end of the first request's head (or MAX_HEAD_BYTES); return b"" if the peer closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < MAX_HEAD_BYTES:
+        chunk = await stream.receive_some(MAX_HEAD_BYTES)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def _parse_head(head: bytes) -> tuple[str, bool]:
+    """Return the request's path and whether it asks for a WebSocket upgrade."""
+    lines = head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    target = parts[1] if len(parts) == 3 else b""
+    path = target.split(b"?", 1)[0].decode("latin-1")
+    upgrade = any(
+        name.strip().lower() == b"upgrade" and b"websocket" in value.lower()
+        for name, _, value in (line.partition(b":") for line in lines[1:])
+    )
+    return path, upgrade
+
+
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:
+    return stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    try:
+        host, port = _socket_of(stream).getpeername()[:2]
+    except OSError:
+        return "unknown peer"
+    return format_address(host, port)
 
 
 async def _closed_anyway(address: str, body_error: list[BaseException], exc_type, exc, tb) -> bool:
@@ -378,7 +413,7 @@ async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLCont
             opening.deadline = math.inf
             async with stack:
                 try:
-                    yield ClientPeer(ws, address)
+                    yield WebSocketPeer(ws, address)
                 except BaseException as exc:
                     body_error.append(exc)
                     raise

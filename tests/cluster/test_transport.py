@@ -321,3 +321,98 @@ async def test_transport_silent_peer_keeps_body_error() -> None:
         with pytest.raises(PeerGone, match="cut off"):
             async with transport.connect([(LOOPBACK, port)]):
                 raise PeerGone("cut off")
+
+
+# --- one port for WebSocket and HTTP ---------------------------------------------------------
+
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+async def raw_request(port: int, request: bytes) -> tuple[trio.SocketStream, bytes]:
+    """Send ``request`` on a new TCP connection; return the stream and the head of the response."""
+    stream = await trio.open_tcp_stream(LOOPBACK, port)
+    await stream.send_all(request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            break
+        head += chunk
+    return stream, head
+
+
+async def http_app(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
+    body = b"x" * int(dict(part.split("=") for part in scope["query_string"].decode().split("&") if part).get("size", "5"))
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_transport_routes_http_and_websocket() -> None:
+    outcome_send, outcome_receive = trio.open_memory_channel(1)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(transport.serve, first_message_handler(outcome_send), LOOPBACK, 0, http_app=http_app))
+        stream, head = await raw_request(port, b"GET /hello?size=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        await stream.aclose()
+        async with transport.connect([(LOOPBACK, port)]) as peer:
+            await peer.send(protocol.ListRuns())
+            assert await outcome_receive.receive() == protocol.ListRuns()
+        stream, head = await raw_request(port, HANDSHAKE.replace(b"GET / ", b"GET /elsewhere ") + b"\r\n")
+        assert head.startswith(b"HTTP/1.1 404")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_transport_declines_compression() -> None:
+    # A compressed frame could inflate far past the frame limit before it is checked.
+    async with serving(lambda peer: peer.receive()) as port:
+        stream, head = await raw_request(port, HANDSHAKE + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+        await stream.aclose()
+
+    assert head.startswith(b"HTTP/1.1 101")
+    assert b"permessage-deflate" not in head.lower()
+
+
+async def test_transport_send_after_peer_closed() -> None:
+    outcome_send, outcome_receive = trio.open_memory_channel(1)
+
+    async def handler(peer: transport.Peer) -> None:
+        await peer.receive()
+        try:
+            for _ in range(1000):
+                await peer.send(protocol.ListRuns())
+                await trio.sleep(0.001)
+        except PeerGone as exc:
+            await outcome_send.send(exc)
+            return
+        await outcome_send.send(None)
+
+    async with serving(handler) as port:
+        async with transport.connect([(LOOPBACK, port)]) as peer:
+            await peer.send(protocol.ListRuns())
+        assert isinstance(await outcome_receive.receive(), PeerGone)
+
+
+@pytest.mark.timeout(60)  # a regression hangs in a shielded send, where trio's own timeout cannot reach
+@pytest.mark.parametrize("kind", ["websocket", "http"])
+async def test_transport_stops_despite_stalled_reader(kind: str) -> None:
+    # A client that never reads fills the socket buffers; stopping the server must not wait for it.
+    async def flood(peer: transport.Peer) -> None:
+        while True:
+            await peer.send(protocol.ErrorReply("x" * 60_000, 3))
+
+    with trio.fail_after(30):  # a hang guard, not a timing assertion
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(transport.serve, flood, LOOPBACK, 0, http_app=http_app))
+            request = HANDSHAKE + b"\r\n" if kind == "websocket" else b"GET /?size=50000000 HTTP/1.1\r\nHost: x\r\n\r\n"
+            stream = await trio.open_tcp_stream(LOOPBACK, port)
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await stream.send_all(request)
+            await trio.sleep(1)  # the server fills the buffers and blocks in a send
+            nursery.cancel_scope.cancel()
+        await stream.aclose()
