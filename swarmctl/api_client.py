@@ -39,6 +39,14 @@ class ApiClient:
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         """Return the body of ``GET path``; raise a SwarmError with the coordinator's reason on failure."""
+        return self.get_response(path, params)[0]
+
+    def get_response(self, path: str, params: dict[str, Any] | None = None) -> tuple[bytes, Any]:
+        """Return the body and headers of ``GET path`` from the first coordinator that serves it.
+
+        A coordinator that cannot serve the call now (503, such as a follower during an
+        election) or cannot be reached is skipped for the next address.
+        """
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         failures = []
@@ -47,9 +55,12 @@ class ApiClient:
             request = urllib.request.Request(f"{self.scheme}://{address}{path}{query}", headers=headers)
             try:
                 with self._opener.open(request, timeout=TIMEOUT_S) as response:
-                    return response.read()
+                    return response.read(), response.headers
             except urllib.error.HTTPError as error:
-                raise _api_error(error, address) from None
+                failure = _api_error(error, address)
+                if error.code != 503:
+                    raise failure from None
+                failures.append(str(failure))
             except (urllib.error.URLError, OSError) as error:
                 reason = getattr(error, "reason", error)
                 failures.append(f"{address}: {reason}")

@@ -42,6 +42,9 @@ AUTH_FAILED = "authentication failed:"
 NO_LEADER = "no leader elected:"
 
 ROLE_EXECUTOR = "executor"
+# HTTP API: the header of a report response that names its run, when the request said `last` or `last~N`.
+RUN_ID_HEADER = "X-Swarmctl-Run-Id"
+
 ROLE_CLIENT = "client"
 ROLE_VOTER = "voter"  # another coordinator-eligible node: consensus messages only
 ROLE_OBSERVER = "observer"  # queries any node's consensus status, leader or not

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import typer
 
+from swarmctl import protocol
 from swarmctl.api_client import ApiClient
 from swarmctl.cli import app, fail, setup_logging
 from swarmctl.cluster.transport import parse_addresses
@@ -78,8 +79,8 @@ def report(
     with cli_errors():
         chosen = _choose_format(report_format, output)
         if cluster:
-            data = remote(cluster).get(f"/v1/runs/{quote(run_id, safe='')}/report", {"format": chosen})
-            shown_id = run_id
+            data, headers = remote(cluster).get_response(f"/v1/runs/{quote(run_id, safe='')}/report", {"format": chosen})
+            shown_id = headers.get(protocol.RUN_ID_HEADER, run_id)
         else:
             run = read_store(data_dir, lambda store: store.load(run_id))
             data = render_report(run, chosen)

@@ -31,12 +31,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 10
+CLOSE_TIMEOUT_S = 2.0  # how long a revoked token's connection gets to close cleanly
+MAX_SECONDS = 366 * 86400.0  # the longest deadline or expected test duration a run may give
+MAX_START_AT = 32503680000.0  # 3000-01-01 UTC
 
 # ``ListRuns`` shows this many final failures per run, newest last, and this many finished
 # runs after the active ones. Failure messages are cut to FAILURE_MESSAGE_CHARS characters.
 RECENT_FAILURES_PER_RUN = 5
 RECENT_FINISHED_RUNS = 5
 FAILURE_MESSAGE_CHARS = 200
+
+
+def invalid_numbers(message: protocol.SubmitRun) -> str:
+    """Return why a number of the request cannot be stored or used (NaN, infinite, out of range), or ""."""
+    if not -(2**63) <= message.priority < 2**63:
+        return f"priority {message.priority} is invalid: it must fit in 64 bits"
+    if message.deadline_s is not None and not 0 < message.deadline_s <= MAX_SECONDS:
+        return f"deadline {message.deadline_s} is invalid: give seconds above 0 and at most {MAX_SECONDS:g}"
+    if message.start_at is not None and not 0 <= message.start_at <= MAX_START_AT:
+        return f"start time {message.start_at} is invalid: give a Unix time before the year 3000"
+    timeout = message.suite.get("timeout")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout <= MAX_SECONDS):
+        return f"--timeout {timeout} is invalid: give seconds above 0 and at most {MAX_SECONDS:g}"
+    for case_id, seconds in (message.durations or {}).items():
+        if not 0 <= seconds <= MAX_SECONDS:
+            return f"expected duration {seconds} of {case_id[:80]!r} is invalid: give seconds from 0 to {MAX_SECONDS:g}"
+    return ""
 
 
 class ClientMixin:
@@ -131,7 +151,9 @@ class ClientMixin:
         log.warning("token %s revoked by %s; closing %d of its connections", message.token_id, session.node_id, len(holders))
         self.when_committed(partial(session.send, protocol.TokenRevoked(message.token_id, len(holders))))
         for holder in holders:
-            await holder.peer.aclose()
+            # A holder that stopped reading must not hold up the revocation, or this session.
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await holder.peer.aclose()
 
     def _watch(self, session: Session, run_id: str) -> None:
         run = self.machine.runs.get(run_id)
@@ -197,6 +219,10 @@ class ClientMixin:
             return
         if not 0 <= message.retries <= MAX_RETRIES:
             session.send(protocol.ErrorReply(f"--retries {message.retries} is invalid: it must be between 0 and {MAX_RETRIES}", 4))
+            return
+        reason = invalid_numbers(message)
+        if reason:
+            session.send(protocol.ErrorReply(reason, 4))
             return
 
         now = self.clock()

@@ -16,15 +16,17 @@ import json
 import logging
 import math
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
+import trio_websocket
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse as StarletteJSONResponse
+from starlette.responses import Response
+from starlette.routing import Route
 
 from swarmctl import protocol
 from swarmctl.cluster.transport import Peer, PeerGone
@@ -49,6 +51,13 @@ MAX_LOG_LINES = 10_000
 EXECUTOR_ACTIONS = ("drain", "cordon", "uncordon")
 SUBMIT_FIELDS = {name for name in protocol.SubmitRun.__dataclass_fields__}
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class JSONResponse(StarletteJSONResponse):
+    """A JSON response in which infinite and NaN numbers, which JSON lacks, are null."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(finite(content))
 
 
 class ApiError(Exception):
@@ -116,7 +125,6 @@ class CoordinatorApi:
             Route("/v1/history", self.history, methods=["GET"]),
             Route("/v1/compare", self.compare, methods=["GET"]),
             Route("/v1/tokens/{token_id}", self.revoke_token, methods=["DELETE"]),
-            WebSocketRoute("/v1/events", self.events),
         ]
         self.app = Starlette(routes=routes, exception_handlers={404: self._not_found, 405: self._not_allowed})
 
@@ -125,7 +133,7 @@ class CoordinatorApi:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def _authorize(self, request: Request | WebSocket, role: Role, call: str) -> tuple[Token | None, str]:
+    def _authorize(self, request: Request, role: Role, call: str) -> tuple[Token | None, str]:
         token, text = bearer_token(request.headers, self.coordinator.secret, self.coordinator.machine.revoked_tokens)
         require(token, role, call)
         return token, text
@@ -140,8 +148,13 @@ class CoordinatorApi:
             protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, f"http:{client.host}:{client.port}" if client else "http"
         )
         session = Session(None, hello, send, trio.current_time(), token=token)
-        await self.coordinator.handle_request(session, message)
         with trio.move_on_after(REPLY_TIMEOUT_S):
+            try:
+                await self.coordinator.handle_request(session, message)
+            except SwarmError as exc:
+                # The request was valid, but the coordinator could not carry it out (its database, a lost leadership).
+                log.error("HTTP request %s failed: %s", message.KIND, exc)
+                raise ApiError(503, str(exc)) from None
             reply = await receive.receive()
             if isinstance(reply, protocol.ErrorReply):
                 raise ApiError(_status_of(reply), reply.message)
@@ -156,8 +169,8 @@ class CoordinatorApi:
             if len(body) > limit:
                 raise ApiError(413, f"the request body is larger than the limit of {limit} bytes (http_body_max_bytes)")
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = json.loads(body, parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object")
@@ -167,9 +180,14 @@ class CoordinatorApi:
         try:
             return await trio.to_thread.run_sync(reader)
         except UsageError as exc:
-            raise ApiError(404 if "not found" in str(exc) else 400, str(exc)) from None
+            raise ApiError(404 if "not found" in str(exc) else 400, self._public(str(exc))) from None
         except SwarmError as exc:
-            raise ApiError(503, str(exc)) from None
+            log.error("HTTP request failed: %s", exc)
+            raise ApiError(503, self._public(str(exc))) from None
+
+    def _public(self, message: str) -> str:
+        """Return ``message`` without the coordinator's data folder, which callers have no use for."""
+        return message.replace(str(self.coordinator.data_dir), "the coordinator's data folder")
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return error_response(404, f"no such path {request.url.path}; GET /openapi.json lists the API")
@@ -257,11 +275,13 @@ class CoordinatorApi:
             raise ApiError(400, f"format {report_format!r} is invalid: use one of {', '.join(FORMATS)}")
         data_dir = self.coordinator.data_dir
 
-        def read() -> bytes:
+        def read() -> tuple[bytes, str]:
             with open_run_store(data_dir) as store:
-                return render_report(store.load(run_id), report_format)
+                run = store.load(run_id)
+            return render_report(run, report_format), run.header.run_id
 
-        return Response(await self._in_thread(read), media_type=MEDIA_TYPES[report_format])
+        body, resolved = await self._in_thread(read)
+        return Response(body, media_type=MEDIA_TYPES[report_format], headers={protocol.RUN_ID_HEADER: resolved})
 
     async def logs(self, request: Request) -> Response:
         return await _guard(self._logs, request)
@@ -312,6 +332,9 @@ class CoordinatorApi:
                 writer.commit()
         except BundleError as exc:
             raise ApiError(413 if "larger than the limit" in str(exc) else 400, str(exc)) from None
+        except ClientDisconnect:
+            log.info("upload of bundle %s stopped: the client disconnected", digest[:12])
+            return Response(status_code=400)  # nobody reads it
         log.info("stored bundle %s uploaded over HTTP", digest[:12])
         return JSONResponse({"digest": digest, "stored": True}, status_code=201)
 
@@ -382,23 +405,23 @@ class CoordinatorApi:
         reply = await self._call(request, protocol.RevokeToken(token_id), token)
         return JSONResponse({"token_id": reply.token_id, "closed_connections": reply.connections_closed})
 
-    async def events(self, websocket: WebSocket) -> None:
-        """Stream events as JSON text frames: a ``welcome``, then run lists, executor lists and the run's progress."""
-        try:
-            token, text = self._authorize(websocket, Role.READ, "the event stream /v1/events")
-            subscribe = subscribe_message(websocket.query_params)
-        except ApiError as exc:
-            await websocket.send_denial_response(error_response(exc.status, str(exc)))
+    async def websocket(self, request: trio_websocket.WebSocketRequest, name: str) -> None:
+        """Serve a WebSocket upgrade other than the protocol's: only the event stream at /v1/events."""
+        target = urllib.parse.urlsplit(request.path)
+        if target.path != "/v1/events":
+            await _reject(request, 404, f"no WebSocket at {target.path}; the event stream is at /v1/events")
             return
-        await websocket.accept()
-        client = websocket.client
-        name = f"http:{client.host}:{client.port}" if client else "http"
-        hello = protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, name, token=text)
-        await self.coordinator.serve_peer(EventPeer(websocket, name, subscribe), hello)
         try:
-            await websocket.close()
-        except (RuntimeError, WebSocketDisconnect, OSError):
-            pass
+            token, text = bearer_token(_Headers(request.headers), self.coordinator.secret, self.coordinator.machine.revoked_tokens)
+            require(token, Role.READ, "the event stream /v1/events")
+            subscribe = subscribe_message(dict(urllib.parse.parse_qsl(target.query)))
+        except ApiError as exc:
+            log.warning("event stream for %s rejected with %d: %s", name, exc.status, exc)
+            await _reject(request, exc.status, str(exc))
+            return
+        connection = await request.accept()
+        hello = protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, f"http:{name}", token=text)
+        await self.coordinator.serve_peer(EventPeer(connection, f"http:{name}", subscribe), hello)
 
 
 class ReplicaApi:
@@ -416,19 +439,19 @@ class ReplicaApi:
     async def __call__(self, scope, receive, send) -> None:
         coordinator = self.replica.leading_coordinator()
         if coordinator is not None:
-            api = self._apis.get(id(coordinator))
-            if api is None or api.coordinator is not coordinator:
-                self._apis = {id(coordinator): CoordinatorApi(coordinator, self.replica.status)}
-                api = self._apis[id(coordinator)]
             # A call belongs to this leadership, and ends when the leadership does.
             with self.replica.leader_connection():
-                await api(scope, receive, send)
-            return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1013})  # try again later
+                await self._api_of(coordinator)(scope, receive, send)
             return
         response = await _guard(self._follower, Request(scope, receive))
         await response(scope, receive, send)
+
+    def _api_of(self, coordinator: Coordinator) -> CoordinatorApi:
+        api = self._apis.get(id(coordinator))
+        if api is None or api.coordinator is not coordinator:
+            self._apis = {id(coordinator): CoordinatorApi(coordinator, self.replica.status)}
+            api = self._apis[id(coordinator)]
+        return api
 
     async def _follower(self, request: Request) -> Response:
         if request.url.path == "/openapi.json":
@@ -442,25 +465,40 @@ class ReplicaApi:
         if not leader or leader == replica.node_id:
             return error_response(503, f"{replica.node_id} knows no leader yet; try again shortly", {"Retry-After": "1"})
         query = f"?{request.url.query}" if request.url.query else ""
-        return Response(status_code=307, headers={"Location": f"{request.url.scheme}://{leader}{request.url.path}{query}"})
+        return Response(status_code=307, headers={"Location": f"{self._scheme}://{leader}{request.url.path}{query}"})
+
+    @property
+    def _scheme(self) -> str:
+        # Voters with the cluster CA serve TLS; Hypercorn sees only the decrypted stream.
+        return "https" if self.replica.client_ssl is not None else "http"
+
+    async def websocket(self, request: trio_websocket.WebSocketRequest, name: str) -> None:
+        """Serve the event stream while leading; followers redirect the upgrade to the leader."""
+        coordinator = self.replica.leading_coordinator()
+        if coordinator is not None:
+            with self.replica.leader_connection():
+                await self._api_of(coordinator).websocket(request, name)
+            return
+        leader = self.replica.node.leader_id
+        if not leader or leader == self.replica.node_id:
+            await _reject(request, 503, f"{self.replica.node_id} knows no leader yet; try again shortly", {"Retry-After": "1"})
+            return
+        scheme = "wss" if self.replica.client_ssl is not None else "ws"
+        await _reject(request, 307, f"the leader is {leader}", {"Location": f"{scheme}://{leader}{request.path}"})
 
 
 class EventPeer(Peer):
     """The coordinator's view of an event-stream WebSocket: one ``Subscribe`` in, JSON events out."""
 
-    def __init__(self, websocket: WebSocket, name: str, subscribe: protocol.Subscribe) -> None:
-        self.websocket = websocket
+    def __init__(self, connection: trio_websocket.WebSocketConnection, name: str, subscribe: protocol.Subscribe) -> None:
+        self._connection = connection
         self.name = name
         self._first: protocol.Message | None = subscribe
-        self._closed = False
 
     async def send(self, message: protocol.Message) -> None:
-        if self._closed:
-            raise PeerGone(f"{self.name}: connection closed")
         try:
-            await self.websocket.send_text(json.dumps(message_json(message)))
-        except (RuntimeError, WebSocketDisconnect, OSError) as exc:
-            self._closed = True
+            await self._connection.send_message(json.dumps(finite(message_json(message))))
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise PeerGone(f"{self.name}: connection closed") from exc
 
     async def receive(self) -> protocol.Message:
@@ -468,22 +506,46 @@ class EventPeer(Peer):
             first, self._first = self._first, None
             return first
         # Frames from the client are not requests here; only its close matters.
-        while not self._closed:
-            event = await self.websocket.receive()
-            if event["type"] == "websocket.disconnect":
-                self._closed = True
-        raise PeerGone(f"{self.name}: connection closed")
+        try:
+            while True:
+                await self._connection.get_message()
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(f"{self.name}: connection closed") from exc
 
     async def check_alive(self, timeout_s: float) -> None:
-        raise NotImplementedError("only the connecting side of a connection sends pings")
+        raise NotImplementedError("the coordinator does not ping event-stream clients")
 
     async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                await self.websocket.close()
-            except (RuntimeError, WebSocketDisconnect, OSError):
-                pass
+        await self._connection.aclose()
+
+
+class _Headers:
+    """Case-insensitive lookup in a WebSocket request's raw headers."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers}
+
+    def get(self, name: str, default: str = "") -> str:
+        return self._headers.get(name.lower(), default)
+
+
+async def _reject(request: trio_websocket.WebSocketRequest, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    extra = [(b"content-type", b"application/json")]
+    if status == 401:
+        extra.append((b"www-authenticate", b"Bearer"))
+    extra += [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
+    await request.reject(status, extra_headers=extra, body=json.dumps({"error": message}).encode())
+
+
+def finite(value: Any) -> Any:
+    """Replace infinite and NaN floats, which JSON cannot express, by None, in nested lists and dicts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
 
 
 async def _guard(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
@@ -529,6 +591,10 @@ def submit_message(data: dict[str, Any]) -> protocol.SubmitRun:
     except (ProtocolError, TypeError) as exc:
         raise ApiError(400, str(exc).replace("submit frame has", "the run has")) from None
     return protocol.SubmitRun(**data)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number that JSON allows")
 
 
 def subscribe_message(params) -> protocol.Subscribe:

@@ -166,8 +166,9 @@ class Coordinator(FleetMixin, ClientMixin):
         """Serve executors, clients and the HTTP API on HOST:PORT, over TLS when ``ssl_context`` is given."""
         try:
             async with trio.open_nursery() as nursery:
+                api = CoordinatorApi(self)
                 bound_port = await nursery.start(
-                    partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=CoordinatorApi(self))
+                    partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=api, websocket_app=api.websocket)
                 )
                 await self.start_services(nursery, host, bound_port)
                 task_status.started(bound_port)

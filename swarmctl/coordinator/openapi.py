@@ -224,7 +224,10 @@ def build_spec() -> dict[str, Any]:
                 "Cancel an active run (a submit token cancels only its own runs)",
                 "submit",
                 {"200": _json("RunCancelled", "the run is interrupted"), **_errors(400, 404, 503)},
-                parameters=[RUN_ID, {"name": "reason", "in": "query", "required": False, "schema": STRING}],
+                parameters=[
+                    {"name": "run_id", "in": "path", "required": True, "schema": STRING, "description": "the id of an active run"},
+                    {"name": "reason", "in": "query", "required": False, "schema": STRING},
+                ],
             )
         },
         "/v1/runs/{run_id}/report": {
@@ -234,6 +237,7 @@ def build_spec() -> dict[str, Any]:
                 {
                     "200": {
                         "description": "the report",
+                        "headers": {"X-Swarmctl-Run-Id": {"description": "the run's id", "schema": STRING}},
                         "content": {media.split(";")[0]: {"schema": STRING} for media in MEDIA_TYPES.values()},
                     },
                     **_errors(400, 404, 503),

@@ -165,8 +165,9 @@ class Replica:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                api = ReplicaApi(self)
                 bound = await nursery.start(
-                    partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=ReplicaApi(self))
+                    partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=api, websocket_app=api.websocket)
                 )
                 self._address = (host, bound)
                 for link in self._links.values():
