@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 BINARY_VENV := .venv-binary
 BINARY_STAMP := $(BINARY_VENV)/.installed
 
-.PHONY: venv test-venv run run-commands test test-campaign test-binary test-docker binary bench-xdist bench-scheduler bench-recovery bench-failover bench-eta bench-load clean
+.PHONY: venv test-venv run run-commands test test-campaign test-binary test-docker binary bench-xdist bench-scheduler bench-recovery bench-failover bench-eta bench-load bench-throughput clean
 
 # swarmctl and pytest: the example suites run under this venv's python3, first on PATH.
 $(STAMP): pyproject.toml
@@ -82,6 +82,11 @@ bench-eta: test-venv
 # 200 simulated executors x 4 slots against a real coordinator, 1,000 to 100,000 tests (a few minutes).
 bench-load: test-venv
 	$(BIN)/python bench/load.py
+
+# The same harness with tests of about a millisecond, so the coordinator, not the tests,
+# bounds the results committed per second.
+bench-throughput: test-venv
+	$(BIN)/python bench/load.py --no-curve --median-ms 1 --sigma 0.5 --cap-s 0.05 --output bench/results/throughput.json
 
 clean:
 	rm -rf $(VENV) $(BINARY_VENV) build dist *.egg-info .pytest_cache .swarmctl-example.*
