@@ -15,12 +15,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
-import hypercorn.config
 import trio
 import trio_websocket
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.utils import wrap_app
 
 from swarmctl import protocol
 from swarmctl.errors import AddressError, ConnectionFailed, ListenFailed, ProtocolError
@@ -278,7 +274,13 @@ class _HttpServer:
     """
 
     def __init__(self, app) -> None:
-        config = hypercorn.config.Config()
+        # Imported here: executors and clients never serve HTTP, and Hypercorn with h11 and h2
+        # adds several megabytes to every process that imports it.
+        from hypercorn.config import Config
+        from hypercorn.trio.worker_context import WorkerContext
+        from hypercorn.utils import wrap_app
+
+        config = Config()
         config.keep_alive_timeout = CONNECT_TIMEOUT_S
         config.graceful_timeout = DISCONNECT_TIMEOUT_S
         config.errorlog = _http_log
@@ -288,6 +290,8 @@ class _HttpServer:
         self._context = WorkerContext(None)
 
     async def serve(self, stream: trio.abc.Stream) -> None:
+        from hypercorn.trio.tcp_server import TCPServer
+
         await TCPServer(self._app, self._config, self._context, {}, stream).run()
 
 

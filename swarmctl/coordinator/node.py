@@ -26,7 +26,6 @@ from swarmctl import protocol
 from swarmctl.bundle import BundleCache
 from swarmctl.cluster.gossip import GossipNode
 from swarmctl.cluster.transport import Peer, PeerGone, format_address, serve
-from swarmctl.coordinator.http_api import CoordinatorApi
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.access import authenticate
@@ -166,6 +165,8 @@ class Coordinator(FleetMixin, ClientMixin):
         """Serve executors, clients and the HTTP API on HOST:PORT, over TLS when ``ssl_context`` is given."""
         try:
             async with trio.open_nursery() as nursery:
+                from swarmctl.coordinator.http_api import CoordinatorApi  # Starlette: only where a coordinator serves
+
                 api = CoordinatorApi(self)
                 bound_port = await nursery.start(
                     partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=api, websocket_app=api.websocket)

@@ -44,7 +44,6 @@ from swarmctl.cluster.transport import Peer, PeerGone, connect, parse_address, s
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.access import authenticate
-from swarmctl.coordinator.http_api import ReplicaApi
 from swarmctl.coordinator.node import read_hello
 from swarmctl.coordinator.raft_store import RAFT_DB, RaftStore
 from swarmctl.coordinator.state import StateMachine
@@ -165,6 +164,8 @@ class Replica:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                from swarmctl.coordinator.http_api import ReplicaApi  # Starlette: only where a coordinator serves
+
                 api = ReplicaApi(self)
                 bound = await nursery.start(
                     partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=api, websocket_app=api.websocket)
