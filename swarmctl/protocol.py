@@ -1,6 +1,8 @@
 """Messages of the data plane and their msgpack encoding.
 
-Every frame is one msgpack map ``{"k": KIND, ...fields}``. The first frame on a connection is
+Every frame is one msgpack map ``{"k": KIND, ...fields}``. A frame of at least
+``COMPRESS_MIN_BYTES`` travels zlib-compressed behind the byte ``COMPRESSED_MARK`` (0xc1, a
+byte that msgpack never uses) when that saves a tenth of it or more. The first frame on a connection is
 a ``Hello`` that carries ``PROTOCOL_VERSION``; the coordinator answers ``Welcome`` or
 ``Reject``. A frame larger than ``MAX_FRAME_BYTES``, of an unknown kind, with missing or
 unknown fields, or with a field of the wrong type (``wire_types.check_fields``) raises ``ProtocolError``: a peer of another version fails loudly at the first
@@ -16,6 +18,7 @@ place that knows the wire shape of every message.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,7 +29,7 @@ from swarmctl.wire_types import check_fields
 
 # Raised whenever a message gains or loses a field. ``decode`` rejects unknown fields, so
 # peers of different versions must be stopped at the hello, with a message that gives the reason.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # A frame carries a batch of results with their captured output. Output is capped per test
 # on the executor (pytest_runner.OUTPUT_CAP_CHARS), and batches are cut at BATCH_BYTES, so a
@@ -34,6 +37,12 @@ PROTOCOL_VERSION = 4
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 BATCH_BYTES = 1024 * 1024
 BUNDLE_CHUNK_BYTES = 1024 * 1024
+
+# Large frames (results with long output, final results sent to a client) are compressed at
+# zlib level 1, which takes a few milliseconds per megabyte. Bundle chunks are gzip already.
+COMPRESS_MIN_BYTES = 64 * 1024
+COMPRESSED_MARK = b"\xc1"
+INCOMPRESSIBLE_KINDS = frozenset({"bundle_chunk"})
 
 # A Reject whose reason starts with this is about the peer's token, not the protocol.
 AUTH_FAILED = "authentication failed:"
@@ -565,12 +574,32 @@ def encode(message: Message) -> bytes:
         raise ProtocolError(
             f"{message.KIND} frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"
         )
+    if len(frame) >= COMPRESS_MIN_BYTES and message.KIND not in INCOMPRESSIBLE_KINDS:
+        packed = zlib.compress(frame, 1)
+        if len(packed) * 10 <= len(frame) * 9:
+            return COMPRESSED_MARK + packed
     return frame
+
+
+def _inflate(frame: bytes) -> bytes:
+    """Return the msgpack frame inside a compressed frame; raise ProtocolError past MAX_FRAME_BYTES."""
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(frame[len(COMPRESSED_MARK):], MAX_FRAME_BYTES + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"malformed frame: its compressed data is invalid: {exc}") from None
+    if len(data) > MAX_FRAME_BYTES or inflater.unconsumed_tail:
+        raise ProtocolError(f"compressed frame inflates past the limit of {MAX_FRAME_BYTES} bytes")
+    if not inflater.eof:
+        raise ProtocolError("malformed frame: its compressed data is truncated")
+    return data
 
 
 def decode(frame: bytes) -> Message:
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes")
+    if frame[:1] == COMPRESSED_MARK:
+        frame = _inflate(frame)
     try:
         data = msgpack.unpackb(frame, raw=False, strict_map_key=True, unicode_errors="surrogatepass")
     except (ValueError, msgpack.UnpackException) as exc:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
+import zlib
 import typing
 from typing import Any
 
@@ -294,3 +296,53 @@ def test_protocol_run_progress_without_eta_fields_decodes() -> None:
     assert decoded.eta_high_s is None
     assert decoded.eta_basis == "unknown"
     assert decoded.counts == {}
+
+
+# --- compression of large frames ---------------------------------------------------------------
+
+
+def _results_of(size: int) -> protocol.RunResults:
+    longrepr = "\n".join(f"E   assert value_{i} == expected_{i}" for i in range(size // 30))
+    return protocol.RunResults("run-1", [{"case_id": "t.py::test_a", "outcome": "failed", "longrepr": longrepr}])
+
+
+def test_compress_large_frame_round_trip():
+    message = _results_of(200_000)
+    plain = msgpack.packb({"k": message.KIND, **{f.name: getattr(message, f.name) for f in dataclasses.fields(message)}}, use_bin_type=True)
+
+    frame = protocol.encode(message)
+
+    assert frame[:1] == protocol.COMPRESSED_MARK
+    assert len(frame) < len(plain) // 5
+    assert protocol.decode(frame) == message
+
+
+def test_compress_skips_small_and_bundle_frames():
+    small = _results_of(1_000)
+    chunk = protocol.BundleChunk("a" * 64, b"\0" * 200_000, False)
+
+    assert protocol.encode(small)[:1] != protocol.COMPRESSED_MARK
+    assert protocol.encode(chunk)[:1] != protocol.COMPRESSED_MARK
+    assert protocol.decode(protocol.encode(chunk)) == chunk
+
+
+def test_compress_skips_incompressible_frame():
+    message = protocol.ConsensusFrame({"data": os.urandom(100_000)})
+
+    frame = protocol.encode(message)
+
+    assert frame[:1] != protocol.COMPRESSED_MARK
+    assert protocol.decode(frame) == message
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (protocol.COMPRESSED_MARK + zlib.compress(b"\0" * (protocol.MAX_FRAME_BYTES + 1000)), "inflates past the limit"),
+        (protocol.COMPRESSED_MARK + zlib.compress(b"\x81\xa1k\xa4list" * 10_000)[:50], "truncated"),
+        (protocol.COMPRESSED_MARK + b"not zlib at all", "compressed data is invalid"),
+    ],
+)
+def test_compressed_frame_invalid(frame, message):
+    with pytest.raises(ProtocolError, match=message):
+        protocol.decode(frame)
