@@ -11,12 +11,11 @@ from urllib.parse import quote
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from swarmctl import protocol
-from swarmctl.api_client import ApiClient
 from swarmctl.cli import app, fail, setup_logging
 from swarmctl.cluster.transport import parse_addresses
 from swarmctl.embedded import data_home
@@ -39,6 +38,9 @@ RUN_HELP = "A run id as swarmctl run printed it, `last` for the newest run, or `
 FORMAT_BY_SUFFIX = {".xml": "junit", ".json": "json", ".html": "html", ".htm": "html", ".md": "md"}
 DEFAULT_FORMAT = "md"
 
+if TYPE_CHECKING:
+    from swarmctl.api_client import ApiClient
+
 T = TypeVar("T")
 
 
@@ -52,7 +54,9 @@ def cli_errors() -> Iterator[None]:
 
 
 def remote(cluster: str) -> ApiClient:
-    """A client of the HTTP API of the coordinators in ``--cluster``."""
+    """Make a client of the HTTP API of the coordinators in ``--cluster``."""
+    from swarmctl.api_client import ApiClient  # urllib's HTTP stack: only for commands given --cluster
+
     return ApiClient.from_environment(parse_addresses(cluster))
 
 
