@@ -38,6 +38,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,7 @@ from load_executors import SUITE_NAME_FORMAT, CountingPeer, HostStats, test_dura
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "load.json"
 SMALL_QUEUES = (1_000, 10_000)
 SAMPLE_INTERVAL_S = 0.2
+LAG_INTERVAL_S = 0.25  # how often the leader is asked for its followers' lag, with --voters
 IDLE_EXECUTOR_SAMPLE_S = 4.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -139,6 +141,7 @@ class Processes:
         self.folder = folder
         self.env = {**os.environ, "SWARMCTL_HOME": str(folder / "home"), "PYTHONUNBUFFERED": "1"}
         self.started: dict[str, subprocess.Popen] = {}
+        self.aliases: dict[str, str] = {}  # another name for a started process: "coordinator" for the leading voter
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
         with open(self.folder / f"{name}.log", "w") as log_file:
@@ -147,7 +150,7 @@ class Processes:
         return process
 
     def log(self, name: str) -> str:
-        return (self.folder / f"{name}.log").read_text(errors="replace")
+        return (self.folder / f"{self.aliases.get(name, name)}.log").read_text(errors="replace")
 
     def wait_for_log(self, name: str, pattern: str, deadline: float, *, count: int = 1) -> list[re.Match]:
         """Wait until ``pattern`` matches ``count`` times in the log of ``name``; raise TimedOut at ``deadline``."""
@@ -525,6 +528,77 @@ def coordinator_command(folder: Path) -> list[str]:
             "--data-dir", str(folder / "coordinator")]
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_voters(processes: Processes, folder: Path, count: int, deadline: float) -> tuple[str, subprocess.Popen]:
+    """Start ``count`` coordinator-eligible processes with the same --peers; return the leader's name and process.
+
+    NOTE: the simulated executors join the first leader's address only and do not follow a
+    redirect, so a change of leader during a run ends the measurement.
+    """
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+    for index, address in enumerate(addresses):
+        processes.start(f"voter-{index}", [
+            sys.executable, "-m", "swarmctl", "up", "--role", "coordinator", "--listen", address,
+            "--peers", ",".join(addresses), "--data-dir", str(folder / f"voter-{index}"),
+        ])
+    while time.monotonic() < deadline:
+        for index, address in enumerate(addresses):
+            with contextlib.suppress(Exception):
+                status = trio.run(swarmctl.client.node_status, transport.parse_address(address))
+                if status.state == "leader":
+                    processes.wait_for_log(f"voter-{index}", r"coordinator .* listening on", deadline)
+                    return f"voter-{index}", processes.started[f"voter-{index}"]
+        time.sleep(0.2)
+    raise TimeoutError(f"no leader among {addresses}")
+
+
+class LagSampler:
+    """Polls the leader's consensus status during a run: how many entries each follower is behind."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.samples: list[tuple[float, int, list[int]]] = []  # (monotonic time, commit index, lag of each follower)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(LAG_INTERVAL_S):
+            with contextlib.suppress(Exception):
+                status = trio.run(swarmctl.client.node_status, self.address)
+                lags = [voter["lag"] for voter in status.voters if voter.get("state") != "leader" and "lag" in voter]
+                self.samples.append((time.monotonic(), status.commit_index, lags))
+
+    def summary(self) -> dict:
+        """The followers' lag in entries, and in milliseconds at the commit rate between samples."""
+        entries = [lag for _, _, lags in self.samples for lag in lags]
+        lag_ms = []
+        rates = []
+        for (t0, c0, _), (t1, c1, lags) in zip(self.samples, self.samples[1:]):
+            rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+            rates.append(rate)
+            if rate > 0:
+                lag_ms += [1000 * lag / rate for lag in lags]
+        return {
+            "samples": len(self.samples),
+            "interval_s": LAG_INTERVAL_S,
+            "lag_entries": distribution([float(value) for value in entries]),
+            "lag_ms_at_commit_rate": distribution(lag_ms),
+            "commits_per_s": distribution(rates),
+        }
+
+
 def host_command(args: argparse.Namespace, folder: Path, address: str, index: int, count: int, first: int, max_tests: int) -> list[str]:
     return [
         sys.executable, str(BENCH_DIR / "load_executors.py"), "--join", address, "--executors", str(count),
@@ -587,7 +661,12 @@ def run_benchmark(args: argparse.Namespace, folder: Path, result: dict) -> None:
     host_files: list[Path] = []
     runs: list[dict] = []
     try:
-        coordinator = processes.start("coordinator", coordinator_command(folder))
+        if args.voters > 1:
+            leader_name, coordinator = start_voters(processes, folder, args.voters, deadline)
+            processes.started["coordinator"] = coordinator  # the leader is the coordinator measured
+            processes.aliases["coordinator"] = leader_name
+        else:
+            coordinator = processes.start("coordinator", coordinator_command(folder))
         port = processes.wait_for_log("coordinator", r"listening on 127\.0\.0\.1:(\d+)", deadline)[0].group(1)
         address = f"127.0.0.1:{port}"
         coordinator_process = psutil.Process(coordinator.pid)
@@ -623,6 +702,9 @@ def run_benchmark(args: argparse.Namespace, folder: Path, result: dict) -> None:
             if tests == args.tests and args.profile is not None:
                 profiler = start_profiler(processes, coordinator.pid, args.profile)
                 time.sleep(1.0)
+            lag = LagSampler(("127.0.0.1", int(port))) if args.voters > 1 and tests == args.tests else None
+            if lag is not None:
+                lag.start()
             print(f"run of {tests} tests on {args.executors} executors x {args.slots} slots", flush=True)
             remaining = deadline - time.monotonic()
             try:
@@ -631,6 +713,9 @@ def run_benchmark(args: argparse.Namespace, folder: Path, result: dict) -> None:
             finally:
                 if tests == args.tests:
                     stop_profiler(profiler)
+                if lag is not None:
+                    lag.stop()
+                    result["standby_lag"] = lag.summary()
             ended = time.monotonic()
             with contextlib.suppress(psutil.NoSuchProcess):
                 run["coordinator_cpu_s"] = round(cpu_seconds(coordinator_process) - cpu_before, 2)
@@ -738,6 +823,7 @@ def main() -> None:
     parser.add_argument("--median-ms", type=float, default=20.0, help="Median test duration in milliseconds.")
     parser.add_argument("--sigma", type=float, default=3.0, help="Sigma of the lognormal test durations.")
     parser.add_argument("--cap-s", type=float, default=30.0, help="Maximum test duration in seconds; longer draws are cut to it.")
+    parser.add_argument("--voters", type=int, default=1, help="Coordinator-eligible processes (--peers); with 2 or more, the followers' lag is sampled.")
     parser.add_argument("--no-curve", action="store_true", help="Run only the largest run, without the 1,000 and 10,000 test runs.")
     parser.add_argument("--timeout", type=float, default=900.0, help="Stop everything after this many seconds.")
     parser.add_argument("--profile", type=Path, help="Record a py-spy profile (raw format) of the coordinator during the largest run.")
