@@ -100,6 +100,7 @@ class ClientMixin:
             case protocol.CancelRun():
                 self._cancel(session, message)
             case protocol.ListExecutors():
+                self.refresh_silence()
                 session.send(protocol.ExecutorList(self.registry.describe(self.clock())))
             case protocol.ListRuns():
                 self._list_runs(session)
@@ -138,6 +139,7 @@ class ClientMixin:
                 log.error("cannot list finished runs for subscriber %s: %s", session.node_id, exc)
                 finished = []
             self.events.send(session, protocol.RunList(self._describe_active_runs() + finished))
+            self.refresh_silence()
             self.events.send(session, protocol.ExecutorList(self.registry.describe(self.clock())))
             await trio.sleep(interval_s)
 

@@ -65,6 +65,17 @@ class FleetMixin:
                 log.warning("executor %s declared dead by gossip (incarnation %d)", event.node_id, event.incarnation)
                 self.executor_dead(event.node_id, f"gossip declared executor {event.node_id} dead")
 
+    def refresh_silence(self) -> None:
+        """Mark each executor that missed two heartbeats silent: no new work for it until it reports again.
+
+        The lease watch calls this every second, and listings call it too, so that they show
+        the state of now, not of the last check.
+        """
+        now = trio.current_time()
+        for session in self.executors.values():
+            if session.view is not None:
+                session.view.silent = now - session.last_seen > 2.5 * self.settings.heartbeat_s
+
     def _gossip_key(self, session: Session, request: protocol.GossipKeyRequest) -> None:
         """List, install, use or remove a gossip key generation, and send the new keyring to every executor.
 
@@ -276,9 +287,7 @@ class FleetMixin:
             self._leases_changed = trio.Event()
 
             now = trio.current_time()
-            for session in self.executors.values():
-                # Two missed heartbeats: no new work for it until it reports again.
-                session.view.silent = now - session.last_seen > 2.5 * self.settings.heartbeat_s
+            self.refresh_silence()
             for lease in self.leases.expire(self.clock()):
                 if lease.disconnected:
                     reason = (
