@@ -581,7 +581,7 @@ class LagSampler:
                 self.samples.append((time.monotonic(), status.commit_index, lags))
 
     def summary(self) -> dict:
-        """The followers' lag in entries, and in milliseconds at the commit rate between samples."""
+        """Summarize the followers' lag in entries, and in milliseconds at the commit rate between samples."""
         entries = [lag for _, _, lags in self.samples for lag in lags]
         lag_ms = []
         rates = []

@@ -51,7 +51,7 @@ AUTH_FAILED = "authentication failed:"
 NO_LEADER = "no leader elected:"
 
 ROLE_EXECUTOR = "executor"
-# HTTP API: the header of a report response that names its run, when the request said `last` or `last~N`.
+# HTTP API: the header of a report response that names its run, for requests that give `last` or `last~N`.
 RUN_ID_HEADER = "X-Swarmctl-Run-Id"
 
 ROLE_CLIENT = "client"

@@ -227,7 +227,7 @@ class _Router:
                     await stream.do_handshake()
                 head = await _read_head(stream)
             if not head:
-                return  # no request within the timeout, or the peer closed: nothing to answer
+                return  # no request within the timeout, or the peer closed, so there is nothing to reply to
             path, upgrade = _parse_head(head)
             replay = _ReplayStream(stream, head)
             if upgrade:
@@ -346,7 +346,7 @@ async def _read_head(stream: trio.abc.Stream) -> bytes:
 
 
 def _parse_head(head: bytes) -> tuple[str, bool]:
-    """Return the request's path and whether it asks for a WebSocket upgrade."""
+    """Return the request's path and whether it requests a WebSocket upgrade."""
     lines = head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     parts = lines[0].split(b" ")
     target = parts[1] if len(parts) == 3 else b""

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_RETRIES = 10
 CLOSE_TIMEOUT_S = 2.0  # how long a revoked token's connection gets to close cleanly
-MAX_SECONDS = 366 * 86400.0  # the longest deadline or expected test duration a run may give
+MAX_SECONDS = 366 * 86400.0  # the maximum deadline or expected test duration of a run
 MAX_START_AT = 32503680000.0  # 3000-01-01 UTC
 
 # ``ListRuns`` shows this many final failures per run, newest last, and this many finished
@@ -80,7 +80,7 @@ class ClientMixin:
                 await self.handle_request(session, message, nursery)
 
     async def handle_request(self, session: Session, message: protocol.Message, nursery: trio.Nursery | None = None) -> None:
-        """Answer one client request on ``session``: its replies go to the session's outbox.
+        """Handle one client request on ``session``, whose outbox receives the replies.
 
         The HTTP API calls this too, with a session of its own per call. ``nursery`` runs
         the periodic lists of a ``Subscribe``; requests without one cannot subscribe.
