@@ -66,7 +66,8 @@ class ApiClient:
                 failures.append(f"{address}: {reason}")
         raise ConnectionFailed(
             "could not reach the HTTP API at " + "; ".join(failures) + ". Check that a coordinator runs there and that "
-            "TLS is used on both sides or neither (SWARMCTL_CA_FILE names the cluster CA certificate)."
+            "TLS is used on both sides or neither: the cluster CA certificate comes from SWARMCTL_CA_FILE, or from the "
+            "configuration that SWARMCTL_CONFIG or swarmctl --config FILE names."
         )
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:

@@ -238,7 +238,7 @@ class _Router:
                 await replay.send_all(_NOT_FOUND)
         except CONNECTION_ERRORS as exc:
             # An error of one connection (a broken TLS handshake, a reset socket) ends only it.
-            log.info("connection from %s closed after an error: %s", name, exc)
+            log.info("connection from %s closed after an error: %s", name, _describe(exc))
         finally:
             self._open.discard(stream)
             await trio.aclose_forcefully(stream)
@@ -258,7 +258,7 @@ class _Router:
             except PeerGone:
                 pass
             except CONNECTION_ERRORS as exc:
-                log.info("connection from %s closed after an error: %s", name, exc)
+                log.info("connection from %s closed after an error: %s", name, _describe(exc))
             finally:
                 if connection is not None:
                     with trio.move_on_after(DISCONNECT_TIMEOUT_S):
@@ -356,6 +356,12 @@ def _parse_head(head: bytes) -> tuple[str, bool]:
         for name, _, value in (line.partition(b":") for line in lines[1:])
     )
     return path, upgrade
+
+
+def _describe(exc: BaseException) -> str:
+    """Return the error's text, or its type where the text is empty (as for a TLS handshake that a plain client broke)."""
+    cause = exc.__cause__ or exc.__context__
+    return str(exc) or (f"{type(exc).__name__}: {cause}" if cause else type(exc).__name__)
 
 
 def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType:

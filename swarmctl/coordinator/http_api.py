@@ -293,13 +293,13 @@ class CoordinatorApi:
         limit = _int_param(request, "limit", MAX_LOG_LINES, 1, MAX_LOG_LINES)
         data_dir = self.coordinator.data_dir
 
-        def read() -> list[dict[str, Any]]:
+        def read() -> tuple[str, list[dict[str, Any]]]:
             with open_run_store(data_dir) as store:
                 run = store.load(run_id)
             executors = [e for e in run.summary.executors if not chosen or e in chosen]
             path = data_dir / LOGS_DB
             if not path.is_file():
-                return []
+                return run.header.run_id, []
             reader = LogReader(path)
             try:
                 header = run.header
@@ -307,12 +307,13 @@ class CoordinatorApi:
                 lines = reader.lines(executors, since=header.submitted_at, until=until)
             finally:
                 reader.close()
-            return [
+            return run.header.run_id, [
                 {"id": line.id, "executor": line.executor, "time": line.time, "level": line.level, "logger": line.logger, "message": line.message}
                 for line in lines[-limit:]
             ]
 
-        return JSONResponse({"run_id": run_id, "lines": await self._in_thread(read)})
+        resolved, lines = await self._in_thread(read)
+        return JSONResponse({"run_id": resolved, "lines": lines})
 
     async def bundle(self, request: Request) -> Response:
         return await _guard(self._put_bundle if request.method == "PUT" else self._get_bundle, request)

@@ -147,6 +147,7 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
     assert comparison["new_failures"] == [] and comparison["added"] == []
     logs = client.json("GET", f"/v1/runs/{run_id}/logs", Role.READ)
     assert any(line["executor"] == "exec-0" for line in logs["lines"])
+    assert client.json("GET", "/v1/runs/last/logs", Role.READ)["run_id"] == run_id
     assert client.json("GET", "/v1/runs", Role.READ)["runs"][0]["run_id"] == run_id
     assert client.json("POST", f"/v1/runs/{run_id}/cancel", Role.ADMIN, expect=404)["error"].endswith("is not active on this coordinator")
 
