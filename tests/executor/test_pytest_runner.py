@@ -395,9 +395,14 @@ def test_crash_hint_sigkill() -> None:
 
 CLASSES = {
     "test_classes.py": """
+        import time
+
+
         class TestFirst:
             def test_a(self):
-                pass
+                # The release request is sent right after the batch; this gives the worker
+                # time to receive it before it moves past test_b, even on a busy machine.
+                time.sleep(1.0)
 
             def test_b(self):
                 pass
