@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -113,20 +113,21 @@ class CoordinatorApi:
         self.spec = build_spec()
         routes = [
             Route("/openapi.json", self.openapi, methods=["GET"]),
-            Route("/v1/status", self.status, methods=["GET"]),
+            Route("/v1/status", self._status, methods=["GET"]),
             Route("/v1/runs", self.runs, methods=["GET", "POST"]),
-            Route("/v1/runs/{run_id}", self.get_run, methods=["GET"]),
-            Route("/v1/runs/{run_id}/cancel", self.cancel_run, methods=["POST"]),
-            Route("/v1/runs/{run_id}/report", self.report, methods=["GET"]),
-            Route("/v1/runs/{run_id}/logs", self.logs, methods=["GET"]),
+            Route("/v1/runs/{run_id}", self._get_run, methods=["GET"]),
+            Route("/v1/runs/{run_id}/cancel", self._cancel_run, methods=["POST"]),
+            Route("/v1/runs/{run_id}/report", self._report, methods=["GET"]),
+            Route("/v1/runs/{run_id}/logs", self._logs, methods=["GET"]),
             Route("/v1/bundles/{digest}", self.bundle, methods=["GET", "PUT"]),
-            Route("/v1/executors", self.list_executors, methods=["GET"]),
-            Route("/v1/executors/{executor_id}/{action}", self.control_executor, methods=["POST"]),
-            Route("/v1/history", self.history, methods=["GET"]),
-            Route("/v1/compare", self.compare, methods=["GET"]),
-            Route("/v1/tokens/{token_id}", self.revoke_token, methods=["DELETE"]),
+            Route("/v1/executors", self._list_executors, methods=["GET"]),
+            Route("/v1/executors/{executor_id}/{action}", self._control_executor, methods=["POST"]),
+            Route("/v1/history", self._history, methods=["GET"]),
+            Route("/v1/compare", self._compare, methods=["GET"]),
+            Route("/v1/tokens/{token_id}", self._revoke_token, methods=["DELETE"]),
         ]
-        self.app = Starlette(routes=routes, exception_handlers={404: self._not_found, 405: self._not_allowed})
+        handlers = {404: self._not_found, 405: self._not_allowed, ApiError: api_error_response}
+        self.app = Starlette(routes=routes, exception_handlers=handlers)
 
     async def __call__(self, scope, receive, send) -> None:
         await self.app(scope, receive, send)
@@ -201,23 +202,17 @@ class CoordinatorApi:
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self.spec)
 
-    async def status(self, request: Request) -> Response:
-        return await _guard(self._status, request)
-
     async def _status(self, request: Request) -> Response:
         self._authorize(request, Role.READ, "GET /v1/status")
         return JSONResponse(status_json(self.node_status()))
 
     async def runs(self, request: Request) -> Response:
-        return await _guard(self._submit_run if request.method == "POST" else self._list_runs, request)
+        return await (self._submit_run if request.method == "POST" else self._list_runs)(request)
 
     async def _list_runs(self, request: Request) -> Response:
         token, _ = self._authorize(request, Role.READ, "GET /v1/runs")
         reply = await self._call(request, protocol.ListRuns(), token)
         return JSONResponse({"runs": reply.runs})
-
-    async def get_run(self, request: Request) -> Response:
-        return await _guard(self._get_run, request)
 
     async def _get_run(self, request: Request) -> Response:
         token, _ = self._authorize(request, Role.READ, "GET /v1/runs/{run_id}")
@@ -254,18 +249,12 @@ class CoordinatorApi:
         reply = await self._call(request, message, token)
         return JSONResponse({"run_id": reply.run_id}, status_code=202)
 
-    async def cancel_run(self, request: Request) -> Response:
-        return await _guard(self._cancel_run, request)
-
     async def _cancel_run(self, request: Request) -> Response:
         token, _ = self._authorize(request, Role.SUBMIT, "POST /v1/runs/{run_id}/cancel")
         run_id = request.path_params["run_id"]
         reason = request.query_params.get("reason") or "cancelled through the HTTP API"
         reply = await self._call(request, protocol.CancelRun(run_id, reason[:500]), token)
         return JSONResponse({"run_id": reply.run_id, "cancelled": True})
-
-    async def report(self, request: Request) -> Response:
-        return await _guard(self._report, request)
 
     async def _report(self, request: Request) -> Response:
         self._authorize(request, Role.READ, "GET /v1/runs/{run_id}/report")
@@ -282,9 +271,6 @@ class CoordinatorApi:
 
         body, resolved = await self._in_thread(read)
         return Response(body, media_type=MEDIA_TYPES[report_format], headers={protocol.RUN_ID_HEADER: resolved})
-
-    async def logs(self, request: Request) -> Response:
-        return await _guard(self._logs, request)
 
     async def _logs(self, request: Request) -> Response:
         self._authorize(request, Role.READ, "GET /v1/runs/{run_id}/logs")
@@ -316,7 +302,7 @@ class CoordinatorApi:
         return JSONResponse({"run_id": resolved, "lines": lines})
 
     async def bundle(self, request: Request) -> Response:
-        return await _guard(self._put_bundle if request.method == "PUT" else self._get_bundle, request)
+        return await (self._put_bundle if request.method == "PUT" else self._get_bundle)(request)
 
     async def _get_bundle(self, request: Request) -> Response:
         self._authorize(request, Role.SUBMIT, "GET /v1/bundles/{digest}")
@@ -335,20 +321,14 @@ class CoordinatorApi:
             raise ApiError(413 if "larger than the limit" in str(exc) else 400, str(exc)) from None
         except ClientDisconnect:
             log.info("upload of bundle %s stopped: the client disconnected", digest[:12])
-            return Response(status_code=400)  # nobody reads it
+            return Response(status_code=400)  # the client is gone, so no one reads it
         log.info("stored bundle %s uploaded over HTTP", digest[:12])
         return JSONResponse({"digest": digest, "stored": True}, status_code=201)
-
-    async def list_executors(self, request: Request) -> Response:
-        return await _guard(self._list_executors, request)
 
     async def _list_executors(self, request: Request) -> Response:
         token, _ = self._authorize(request, Role.READ, "GET /v1/executors")
         reply = await self._call(request, protocol.ListExecutors(), token)
         return JSONResponse({"executors": reply.executors})
-
-    async def control_executor(self, request: Request) -> Response:
-        return await _guard(self._control_executor, request)
 
     async def _control_executor(self, request: Request) -> Response:
         action = request.path_params["action"]
@@ -357,9 +337,6 @@ class CoordinatorApi:
         token, _ = self._authorize(request, Role.ADMIN, f"POST /v1/executors/{{executor_id}}/{action}")
         reply = await self._call(request, protocol.ControlExecutor(action, request.path_params["executor_id"]), token)
         return JSONResponse({"executor_id": reply.executor_id, "state": reply.state})
-
-    async def history(self, request: Request) -> Response:
-        return await _guard(self._history, request)
 
     async def _history(self, request: Request) -> Response:
         self._authorize(request, Role.READ, "GET /v1/history")
@@ -373,9 +350,6 @@ class CoordinatorApi:
             return [entry.to_json() for entry in entries]
 
         return JSONResponse({"runs": await self._in_thread(read)})
-
-    async def compare(self, request: Request) -> Response:
-        return await _guard(self._compare, request)
 
     async def _compare(self, request: Request) -> Response:
         self._authorize(request, Role.READ, "GET /v1/compare")
@@ -394,9 +368,6 @@ class CoordinatorApi:
             return comparison.to_json()
 
         return JSONResponse(await self._in_thread(read))
-
-    async def revoke_token(self, request: Request) -> Response:
-        return await _guard(self._revoke_token, request)
 
     async def _revoke_token(self, request: Request) -> Response:
         token, _ = self._authorize(request, Role.ADMIN, "DELETE /v1/tokens/{token_id}")
@@ -428,8 +399,8 @@ class CoordinatorApi:
 class ReplicaApi:
     """The HTTP API of a voter: served by its coordinator while it leads; followers redirect to the leader.
 
-    A follower answers ``/openapi.json`` and ``/v1/status`` itself, redirects other calls
-    with 307 to the same path on the leader, and answers 503 while no leader is known.
+    A follower serves ``/openapi.json`` and ``/v1/status`` itself, redirects other calls
+    with 307 to the same path on the leader, and returns 503 while no leader is known.
     """
 
     def __init__(self, replica: Any) -> None:
@@ -444,7 +415,11 @@ class ReplicaApi:
             with self.replica.leader_connection():
                 await self._api_of(coordinator)(scope, receive, send)
             return
-        response = await _guard(self._follower, Request(scope, receive))
+        request = Request(scope, receive)
+        try:
+            response = await self._follower(request)
+        except ApiError as exc:
+            response = api_error_response(request, exc)
         await response(scope, receive, send)
 
     def _api_of(self, coordinator: Coordinator) -> CoordinatorApi:
@@ -470,7 +445,7 @@ class ReplicaApi:
 
     @property
     def _scheme(self) -> str:
-        # Voters with the cluster CA serve TLS; Hypercorn sees only the decrypted stream.
+        # Voters with the cluster CA serve TLS, but Hypercorn receives only the decrypted stream.
         return "https" if self.replica.client_ssl is not None else "http"
 
     async def websocket(self, request: trio_websocket.WebSocketRequest, name: str) -> None:
@@ -549,18 +524,16 @@ def finite(value: Any) -> Any:
     return value
 
 
-async def _guard(handler: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        client = request.client
-        where = f"{client.host}:{client.port}" if client else "unknown client"
-        if exc.status in (401, 403):
-            log.warning("HTTP %s %s from %s rejected with %d: %s", request.method, request.url.path, where, exc.status, exc)
-        else:
-            log.info("HTTP %s %s from %s failed with %d: %s", request.method, request.url.path, where, exc.status, exc)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(exc.status, str(exc), headers)
+def api_error_response(request: Request, exc: ApiError) -> JSONResponse:
+    """Log a failed call and return its error response; Starlette calls this for every ApiError a handler raises."""
+    client = request.client
+    where = f"{client.host}:{client.port}" if client else "unknown client"
+    if exc.status in (401, 403):
+        log.warning("HTTP %s %s from %s rejected with %d: %s", request.method, request.url.path, where, exc.status, exc)
+    else:
+        log.info("HTTP %s %s from %s failed with %d: %s", request.method, request.url.path, where, exc.status, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return error_response(exc.status, str(exc), headers)
 
 
 def status_json(status: protocol.NodeStatus) -> dict[str, Any]:
@@ -616,7 +589,7 @@ def subscribe_message(params) -> protocol.Subscribe:
 
 
 def _status_of(reply: protocol.ErrorReply) -> int:
-    """The HTTP status of a coordinator's error reply to a request."""
+    """Return the HTTP status for a coordinator's error reply to a request."""
     text = reply.message
     if text.startswith("permission denied"):
         return 403
