@@ -96,7 +96,7 @@ _DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class BundleLimits:
-    """What a node accepts of a bundle: archive and extracted bytes, members, and compression ratio."""
+    """Limits on the bundles a node accepts: archive and extracted bytes, members, and compression ratio."""
 
     max_bytes: int = DEFAULT_MAX_BYTES
     max_files: int = DEFAULT_MAX_FILES

@@ -544,8 +544,8 @@ class ExecutorControlled(Message):
 class GossipKeyRequest(Message):
     """Ask the coordinator (admin) to ``list``, ``install``, ``use`` or ``remove`` a gossip key generation.
 
-    Generation 0 is the key derived from the cluster secret as it always was; generation N is
-    derived from the same secret with the purpose ``gossip/N``, so no key crosses the network.
+    Generation 0 is the key derived from the cluster secret as before. Generation N is derived
+    from the same secret with the purpose ``gossip/N``, so no key crosses the network.
     """
 
     action: str

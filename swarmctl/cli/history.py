@@ -26,7 +26,7 @@ from swarmctl.reports.run_store import RunStore
 from swarmctl.reports.statistics import failing_count, format_duration
 
 DEFAULT_LIMIT = 20
-MAX_REMOTE_RUNS = 10_000  # the most runs the HTTP API lists at once
+MAX_REMOTE_RUNS = 10_000  # the maximum number of runs the HTTP API lists at once
 WIDE_OUTPUT = 200  # columns of the table when stdout is not a terminal
 
 

@@ -226,7 +226,7 @@ class Replica:
 
     @contextmanager
     def leader_connection(self) -> Iterator[trio.CancelScope]:
-        """A scope for serving one connection or call of this leadership: cancelled when the leadership ends."""
+        """Open a scope for serving one connection or call of this leadership, cancelled when the leadership ends."""
         with trio.CancelScope() as connection:
             self._connections.add(connection)
             try:

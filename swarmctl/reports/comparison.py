@@ -100,7 +100,7 @@ class RunComparison:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunComparison:
-        """The inverse of ``to_json``, for a comparison that a coordinator's HTTP API sent."""
+        """Rebuild a comparison from ``to_json`` output, as a coordinator's HTTP API sends it."""
         changes = {key: tuple(OutcomeChange(**entry) for entry in data[key]) for key in ("new_failures", "fixed", "newly_flaky")}
         present = {key: tuple(PresentTest(**entry) for entry in data[key]) for key in ("added", "removed")}
         durations = {

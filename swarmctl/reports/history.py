@@ -51,7 +51,7 @@ class HistoryEntry:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HistoryEntry:
-        """The inverse of ``to_json``, for an entry that a coordinator's HTTP API sent."""
+        """Rebuild an entry from ``to_json`` output, as a coordinator's HTTP API sends it."""
         header = RunHeader(
             data["run_id"], data["submitted_at"], data["finished_at"], data["status"], data["exit_code"],
             data["suite"], data["suite_key"], data["total"], data.get("deselected", 0), data.get("error", ""),

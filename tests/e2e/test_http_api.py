@@ -50,7 +50,8 @@ class Api:
     def call(self, method: str, path: str, role: Role | None = Role.ADMIN, body: bytes | None = None, token: str | None = None):
         """Return (status, headers, body bytes) of one request."""
         headers = {}
-        token = token if token is not None else (self.tokens[role] if role is not None else None)
+        if token is None and role is not None:
+            token = self.tokens[role]
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if body is not None and path.startswith("/v1/runs"):
@@ -129,7 +130,8 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
     while (run := client.json("GET", f"/v1/runs/{run_id}", Role.READ))["status"] in ("collecting", "running"):
         assert time.monotonic() < deadline, run
         time.sleep(0.2)
-    assert run["status"] == "finished" and run["exit_code"] == 1
+    assert run["status"] == "finished"
+    assert run["exit_code"] == 1
     assert run["counts"] == {"passed": 5, "failed": 2, "skipped": 1}
 
     status, headers, junit = client.call("GET", f"/v1/runs/{run_id}/report?format=junit", Role.READ)
@@ -137,14 +139,16 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
     assert headers["Content-Type"].startswith("application/xml")
     assert len(ElementTree.fromstring(junit).findall(".//testcase")) == 8
     report = client.json("GET", f"/v1/runs/{run_id}/report", Role.READ)
-    assert report["summary"]["counts"]["failed"] == 2 and len(report["cases"]) == 8
+    assert report["summary"]["counts"]["failed"] == 2
+    assert len(report["cases"]) == 8
     assert client.call("GET", f"/v1/runs/{run_id}/report?format=pdf", Role.READ)[0] == 400
     assert client.call("GET", "/v1/runs/no-such-run/report", Role.READ)[0] == 404
 
     history = client.json("GET", "/v1/history?limit=5", Role.READ)["runs"]
     assert [entry["run_id"] for entry in history] == [run_id]
     comparison = client.json("GET", f"/v1/compare?base={run_id}&head=last", Role.READ)
-    assert comparison["new_failures"] == [] and comparison["added"] == []
+    assert comparison["new_failures"] == []
+    assert comparison["added"] == []
     logs = client.json("GET", f"/v1/runs/{run_id}/logs", Role.READ)
     assert any(line["executor"] == "exec-0" for line in logs["lines"])
     assert client.json("GET", "/v1/runs/last/logs", Role.READ)["run_id"] == run_id
@@ -179,7 +183,8 @@ def test_http_api_executor_control_and_token_revocation(api):
     assert client.call("POST", "/v1/executors/exec-0/explode")[0] == 404
 
     status = client.json("GET", "/v1/status", Role.READ)
-    assert status["state"] == "single" and status["leader"] == running.address
+    assert status["state"] == "single"
+    assert status["leader"] == running.address
 
     read_id = _token_id(client.tokens[Role.READ])
     assert client.json("DELETE", f"/v1/tokens/{read_id}")["token_id"] == read_id
@@ -218,7 +223,7 @@ def test_http_api_matches_its_schema(api, tmp_path):
         [
             str(BIN / "st"), "run", f"http://{running.address}/openapi.json",
             "--header", f"Authorization: Bearer {client.tokens[Role.ADMIN]}",
-            # Every check but one: a schema cannot say that a bundle's bytes must hash to its digest.
+            # Every check but one: a schema cannot state that a bundle's bytes must hash to its digest.
             "--checks", "all",
             "--exclude-checks", "positive_data_acceptance",
             "--max-examples", "25",
@@ -234,7 +239,9 @@ def test_http_api_matches_its_schema(api, tmp_path):
     )
     assert process.returncode == 0, process.stdout[-8000:] + process.stderr[-2000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", process.stdout)
-    assert generated and int(generated[1]) >= 300 and generated[1] == generated[2], process.stdout[-4000:]
+    assert generated, process.stdout[-4000:]
+    assert int(generated[1]) >= 300, process.stdout[-4000:]
+    assert generated[1] == generated[2], process.stdout[-4000:]
     assert running.coordinator.process.poll() is None
 
 
@@ -243,14 +250,15 @@ def _token_id(token: str) -> str:
 
 
 def test_http_api_on_replicated_coordinators(tmp_path, swarm_env):
-    """The leader serves the API; a follower answers its own status and redirects the rest to the leader."""
+    """The leader serves the API. A follower returns its own status and redirects the rest to the leader."""
     with voters(tmp_path, swarm_env) as cluster:
         leader = cluster.status()["leader"]
         follower = next(address for address in cluster.addresses if address != leader)
         api = Api(follower, {})
 
         status = api.json("GET", "/v1/status", role=None)
-        assert status["state"] == "follower" and status["leader"] == leader
+        assert status["state"] == "follower"
+        assert status["leader"] == leader
         assert api.json("GET", "/openapi.json", role=None)["paths"]
 
         request = urllib.request.Request(f"http://{follower}/v1/runs?x=1")
@@ -259,7 +267,7 @@ def test_http_api_on_replicated_coordinators(tmp_path, swarm_env):
             opener.open(request, timeout=30)
         assert redirect.value.code == 307
         assert redirect.value.headers["Location"] == f"http://{leader}/v1/runs?x=1"
-        # A client that follows redirects gets the leader's answer.
+        # A client that follows redirects gets the leader's response.
         assert api.json("GET", "/v1/runs", role=None) == {"runs": []}
         assert Api(leader, {}).json("GET", "/v1/status", role=None)["state"] == "leader"
 

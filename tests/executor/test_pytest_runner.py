@@ -400,8 +400,8 @@ CLASSES = {
 
         class TestFirst:
             def test_a(self):
-                # The release request is sent right after the batch; this gives the worker
-                # time to receive it before it moves past test_b, even on a busy machine.
+                # The release request is sent right after the batch. This sleep gives the
+                # worker time to receive it before it moves past test_b, even on a busy machine.
                 time.sleep(1.0)
 
             def test_b(self):
