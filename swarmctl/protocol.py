@@ -609,6 +609,11 @@ def decode(frame: bytes) -> Message:
         raise ProtocolError("malformed frame: expected a map with a string field 'k'")
 
     kind = data.pop("k")
+    return from_fields(kind, data)
+
+
+def from_fields(kind: str, data: dict[str, Any]) -> Message:
+    """Build the message ``kind`` from its fields, as a frame or an event of the HTTP API's streams carries them."""
     cls = _REGISTRY.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")

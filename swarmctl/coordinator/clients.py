@@ -161,7 +161,8 @@ class ClientMixin:
         run = self.machine.runs.get(run_id)
         if run is not None:
             session.runs.add(run_id)
-            self._send_progress(run_id)
+            if run.total:
+                self._send_progress(run_id)  # a collecting run has nothing to show yet
             return
         complete = self._finished_run(run_id)
         if complete is None:

@@ -50,6 +50,7 @@ REPLY_TIMEOUT_S = 30.0  # a call whose reply waits for a commit longer than this
 MAX_LOG_LINES = 10_000
 EXECUTOR_ACTIONS = ("drain", "cordon", "uncordon")
 SUBMIT_FIELDS = {name for name in protocol.SubmitRun.__dataclass_fields__}
+_RUN_STREAM = re.compile(r"/v1/runs/([^/]+)/watch")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -125,6 +126,10 @@ class CoordinatorApi:
             Route("/v1/history", self._history, methods=["GET"]),
             Route("/v1/compare", self._compare, methods=["GET"]),
             Route("/v1/tokens/{token_id}", self._revoke_token, methods=["DELETE"]),
+            Route("/v1/gossip-keys", self._gossip_keys, methods=["GET", "POST"]),
+            Route("/v1/gossip-keys/{generation:int}/use", self._use_gossip_key, methods=["POST"]),
+            Route("/v1/gossip-keys/{generation:int}", self._remove_gossip_key, methods=["DELETE"]),
+            Route("/v1/leader/transfer", self._transfer_leadership, methods=["POST"]),
         ]
         handlers = {404: self._not_found, 405: self._not_allowed, ApiError: api_error_response}
         self.app = Starlette(routes=routes, exception_handlers=handlers)
@@ -377,23 +382,49 @@ class CoordinatorApi:
         reply = await self._call(request, protocol.RevokeToken(token_id), token)
         return JSONResponse({"token_id": reply.token_id, "closed_connections": reply.connections_closed})
 
+    async def _gossip_keys(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self._gossip_key_call(request, "POST /v1/gossip-keys", protocol.GossipKeyRequest("install"))
+        return await self._gossip_key_call(request, "GET /v1/gossip-keys", protocol.GossipKeyRequest("list"))
+
+    async def _use_gossip_key(self, request: Request) -> Response:
+        generation = request.path_params["generation"]
+        return await self._gossip_key_call(request, "POST /v1/gossip-keys/{generation}/use", protocol.GossipKeyRequest("use", generation))
+
+    async def _remove_gossip_key(self, request: Request) -> Response:
+        generation = request.path_params["generation"]
+        return await self._gossip_key_call(request, "DELETE /v1/gossip-keys/{generation}", protocol.GossipKeyRequest("remove", generation))
+
+    async def _gossip_key_call(self, request: Request, call: str, message: protocol.GossipKeyRequest) -> Response:
+        token, _ = self._authorize(request, Role.ADMIN, call)
+        reply = await self._call(request, message, token)
+        return JSONResponse({"generations": reply.generations, "primary": reply.primary})
+
+    async def _transfer_leadership(self, request: Request) -> Response:
+        self._authorize(request, Role.ADMIN, "POST /v1/leader/transfer")
+        raise ApiError(409, "this coordinator was started without --peers, so it has no other voter to hand leadership to")
+
     async def websocket(self, request: trio_websocket.WebSocketRequest, name: str) -> None:
-        """Serve a WebSocket upgrade other than the protocol's: only the event stream at /v1/events."""
+        """Serve a WebSocket upgrade other than the protocol's: the event stream and a run's stream."""
         target = urllib.parse.urlsplit(request.path)
-        if target.path != "/v1/events":
-            await _reject(request, 404, f"no WebSocket at {target.path}; the event stream is at /v1/events")
+        watched = _RUN_STREAM.fullmatch(target.path)
+        if target.path != "/v1/events" and watched is None:
+            await _reject(request, 404, f"no WebSocket at {target.path}; the event streams are at /v1/events and /v1/runs/{{run_id}}/watch")
             return
         try:
             token, text = bearer_token(_Headers(request.headers), self.coordinator.secret, self.coordinator.machine.revoked_tokens)
-            require(token, Role.READ, "the event stream /v1/events")
-            subscribe = subscribe_message(dict(urllib.parse.parse_qsl(target.query)))
+            require(token, Role.READ, f"the event stream {target.path}")
+            if watched is not None:
+                first: protocol.Message = protocol.WatchRun(urllib.parse.unquote(watched.group(1)))
+            else:
+                first = subscribe_message(dict(urllib.parse.parse_qsl(target.query)))
         except ApiError as exc:
             log.warning("event stream for %s rejected with %d: %s", name, exc.status, exc)
             await _reject(request, exc.status, str(exc))
             return
         connection = await request.accept()
         hello = protocol.Hello(protocol.PROTOCOL_VERSION, protocol.ROLE_CLIENT, f"http:{name}", token=text)
-        await self.coordinator.serve_peer(EventPeer(connection, f"http:{name}", subscribe), hello)
+        await self.coordinator.serve_peer(EventPeer(connection, f"http:{name}", first), hello)
 
 
 class ReplicaApi:
@@ -410,6 +441,15 @@ class ReplicaApi:
 
     async def __call__(self, scope, receive, send) -> None:
         coordinator = self.replica.leading_coordinator()
+        if coordinator is not None and scope.get("path") == "/v1/leader/transfer":
+            # Outside the leadership's scope: the handover ends it before the reply is sent.
+            request = Request(scope, receive)
+            try:
+                response = await self._transfer(request)
+            except ApiError as exc:
+                response = api_error_response(request, exc)
+            await response(scope, receive, send)
+            return
         if coordinator is not None:
             # A call belongs to this leadership, and ends when the leadership does.
             with self.replica.leader_connection():
@@ -421,6 +461,19 @@ class ReplicaApi:
         except ApiError as exc:
             response = api_error_response(request, exc)
         await response(scope, receive, send)
+
+    async def _transfer(self, request: Request) -> Response:
+        if request.method != "POST":
+            return error_response(405, f"{request.method} is not allowed on {request.url.path}; GET /openapi.json lists the API", {"Allow": "POST"})
+        token, _ = bearer_token(request.headers, self.replica.secret, self.replica.machine.revoked_tokens)
+        require(token, Role.ADMIN, "POST /v1/leader/transfer")
+        target = request.query_params.get("target", "")
+        if not target:
+            raise ApiError(400, "the query parameter target is missing: give the voter to lead next as ?target=HOST:PORT, one of --peers")
+        reply = self.replica.transfer(target)
+        if isinstance(reply, protocol.ErrorReply):
+            raise ApiError(409, reply.message)
+        return JSONResponse(status_json(reply))
 
     def _api_of(self, coordinator: Coordinator) -> CoordinatorApi:
         api = self._apis.get(id(coordinator))
@@ -464,12 +517,12 @@ class ReplicaApi:
 
 
 class EventPeer(Peer):
-    """The coordinator's view of an event-stream WebSocket: one ``Subscribe`` in, JSON events out."""
+    """The coordinator's view of an event-stream WebSocket: one request in (``Subscribe`` or ``WatchRun``), JSON events out."""
 
-    def __init__(self, connection: trio_websocket.WebSocketConnection, name: str, subscribe: protocol.Subscribe) -> None:
+    def __init__(self, connection: trio_websocket.WebSocketConnection, name: str, first: protocol.Message) -> None:
         self._connection = connection
         self.name = name
-        self._first: protocol.Message | None = subscribe
+        self._first: protocol.Message | None = first
 
     async def send(self, message: protocol.Message) -> None:
         try:

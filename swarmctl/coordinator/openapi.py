@@ -159,6 +159,9 @@ SCHEMAS: dict[str, Any] = {
         {"min_change_s": NUMBER},
     ),
     "TokenRevoked": _object({"token_id": STRING, "closed_connections": INTEGER}),
+    "GossipKeyring": _object(
+        {"generations": _array(INTEGER), "primary": {"type": "integer", "description": "the generation that seals packets"}}
+    ),
 }
 
 RUN_ID = {
@@ -200,6 +203,7 @@ def _operation(summary: str, role: str | None, responses: dict[str, Any], **extr
 def build_spec() -> dict[str, Any]:
     """Return the OpenAPI document of the HTTP API."""
     digest = {"name": "digest", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+    generation = {"name": "generation", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
     paths = {
         "/openapi.json": {
             "get": _operation(
@@ -310,6 +314,38 @@ def build_spec() -> dict[str, Any]:
                 parameters=[{"name": "token_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
             )
         },
+        "/v1/gossip-keys": {
+            "get": _operation("The installed gossip key generations and the one that seals packets", "admin", {"200": _json("GossipKeyring", "keyring"), **_errors(400, 503)}),
+            "post": _operation(
+                "Install the next gossip key generation on every node; packets stay sealed with the current one",
+                "admin",
+                {"200": _json("GossipKeyring", "keyring"), **_errors(400, 503)},
+            ),
+        },
+        "/v1/gossip-keys/{generation}/use": {
+            "post": _operation(
+                "Seal gossip packets with an installed generation, once every executor has applied it",
+                "admin",
+                {"200": _json("GossipKeyring", "keyring"), **_errors(400, 404, 503)},
+                parameters=[generation],
+            )
+        },
+        "/v1/gossip-keys/{generation}": {
+            "delete": _operation(
+                "Stop accepting packets sealed with a generation, once every executor seals with the current one",
+                "admin",
+                {"200": _json("GossipKeyring", "keyring"), **_errors(400, 404, 503)},
+                parameters=[generation],
+            )
+        },
+        "/v1/leader/transfer": {
+            "post": _operation(
+                "Hand leadership to another voter (replicated coordinators only); the reply is the leader's status as the handover starts",
+                "admin",
+                {"200": _json("Status", "status"), **_errors(400, 409, 503)},
+                parameters=[{"name": "target", "in": "query", "required": True, "schema": STRING, "description": "the voter to lead next, HOST:PORT"}],
+            )
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -320,8 +356,9 @@ def build_spec() -> dict[str, Any]:
                 "REST calls and the event stream of a swarmctl coordinator, on the port that executors and clients connect to. "
                 "Calls need `Authorization: Bearer TOKEN` with a token from `swarmctl token create`, unless the coordinator "
                 "runs without a cluster secret. The event stream is a WebSocket at /v1/events (query: run_id, output, logs, "
-                "interval_s) that sends one JSON object per event, each with a `kind`. A follower coordinator redirects "
-                "calls to the leader with 307."
+                "interval_s) that sends one JSON object per event, each with a `kind`; the WebSocket at "
+                "/v1/runs/{run_id}/watch sends one run's progress, then its results and its completion. A follower "
+                "coordinator redirects calls to the leader with 307."
             ),
         },
         "paths": paths,

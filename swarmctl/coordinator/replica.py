@@ -307,13 +307,13 @@ class Replica:
                     case protocol.TransferLeadership() if not admin:
                         await peer.send(protocol.ErrorReply("permission denied: transfer_leadership needs a token with role admin", 4))
                     case protocol.TransferLeadership():
-                        await peer.send(self._transfer(request.target))
+                        await peer.send(self.transfer(request.target))
                     case _:
                         raise ProtocolError(f"an observer may only send status_query or transfer_leadership, not {request.KIND}")
         except (PeerGone, ProtocolError):
             pass
 
-    def _transfer(self, target: str) -> protocol.Message:
+    def transfer(self, target: str) -> protocol.Message:
         """Start handing leadership to ``target``; return the reply for the requesting observer."""
         if self.node.role is not Role.LEADER:
             leader = self.node.leader_id or "not known"

@@ -38,6 +38,11 @@ CALLS = [
     ("GET", "/v1/history", Role.READ),
     ("GET", "/v1/compare?base=last&head=last", Role.READ),
     ("DELETE", "/v1/tokens/some-token", Role.ADMIN),
+    ("GET", "/v1/gossip-keys", Role.ADMIN),
+    ("POST", "/v1/gossip-keys", Role.ADMIN),
+    ("POST", "/v1/gossip-keys/0/use", Role.ADMIN),
+    ("DELETE", "/v1/gossip-keys/7", Role.ADMIN),
+    ("POST", "/v1/leader/transfer?target=127.0.0.1:1", Role.ADMIN),
 ]
 RANK = {Role.READ: 1, Role.SUBMIT: 2, Role.ADMIN: 3, Role.JOIN: 0}
 
@@ -154,6 +159,14 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
     assert client.json("GET", "/v1/runs/last/logs", Role.READ)["run_id"] == run_id
     assert client.json("GET", "/v1/runs", Role.READ)["runs"][0]["run_id"] == run_id
     assert client.json("POST", f"/v1/runs/{run_id}/cancel", Role.ADMIN, expect=404)["error"].endswith("is not active on this coordinator")
+    # The stream of a finished run sends its results and its completion at once.
+    watched = trio.run(_watch_events, running.address, client.tokens[Role.READ], f"/v1/runs/{run_id}/watch")
+    assert [event["kind"] for event in watched] == ["welcome", "run_results", "complete"]
+    assert len(watched[1]["results"]) == 8
+    assert watched[2]["exit_code"] == 1
+    unknown = trio.run(_watch_events, running.address, client.tokens[Role.READ], "/v1/runs/no-such-run/watch")
+    assert unknown[-1]["kind"] == "error"
+    assert "unknown" in unknown[-1]["message"]
 
     # The CLI reads the same runs through the API with --cluster, as it reads them from the data folder.
     env = {**swarm_env, "SWARMCTL_TOKEN": client.tokens[Role.READ]}
@@ -171,6 +184,18 @@ def test_http_api_runs_suite_end_to_end(api, tmp_path, swarm_env):
     assert "rejected the request" in refused.stderr
 
 
+async def _watch_events(address: str, token: str, path: str) -> list[dict]:
+    """Return a run stream's events up to its completion or error."""
+    host, port = address.rsplit(":", 1)
+    headers = [(b"Authorization", f"Bearer {token}".encode())]
+    events: list[dict] = []
+    with trio.fail_after(30):
+        async with trio_websocket.open_websocket(host, int(port), path, use_ssl=False, extra_headers=headers) as ws:
+            while not events or events[-1]["kind"] not in ("complete", "error"):
+                events.append(json.loads(await ws.get_message()))
+    return events
+
+
 def test_http_api_executor_control_and_token_revocation(api):
     running, client = api
     executors = client.json("GET", "/v1/executors", Role.READ)["executors"]
@@ -185,6 +210,8 @@ def test_http_api_executor_control_and_token_revocation(api):
     status = client.json("GET", "/v1/status", Role.READ)
     assert status["state"] == "single"
     assert status["leader"] == running.address
+    refused = client.json("POST", f"/v1/leader/transfer?target={running.address}", expect=409)
+    assert "without --peers" in refused["error"]
 
     read_id = _token_id(client.tokens[Role.READ])
     assert client.json("DELETE", f"/v1/tokens/{read_id}")["token_id"] == read_id
