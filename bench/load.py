@@ -46,15 +46,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import trio
+import trio_websocket
 
 import swarmctl.client
 from swarmctl import protocol
+from swarmctl.api_client import ApiClient
 from swarmctl.bundle import build_bundle
 from swarmctl.cluster import transport
 from swarmctl.client import submit_and_follow
@@ -64,7 +65,7 @@ from swarmctl.errors import SwarmError
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from load_executors import SUITE_NAME_FORMAT, CountingPeer, HostStats, test_durations  # noqa: E402
+from load_executors import SUITE_NAME_FORMAT, test_durations  # noqa: E402
 
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "load.json"
 SMALL_QUEUES = (1_000, 10_000)
@@ -257,20 +258,35 @@ class ClientBytes:
     received: int = 0
 
 
-def counting_connect(counter: ClientBytes):
-    """Return a replacement for ``transport.connect`` that counts the client's frame bytes."""
-    stats = HostStats(0, 0)
+_client_counters: list[ClientBytes] = []  # the current run's counter last
 
-    @asynccontextmanager
-    async def connect(*args, **kwargs):
-        try:
-            async with transport.connect(*args, **kwargs) as peer:
-                yield CountingPeer(peer, stats)
-        finally:
-            counter.sent += sum(stats.sent_seconds.values())
-            counter.received += sum(stats.received_seconds.values())
 
-    return connect
+def count_client_bytes(counter: ClientBytes) -> None:
+    """Count the client's HTTP bodies and event-stream messages in ``counter`` from now on.
+
+    NOTE: this wraps ``ApiClient._send`` and trio-websocket's ``get_message`` in this process,
+    where only the benchmark's client uses them; headers and framing are not counted.
+    """
+    if not _client_counters:
+        original_send = ApiClient._send
+        original_get = trio_websocket.WebSocketConnection.get_message
+
+        def send(self, method, url, json_body, file):
+            current = _client_counters[-1]
+            current.sent += len(json.dumps(json_body)) if json_body is not None else 0
+            current.sent += file.stat().st_size if file is not None else 0
+            body, headers = original_send(self, method, url, json_body, file)
+            current.received += len(body)
+            return body, headers
+
+        async def get_message(self):
+            message = await original_get(self)
+            _client_counters[-1].received += len(message)
+            return message
+
+        ApiClient._send = send
+        trio_websocket.WebSocketConnection.get_message = get_message
+    _client_counters.append(counter)
 
 
 async def submit_run(
@@ -282,9 +298,7 @@ async def submit_run(
     the coordinator exited, the connection failed, or ``timeout_s`` passed.
     """
     counter = ClientBytes()
-    # NOTE: swarmctl.client opens its connection through the name `connect` it imported, so the
-    # benchmark swaps that name to count the client's bytes.
-    swarmctl.client.connect = counting_connect(counter)
+    count_client_bytes(counter)
     suite = protocol.SuiteSpec("pytest", bundle.digest, SUITE_NAME_FORMAT.format(tests=tests))
     progress = {"frames": 0, "last_print": 0.0}
     accepted: list[str] = []

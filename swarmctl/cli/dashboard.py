@@ -107,8 +107,8 @@ async def _query(queries: ClusterQueries) -> ClusterView:
     with trio.move_on_after(QUERY_TIMEOUT_S):
         executors = await queries.executors()
         runs = await queries.runs()
-        return ClusterView(executors, runs, queries.peer.name, time.time())
-    raise ConnectionFailed(f"query to {queries.peer.name} timed out after {QUERY_TIMEOUT_S:.0f}s")
+        return ClusterView(executors, runs, queries.name, time.time())
+    raise ConnectionFailed(f"query to {queries.name} timed out after {QUERY_TIMEOUT_S:.0f}s")
 
 
 async def _watch(console: Console, cluster: str | None, interval_s: float, log_path: Path | None) -> None:
@@ -146,14 +146,14 @@ async def _follow_events(
         try:
             request = protocol.Subscribe(logs=with_logs, interval_s=interval_s)
             async with open_events(cluster_addresses(cluster), request) as events:
-                view.source, view.status = events.peer.name, ""
+                view.source, view.status = events.name, ""
                 while True:
                     with trio.move_on_after(silence_limit):
                         message = await events.receive()
                         if view.apply(message, time.time()):
                             changed()
                         continue
-                    raise ConnectionFailed(f"no event from {events.peer.name} for {silence_limit:.0f}s")
+                    raise ConnectionFailed(f"no event from {events.name} for {silence_limit:.0f}s")
         except Exception as exc:
             error = find_error(exc, (SwarmError, PeerGone))
             if error is None:

@@ -73,7 +73,7 @@ async def _print_events(cluster: str | None, request: protocol.Subscribe, count:
             while count == 0 or printed < count:
                 message = await stream.receive()
                 if isinstance(message, protocol.RunList) and request.run_id:
-                    _check_run_listed(message, request.run_id, stream.peer.name)
+                    _check_run_listed(message, request.run_id, stream.name)
                 typer.echo(json.dumps({"kind": message.KIND, **dataclasses.asdict(message)}))
                 printed += 1
                 if isinstance(message, protocol.RunComplete) and message.run_id == request.run_id:

@@ -6,7 +6,8 @@ import trio
 import typer
 
 from swarmctl.cli import app, cluster_addresses, fail, find_error, setup_logging
-from swarmctl.client import RemoteError, node_status, transfer_leadership
+from swarmctl.api_client import RemoteError
+from swarmctl.client import node_status, transfer_leadership
 from swarmctl.cluster.transport import format_address, parse_address
 from swarmctl.durations import parse_duration
 from swarmctl.errors import SwarmError, UsageError

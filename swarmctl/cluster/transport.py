@@ -358,6 +358,11 @@ def _parse_head(head: bytes) -> tuple[str, bool]:
     return path, upgrade
 
 
+def describe_failure(exc: BaseException) -> str:
+    """Return why a connection did not open; trio-websocket's HandshakeError carries its reason in ``__context__``."""
+    return str(exc) or str(exc.__context__ or "") or type(exc).__name__
+
+
 def _describe(exc: BaseException) -> str:
     """Return the error's text, or its type where the text is empty (as for a TLS handshake that a plain client broke)."""
     cause = exc.__cause__ or exc.__context__
@@ -377,7 +382,7 @@ def _peer_name(stream: trio.abc.Stream) -> str:
 
 
 async def _closed_anyway(address: str, body_error: list[BaseException], exc_type, exc, tb) -> bool:
-    """Exit callback of ``connect``: a close handshake that timed out still ends the connection.
+    """Exit callback of ``open_client_websocket``: a close handshake that timed out still ends the connection.
 
     A peer cut off by the network never replies to the close frame, and trio-websocket then
     raises DisconnectionTimeout. The caller gets what it raised itself, or nothing.
@@ -391,44 +396,68 @@ async def _closed_anyway(address: str, body_error: list[BaseException], exc_type
 
 
 @asynccontextmanager
+async def open_client_websocket(
+    host: str,
+    port: int,
+    path: str,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    max_message_size: int = protocol.MAX_FRAME_BYTES,
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """Open a client WebSocket to ``host:port`` at ``path``, over TLS with ``ssl_context``.
+
+    Raises OSError, trio-websocket's HandshakeError (ConnectionRejected when the server
+    answered with an HTTP status), or trio.TooSlowError when no handshake completes within
+    ``CONNECT_TIMEOUT_S``. A close handshake that the peer never answers is not an error.
+    """
+    address = format_address(host, port)
+    stack = AsyncExitStack()
+    body_error: list[BaseException] = []
+    stack.push_async_exit(partial(_closed_anyway, address, body_error))
+    # trio-websocket's own connect_timeout does not end a handshake that gets no reply,
+    # as with a plain client at a TLS port, because its reader task keeps the connection's
+    # nursery open. This scope bounds the whole opening and is lifted once it succeeded.
+    with trio.CancelScope(deadline=trio.current_time() + CONNECT_TIMEOUT_S) as opening:
+        ws = await stack.enter_async_context(
+            trio_websocket.open_websocket(
+                host,
+                port,
+                path,
+                use_ssl=ssl_context if ssl_context is not None else False,
+                extra_headers=extra_headers,
+                max_message_size=max_message_size,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                disconnect_timeout=DISCONNECT_TIMEOUT_S,
+            )
+        )
+        opening.deadline = math.inf
+        # The connection's nursery was opened in this scope, so it must close in it too.
+        async with stack:
+            try:
+                yield ws
+            except BaseException as exc:
+                body_error.append(exc)
+                raise
+        return
+    raise trio.TooSlowError(f"no WebSocket handshake within {CONNECT_TIMEOUT_S:g}s")
+
+
+@asynccontextmanager
 async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Peer]:
-    """Open a connection to the first of ``addresses`` that accepts one, over TLS with ``ssl_context``."""
+    """Open a protocol connection to the first of ``addresses`` that accepts one, over TLS with ``ssl_context``."""
     failures = []
     for host, port in addresses:
         address = format_address(host, port)
         stack = AsyncExitStack()
-        body_error: list[BaseException] = []
-        stack.push_async_exit(partial(_closed_anyway, address, body_error))
-        # trio-websocket's own connect_timeout does not end a handshake that gets no reply,
-        # as with a plain client at a TLS port, because its reader task keeps the connection's
-        # nursery open. This scope bounds the whole opening and is lifted once it succeeded.
-        with trio.CancelScope(deadline=trio.current_time() + CONNECT_TIMEOUT_S) as opening:
-            try:
-                ws = await stack.enter_async_context(
-                    trio_websocket.open_websocket(
-                        host,
-                        port,
-                        "/",
-                        use_ssl=ssl_context if ssl_context is not None else False,
-                        max_message_size=protocol.MAX_FRAME_BYTES,
-                        connect_timeout=CONNECT_TIMEOUT_S,
-                        disconnect_timeout=DISCONNECT_TIMEOUT_S,
-                    )
-                )
-            except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
-                # trio-websocket's HandshakeError carries its reason in __context__, not in its text.
-                reason = str(exc) or str(exc.__context__ or "") or type(exc).__name__
-                failures.append(f"{address}: {reason}")
-                continue
-            opening.deadline = math.inf
-            async with stack:
-                try:
-                    yield WebSocketPeer(ws, address)
-                except BaseException as exc:
-                    body_error.append(exc)
-                    raise
-            return
-        failures.append(f"{address}: no WebSocket handshake within {CONNECT_TIMEOUT_S:g}s")
+        try:
+            ws = await stack.enter_async_context(open_client_websocket(host, port, "/", ssl_context))
+        except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
+            failures.append(f"{address}: {describe_failure(exc)}")
+            continue
+        async with stack:
+            yield WebSocketPeer(ws, address)
+        return
 
     raise ConnectionFailed(
         "could not connect to " + "; ".join(failures) + ". Check that a coordinator runs there "

@@ -103,7 +103,7 @@ def test_auth_read_token_limits(tmp_path, swarm_env, secret, secured):
     assert [row["id"] for row in json.loads(listing.stdout)] == ["exec-0"]
     assert events.returncode == 0, events.stderr
     assert drain.returncode == 4
-    assert "permission denied: control_executor needs a token with role admin" in drain.stderr
+    assert "permission denied: POST /v1/executors/{executor_id}/drain needs a token with role admin" in drain.stderr
     assert submit.returncode == 4
     assert "needs a token with role submit" in submit.stdout + submit.stderr
 
