@@ -195,7 +195,8 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
 
 
 async def _cancel_on_signal(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # SIGHUP is a closed terminal: the run ends as on Ctrl-C, so the embedded executors stop too.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for _ in signals:
             scope.cancel()
             return

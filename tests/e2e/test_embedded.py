@@ -1,4 +1,4 @@
-"""The embedded default: state that outlives the run, and a clean stop on Ctrl-C."""
+"""The embedded default: state that outlives the run, and a clean stop on Ctrl-C or a closed terminal."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import REPO, generate_suite, run_swarmctl
 from tests.e2e.nodes import wait_for_results
@@ -41,7 +42,8 @@ def test_embedded_state_persists(tmp_path, swarm_env):
     assert processes_using(swarm_env["SWARMCTL_HOME"]) == []
 
 
-def test_embedded_ctrl_c_stops_everything(tmp_path, swarm_env):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
+def test_embedded_ctrl_c_stops_everything(tmp_path, swarm_env, stop):
     suite = make_slow_suite(tmp_path / "slow-suite")
     home = swarm_env["SWARMCTL_HOME"]
     run = subprocess.Popen(
@@ -50,7 +52,7 @@ def test_embedded_ctrl_c_stops_everything(tmp_path, swarm_env):
     )
     wait_for_results(Path(home) / "state.db", at_least=3)
 
-    run.send_signal(signal.SIGINT)
+    run.send_signal(stop)
     output, _ = run.communicate(timeout=60)
 
     assert run.returncode == 2, output
