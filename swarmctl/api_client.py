@@ -191,6 +191,12 @@ class ApiClient:
         log.info("%s redirects to the leader at %s", where, format_address(*address))
         self.addresses = [address, *(a for a in self.addresses if a != address)]
 
+    def demote(self, where: str) -> None:
+        """Move the coordinator at ``where`` (HOST:PORT) to the end of the addresses, after it stopped responding."""
+        self.addresses = [a for a in self.addresses if format_address(*a) != where] + [
+            a for a in self.addresses if format_address(*a) == where
+        ]
+
     def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         return self.request("GET", path, params)[0]
 

@@ -23,7 +23,7 @@ CANCEL_TIMEOUT_S = 5.0
 REJOIN_ATTEMPTS = 5  # to follow a run again after its coordinator went away
 REJOIN_DELAY_S = 1.0
 PING_INTERVAL_S = 5.0  # while following a run, so a coordinator cut off by the network is noticed
-PING_TIMEOUT_S = 10.0
+PING_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -90,6 +90,9 @@ async def submit_and_follow(
                 watch.results.clear()
                 watch.earlier_attempts.clear()
                 complete = await _follow_or_cancel(api, stream, watch, on_progress)
+                if complete is None:
+                    # A node cut off by the network would hold up the next calls until the connect times out.
+                    api.demote(stream.name)
         except (ConnectionFailed, PeerGone) as exc:
             log.warning("%s", exc)
             await trio.sleep(REJOIN_DELAY_S)
