@@ -25,6 +25,12 @@ def processes_using(folder: str) -> list[psutil.Process]:
     return found
 
 
+def leftover_processes(folder: str, grace_s: float = 5.0) -> list[psutil.Process]:
+    """Return the processes of ``folder`` still there after ``grace_s``: one that just exited may not be reaped yet."""
+    _, alive = psutil.wait_procs(processes_using(folder), timeout=grace_s)
+    return alive
+
+
 def make_slow_suite(folder: Path) -> Path:
     return generate_suite(folder, tests=60, files=3, sleep_ms=200)
 
@@ -39,7 +45,7 @@ def test_embedded_state_persists(tmp_path, swarm_env):
 
     assert process.returncode == 1
     assert run_rows(swarm_env["SWARMCTL_HOME"]) == [("finished", 1)]
-    assert processes_using(swarm_env["SWARMCTL_HOME"]) == []
+    assert leftover_processes(swarm_env["SWARMCTL_HOME"]) == []
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
@@ -58,7 +64,7 @@ def test_embedded_ctrl_c_stops_everything(tmp_path, swarm_env, stop):
     assert run.returncode == 2, output
     assert "Interrupted" in output
     assert run_rows(home) == [("interrupted", 2)]
-    leftovers = processes_using(home)
+    leftovers = leftover_processes(home)
     for process in leftovers:
         process.kill()
     assert leftovers == []
