@@ -20,8 +20,6 @@ from pathlib import Path
 import platformdirs
 import trio
 
-from swarmctl.coordinator.node import Coordinator
-from swarmctl.coordinator.settings import CoordinatorSettings
 from swarmctl.errors import UsageError
 from swarmctl.security import load_secret, write_secret
 
@@ -56,6 +54,10 @@ async def embedded_cluster(
     home: Path, executors: int, *, verbose: bool = False, labels: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[str, int]]:
     """Start a coordinator and ``executors`` local executor processes; yield its address."""
+    # Imported here: executors and clients import this module for data_home and need no coordinator.
+    from swarmctl.coordinator.node import Coordinator
+    from swarmctl.coordinator.settings import CoordinatorSettings
+
     home.mkdir(parents=True, exist_ok=True)
     with _exclusive(home), _log_to_file(home / "logs" / "coordinator.log"):
         secret_path = _cluster_secret(home)
