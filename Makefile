@@ -36,8 +36,11 @@ run: venv
 run-commands: venv
 	$(BIN)/swarmctl run examples/command-suite; status=$$?; [ $$status -le 1 ] || exit $$status
 
+# Two pytest-xdist workers run most tests, since e2e tests mostly wait on processes and sleeps;
+# tests marked serial run alone afterwards.
 test: test-venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 # 2,000 seeded consensus fault schedules, where the default test run has 300.
 test-campaign: test-venv

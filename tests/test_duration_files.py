@@ -13,6 +13,9 @@ import pytest
 from swarmctl.duration_files import load_durations_file
 from swarmctl.errors import UsageError
 
+# Its tests share a module-scoped fixture, so pytest-xdist keeps them on one worker.
+pytestmark = pytest.mark.xdist_group("duration-files")
+
 SLOW_TEST_SECONDS = 0.2
 
 TEST_A = f"""\

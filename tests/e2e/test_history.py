@@ -18,6 +18,9 @@ import pytest
 
 from tests.conftest import BIN, generate_suite, load_json, run_swarmctl
 
+# Its tests share a module-scoped fixture, so pytest-xdist keeps them on one worker.
+pytestmark = pytest.mark.xdist_group("history")
+
 BROKEN = "test_gen_0.py::test_case_2"
 FLAKY = "test_gen_0.py::test_case_0"
 ADDED = "test_gen_1.py::test_case_added"

@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import BIN, run_swarmctl
 
+# Its tests share a module-scoped fixture, so pytest-xdist keeps them on one worker.
+pytestmark = pytest.mark.xdist_group("logs")
+
 PRINTS = "test_output.py::test_prints"
 WRITES_STDERR = "test_output.py::test_writes_stderr"
 QUIET = "test_output.py::test_quiet"

@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import REPO, load_json, outcomes_by_id, run_swarmctl
 from tests.e2e.nodes import Node
 
-pytestmark = pytest.mark.slow
+# PyInstaller builds in a cache shared by every build of this user, so the build runs alone.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 BINARY = REPO / "dist" / "swarmctl"
 ARCHIVE_VIEWER = REPO / ".venv-binary" / "bin" / "pyi-archive_viewer"
