@@ -175,6 +175,10 @@ PATH_OPTIONS = {"data_dir", "secret_file", "token_file", "ca_file", "ca_key_file
 def _merge_config(ctx: typer.Context, config: ClusterConfig, role: Role) -> dict:
     """Return the options, with those left at their defaults taken from ``config`` where it sets them."""
     merged = {name: ctx.params[name] for name in CONFIG_KEYS}
+    for name in PATH_OPTIONS:
+        # ctx.params holds click's values, and typer 0.28 converts paths to Path only in the call.
+        if merged[name] is not None:
+            merged[name] = Path(merged[name])
     for name, (table, key) in CONFIG_KEYS.items():
         # Compared by name: typer may bundle its own click, whose enum is another class.
         if ctx.get_parameter_source(name).name != "DEFAULT":
