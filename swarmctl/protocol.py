@@ -27,9 +27,10 @@ import msgpack
 from swarmctl.errors import ProtocolError
 from swarmctl.wire_types import check_fields
 
-# Raised whenever a message gains or loses a field. ``decode`` rejects unknown fields, so
-# peers of different versions must be stopped at the hello, with a message that gives the reason.
-PROTOCOL_VERSION = 5
+# Raised whenever a message gains or loses a field, or a kind is added. ``decode`` rejects unknown
+# fields and kinds, so peers of different versions must be stopped at the hello, with a message
+# that gives the reason.
+PROTOCOL_VERSION = 6
 
 # A frame carries a batch of results with their captured output. Output is capped per test
 # on the executor (pytest_runner.OUTPUT_CAP_CHARS), and batches are cut at BATCH_BYTES, so a
@@ -637,6 +638,19 @@ class ConsensusFrame(Message):
     """A message between voters, as ``swarmctl.cluster.consensus.wire.to_wire`` encodes it."""
 
     payload: dict[str, Any]
+
+
+@_message("consensus_part")
+@dataclass(frozen=True, slots=True)
+class ConsensusPart(Message):
+    """A piece of a consensus message too large for one frame, such as a snapshot of a large ``state.db``.
+
+    The pieces of one message travel in order on one connection; concatenated, they are the
+    msgpack encoding of its ``ConsensusFrame`` payload, and ``last`` marks the final piece.
+    """
+
+    data: bytes
+    last: bool
 
 
 @_message("status_query")

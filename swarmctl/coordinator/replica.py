@@ -59,6 +59,8 @@ STATE_DB = "state.db"
 TICK_S = 0.01  # how often the shell checks the core's timers
 COMPACT_EVERY = 5_000  # applied entries between two snapshots
 LINK_QUEUE = 4_096  # consensus messages waiting for a link; more are dropped, and Raft sends them again
+PART_BYTES = 8 * 1024 * 1024  # a consensus message larger than this (a snapshot) travels in pieces of this size
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024 * 1024  # the largest snapshot a voter reassembles from pieces
 LINK_RETRY_S = 0.2
 VOTER_TOKEN_TTL_S = 3_600
 CLOSE_TIMEOUT_S = 1.0  # to close the connections of a coordinator that stopped leading
@@ -280,12 +282,13 @@ class Replica:
             await peer.send(protocol.Reject(f"{hello.node_id} is not one of the voters {','.join(self.voters)}; give every voter the same --peers"))
             return
         await peer.send(protocol.Welcome(protocol.PROTOCOL_VERSION, self.node_id, self.node.term))
+        pieces = Reassembly(hello.node_id)
         try:
             while True:
-                frame = await peer.receive()
-                if not isinstance(frame, protocol.ConsensusFrame):
-                    raise ProtocolError(f"voter {hello.node_id} sent {frame.KIND} instead of a consensus message")
-                message = from_wire(frame.payload)
+                payload = pieces.add(await peer.receive())
+                if payload is None:
+                    continue
+                message = from_wire(payload)
                 if message.source != hello.node_id:
                     raise ProtocolError(f"voter {hello.node_id} sent a message as {message.source}")
                 self._process(self.node.step(message, trio.current_time()))
@@ -482,8 +485,6 @@ class Replica:
         node = self.node
         if self.applied - node.log.snapshot.index < self.compact_every or self.applied != node.commit_index:
             return
-        # NOTE: InstallSnapshot carries the whole database in one frame, so a state.db larger
-        # than protocol.MAX_FRAME_BYTES cannot reach a follower that needs the snapshot.
         snapshot = node.compact(self.applied, self.machine.conn.serialize())
         self.store.compact(snapshot)
         log.info("voter %s took a snapshot at index %d (%d bytes)", self.node_id, snapshot.index, len(snapshot.data))
@@ -554,10 +555,13 @@ class VoterLink:
         self.dropped = 0
 
     def send(self, message: ConsensusMessage) -> None:
-        try:
-            self._send.send_nowait(protocol.ConsensusFrame(to_wire(message)))
-        except trio.WouldBlock:
+        """Queue ``message`` for the link, or drop it (Raft sends it again) when the queue has no room for all its frames."""
+        frames = consensus_frames(to_wire(message))
+        if self._send.statistics().current_buffer_used + len(frames) > LINK_QUEUE:
             self.dropped += 1
+            return
+        for frame in frames:
+            self._send.send_nowait(frame)
 
     async def run(self) -> None:
         host, port = parse_address(self.address)
@@ -581,6 +585,47 @@ class VoterLink:
                     log.warning("voter link to %s: %s; retrying", self.address, reason)
                 failing = True
             await trio.sleep(LINK_RETRY_S * (0.5 + self.replica._rng.random()))
+
+
+def consensus_frames(payload: dict[str, Any]) -> list[protocol.Message]:
+    """Return the frames that carry ``payload``: one ``ConsensusFrame``, or ``ConsensusPart`` pieces when it is large."""
+    snapshot = payload.get("snapshot")
+    if not (isinstance(snapshot, list) and len(snapshot) == 3 and len(snapshot[2]) > PART_BYTES):
+        return [protocol.ConsensusFrame(payload)]
+    data = msgpack.packb(payload, use_bin_type=True)
+    pieces = range(0, len(data), PART_BYTES)
+    return [protocol.ConsensusPart(data[start:start + PART_BYTES], start + PART_BYTES >= len(data)) for start in pieces]
+
+
+class Reassembly:
+    """The pieces of a large consensus message received so far on one connection."""
+
+    def __init__(self, sender: str) -> None:
+        self.sender = sender
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def add(self, frame: protocol.Message) -> dict[str, Any] | None:
+        """Return the consensus payload that ``frame`` completes, or None while pieces are missing."""
+        match frame:
+            case protocol.ConsensusFrame() if not self._pieces:
+                return frame.payload
+            case protocol.ConsensusPart():
+                self._size += len(frame.data)
+                if self._size > MAX_MESSAGE_BYTES:
+                    raise ProtocolError(f"voter {self.sender} sent a consensus message larger than {MAX_MESSAGE_BYTES} bytes")
+                self._pieces.append(frame.data)
+                if not frame.last:
+                    return None
+                data, self._pieces, self._size = b"".join(self._pieces), [], 0
+                try:
+                    payload = msgpack.unpackb(data, raw=False, strict_map_key=True, unicode_errors="surrogatepass")
+                except (ValueError, msgpack.UnpackException) as exc:
+                    raise ProtocolError(f"voter {self.sender} sent a malformed consensus message in pieces: {exc}") from None
+                return payload
+            case protocol.ConsensusFrame():
+                raise ProtocolError(f"voter {self.sender} sent a consensus message before the last piece of the previous one")
+        raise ProtocolError(f"voter {self.sender} sent {frame.KIND} instead of a consensus message")
 
 
 def voter_id(address: str) -> str:

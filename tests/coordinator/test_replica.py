@@ -6,13 +6,18 @@ import socket
 from functools import partial
 from pathlib import Path
 
+import msgpack
+import pytest
 import trio
 
+from swarmctl import protocol
 from swarmctl.bundle import build_bundle
 from swarmctl.cluster.consensus import ConsensusConfig
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator.node import Coordinator
-from swarmctl.coordinator.replica import NotLeader, Replica
+from swarmctl.coordinator import replica as replica_module
+from swarmctl.coordinator.replica import NotLeader, Reassembly, Replica, consensus_frames
+from swarmctl.errors import ProtocolError
 
 FAST = ConsensusConfig(election_timeout_s=0.3, heartbeat_interval_s=0.05)
 
@@ -124,7 +129,18 @@ async def test_deposed_leader_drops_its_uncommitted_commands(tmp_path, nursery):
     assert voters[0].log() == voters[1].log() == voters[2].log()
 
 
-async def test_lagging_voter_catches_up_from_a_snapshot(tmp_path, nursery):
+@pytest.mark.parametrize("part_bytes", [replica_module.PART_BYTES, 4096], ids=["one-frame", "in-pieces"])
+async def test_lagging_voter_catches_up_from_a_snapshot(tmp_path, nursery, monkeypatch, part_bytes):
+    # With 4 KiB pieces the snapshot (a state.db of some 100 KiB) travels as ConsensusPart frames.
+    monkeypatch.setattr(replica_module, "PART_BYTES", part_bytes)
+    pieces = []
+
+    def counted(payload):
+        frames = consensus_frames(payload)
+        pieces.extend(frame for frame in frames if isinstance(frame, protocol.ConsensusPart))
+        return frames
+
+    monkeypatch.setattr(replica_module, "consensus_frames", counted)
     voters = await start_voters(tmp_path, nursery, compact_every=10)
     await wait_for(lambda: leader_of(voters) is not None)
     leader = leader_of(voters)
@@ -138,6 +154,7 @@ async def test_lagging_voter_catches_up_from_a_snapshot(tmp_path, nursery):
     await wait_for(lambda: len(behind.replica.machine.cordoned) == 40)
     assert behind.replica.node.log.snapshot.index >= 30
     assert behind.log() == leader.log()
+    assert (len(pieces) > 1) == (part_bytes == 4096)
 
 
 async def test_followers_copy_the_bundle_of_a_run(tmp_path, nursery):
@@ -159,3 +176,43 @@ async def test_followers_copy_the_bundle_of_a_run(tmp_path, nursery):
     await wait_for(lambda: all(v.replica.bundles.has_archive(bundle.digest) for v in followers))
     for follower in followers:
         assert follower.replica.bundles.archive_path(bundle.digest).read_bytes() == bundle.path.read_bytes()
+
+
+def snapshot_payload(size: int) -> dict:
+    return {"t": "snapshot", "term": 3, "from": "a:1", "to": "b:2", "snapshot": [7, 3, bytes(range(256)) * (size // 256)]}
+
+
+def test_consensus_frames_split_large_snapshot(monkeypatch):
+    monkeypatch.setattr(replica_module, "PART_BYTES", 1000)
+    payload = snapshot_payload(10_240)
+
+    frames = consensus_frames(payload)
+    pieces = Reassembly("a:1")
+    results = [pieces.add(frame) for frame in frames]
+
+    assert all(isinstance(frame, protocol.ConsensusPart) for frame in frames)
+    assert [frame.last for frame in frames] == [False] * (len(frames) - 1) + [True]
+    assert all(len(frame.data) <= 1000 for frame in frames)
+    assert results[:-1] == [None] * (len(frames) - 1)
+    assert results[-1] == payload
+    assert consensus_frames({"t": "heartbeat", "term": 3}) == [protocol.ConsensusFrame({"t": "heartbeat", "term": 3})]
+
+
+def test_reassembly_rejects_bad_sequences(monkeypatch):
+    monkeypatch.setattr(replica_module, "PART_BYTES", 1000)
+    monkeypatch.setattr(replica_module, "MAX_MESSAGE_BYTES", 5000)
+    frames = consensus_frames(snapshot_payload(4096))
+
+    interleaved = Reassembly("a:1")
+    interleaved.add(frames[0])
+    with pytest.raises(ProtocolError, match="before the last piece"):
+        interleaved.add(protocol.ConsensusFrame({"t": "heartbeat"}))
+    oversized = Reassembly("a:1")
+    with pytest.raises(ProtocolError, match="larger than 5000 bytes"):
+        for frame in consensus_frames(snapshot_payload(8192)):
+            oversized.add(frame)
+    garbage = Reassembly("a:1")
+    with pytest.raises(ProtocolError, match="malformed"):
+        garbage.add(protocol.ConsensusPart(msgpack.packb([1, 2])[:1], True))
+    with pytest.raises(ProtocolError, match="instead of a consensus message"):
+        Reassembly("a:1").add(protocol.StatusQuery())
