@@ -441,23 +441,17 @@ class ReplicaApi:
 
     async def __call__(self, scope, receive, send) -> None:
         coordinator = self.replica.leading_coordinator()
-        if coordinator is not None and scope.get("path") == "/v1/leader/transfer":
-            # Outside the leadership's scope: the handover ends it before the reply is sent.
-            request = Request(scope, receive)
-            try:
-                response = await self._transfer(request)
-            except ApiError as exc:
-                response = api_error_response(request, exc)
-            await response(scope, receive, send)
-            return
-        if coordinator is not None:
+        if coordinator is not None and scope.get("path") != "/v1/leader/transfer":
             # A call belongs to this leadership, and ends when the leadership does.
             with self.replica.leader_connection():
                 await self._api_of(coordinator)(scope, receive, send)
             return
+        # A leader's transfer is served outside the leadership's scope: the handover ends it
+        # before the reply is sent.
         request = Request(scope, receive)
+        handler = self._transfer if coordinator is not None else self._follower
         try:
-            response = await self._follower(request)
+            response = await handler(request)
         except ApiError as exc:
             response = api_error_response(request, exc)
         await response(scope, receive, send)
