@@ -115,9 +115,13 @@ class ApiClient:
     @classmethod
     def from_environment(cls, addresses: Sequence[tuple[str, int]]) -> ApiClient:
         """Make a client with the token and CA certificate that every client command uses."""
-        from swarmctl.embedded import EMBEDDED_SECRET, data_home  # the embedded module starts coordinators; load it late
+        from swarmctl.embedded import EMBEDDED_SECRET, data_home, embedded_address
 
-        return cls(addresses, client_token(data_home() / EMBEDDED_SECRET), client_tls())
+        # The embedded default's own secret signs a token only for calls to the embedded coordinator.
+        home = data_home()
+        embedded = embedded_address(home)
+        secret = home / EMBEDDED_SECRET if embedded is not None and list(addresses) == [embedded] else None
+        return cls(addresses, client_token(secret), client_tls())
 
     @property
     def name(self) -> str:
@@ -312,7 +316,10 @@ def _reason(body: bytes | None, default: str) -> str:
 
 def _auth_error(status: int, reason: str, address: str, has_token: bool) -> AuthError:
     if status == 403:
-        return AuthError(f"{address} rejected the request: {reason}")
+        return AuthError(
+            f"{address} rejected the request: {reason}. Set SWARMCTL_TOKEN_FILE to a file with a token of that role "
+            "from `swarmctl token create`"
+        )
     if not has_token:
         reason = (
             "no token given. Set SWARMCTL_TOKEN_FILE to a file with a token from `swarmctl token create`, "

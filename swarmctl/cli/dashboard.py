@@ -27,6 +27,7 @@ from swarmctl.cli import app, cluster_addresses, fail, find_error, setup_logging
 from swarmctl.cli.executors import CLUSTER_HELP
 from swarmctl.client import ClusterQueries, open_events, open_queries
 from swarmctl.cluster.transport import PeerGone
+from swarmctl.config import config_from_environment
 from swarmctl.durations import parse_duration
 from swarmctl.embedded import data_home
 from swarmctl.errors import ConnectionFailed, SwarmError
@@ -187,8 +188,9 @@ def _render(view: ClusterView, log_path: Path | None):
 
 
 def _default_log(cluster: str | None) -> Path | None:
-    """Return the embedded coordinator's log if it exists and no cluster was named, else None."""
-    if cluster:
+    """Return the embedded coordinator's log if it exists and no cluster was named here or in SWARMCTL_CONFIG, else None."""
+    configured = config_from_environment()
+    if cluster or (configured is not None and configured.coordinators):
         return None
     path = data_home() / "logs" / "coordinator.log"
     return path if path.is_file() else None

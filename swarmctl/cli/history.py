@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from swarmctl.cli import app, setup_logging
-from swarmctl.cli.report import DATA_DIR_HELP, REMOTE_HELP, RUN_HELP, cli_errors, read_store, remote
+from swarmctl.cli.report import DATA_DIR_HELP, REMOTE_HELP, RUN_HELP, cli_errors, read_store, remote, remote_cluster
 from swarmctl.errors import UsageError
 from swarmctl.reports.comparison import (
     DEFAULT_THRESHOLD,
@@ -45,6 +45,7 @@ def history(
     with cli_errors():
         if limit < 0:
             raise UsageError(f"--limit {limit} is invalid: it must be 0 (all runs) or more")
+        cluster = remote_cluster(cluster, data_dir)
         if cluster:
             params = {"limit": min(limit or MAX_REMOTE_RUNS, MAX_REMOTE_RUNS), **({"suite": suite} if suite else {})}
             rows = remote(cluster).get_json("/v1/history", params)["runs"]
@@ -139,6 +140,7 @@ def compare(
     with cli_errors():
         if not threshold > 0:
             raise UsageError(f"--threshold {threshold} is invalid: it must be a fraction greater than 0, such as 0.5")
+        cluster = remote_cluster(cluster, data_dir)
         if cluster:
             data = remote(cluster).get_json("/v1/compare", {"base": base, "head": head, "threshold": threshold})
             comparison = RunComparison.from_json(data)

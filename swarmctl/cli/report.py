@@ -18,6 +18,7 @@ import typer
 from swarmctl import protocol
 from swarmctl.cli import app, fail, setup_logging
 from swarmctl.cluster.transport import parse_addresses
+from swarmctl.config import config_from_environment
 from swarmctl.embedded import data_home
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.reports import write_report_file
@@ -26,7 +27,8 @@ from swarmctl.reports.run_store import RunStore, open_run_store
 
 DATA_DIR_HELP = (
     "Data folder whose state.db holds the runs: a coordinator's --data-dir. "
-    "Default: $SWARMCTL_HOME or the user data folder, where swarmctl run keeps its runs."
+    "Default: the coordinators of the file SWARMCTL_CONFIG names, through their HTTP API; without one, "
+    "$SWARMCTL_HOME or the user data folder, where swarmctl run keeps its runs."
 )
 REMOTE_HELP = (
     "Ask the coordinators at HOST:PORT[,HOST:PORT...] through their HTTP API instead of reading a local data folder. "
@@ -51,6 +53,14 @@ def cli_errors() -> Iterator[None]:
         yield
     except SwarmError as exc:
         raise fail(str(exc), exc.exit_code) from None
+
+
+def remote_cluster(cluster: str | None, data_dir: Path | None) -> str | None:
+    """Return the coordinators to ask: ``--cluster``, else those of the SWARMCTL_CONFIG file unless ``--data-dir`` was given."""
+    if cluster or data_dir is not None:
+        return cluster
+    configured = config_from_environment()
+    return configured.coordinators if configured is not None and configured.coordinators else None
 
 
 def remote(cluster: str) -> ApiClient:
@@ -82,6 +92,7 @@ def report(
     setup_logging(False, quiet=True)
     with cli_errors():
         chosen = _choose_format(report_format, output)
+        cluster = remote_cluster(cluster, data_dir)
         if cluster:
             data, headers = remote(cluster).get_response(f"/v1/runs/{quote(run_id, safe='')}/report", {"format": chosen})
             shown_id = headers.get(protocol.RUN_ID_HEADER, run_id)

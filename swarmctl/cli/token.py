@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from pathlib import Path
 
 import trio
@@ -20,6 +21,7 @@ from swarmctl.tokens import issue, parse_role
 token_app = typer.Typer(help="Create and revoke access tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
+TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 SECRET_HELP = "File with the cluster secret that signs the token (cluster.secret from `swarmctl init`). Default: $SWARMCTL_SECRET_FILE."
 
 
@@ -59,6 +61,9 @@ def revoke(
 
     setup_logging(False, quiet=True)
     try:
+        # The coordinator keeps no list of issued tokens, so a mistyped id would be revoked without complaint.
+        if not TOKEN_ID.fullmatch(token_id):
+            raise UsageError(f"token id {token_id!r} is invalid: `swarmctl token create` prints ids of 16 hexadecimal digits")
         closed = trio.run(revoke_token, cluster_addresses(cluster), token_id)
     except BaseException as exc:
         error = find_error(exc, SwarmError)

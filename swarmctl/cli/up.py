@@ -103,7 +103,7 @@ def up(
     limit: list[str] = typer.Option(
         None, "--limit",
         help="A limit on what the node accepts, as NAME=VALUE; repeat for several. Names: "
-        + ", ".join(LIMIT_NAMES) + ". Default: [limits] of --config, else the values in docs/security.md.",
+        + ", ".join(LIMIT_NAMES) + ". Default: \\[limits] of --config, else the values in docs/security.md.",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:

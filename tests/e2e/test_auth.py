@@ -73,6 +73,11 @@ def test_auth_submit_token_runs_suite(tmp_path, swarm_env, secret, secured):
 )
 def test_auth_bad_token_rejected(tmp_path, swarm_env, secret, secured, token, message):
     env = dict(swarm_env)
+    if token is None:
+        # A finished embedded run leaves its own secret here, which must not sign tokens for other clusters.
+        home = Path(env["SWARMCTL_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        write_secret(home / "cluster.secret")
     if token == "other-secret":
         other = tmp_path / "other.secret"
         write_secret(other)
@@ -104,6 +109,7 @@ def test_auth_read_token_limits(tmp_path, swarm_env, secret, secured):
     assert events.returncode == 0, events.stderr
     assert drain.returncode == 4
     assert "permission denied: POST /v1/executors/{executor_id}/drain needs a token with role admin" in drain.stderr
+    assert "Set SWARMCTL_TOKEN_FILE to a file with a token of that role" in drain.stderr
     assert submit.returncode == 4
     assert "needs a token with role submit" in submit.stdout + submit.stderr
 
@@ -146,6 +152,7 @@ def test_auth_revoke_closes_connections(tmp_path, swarm_env, secret, secured):
         assert watcher.stdout.readline().startswith('{"kind": "runs"')
         token_id = decode_claims(viewer_file.read_text().strip())["jti"]
 
+        mistyped = run_swarmctl(["token", "revoke", "nosuchid", "--cluster", secured.address], admin, timeout=60)
         revoked = run_swarmctl(["token", "revoke", token_id, "--cluster", secured.address], admin, timeout=60)
         watcher.communicate(timeout=30)
         again = run_swarmctl(["executors", "--cluster", secured.address], viewer, timeout=60)
@@ -154,6 +161,8 @@ def test_auth_revoke_closes_connections(tmp_path, swarm_env, secret, secured):
             watcher.kill()
             watcher.wait()
 
+    assert mistyped.returncode == 4
+    assert "token id 'nosuchid' is invalid" in mistyped.stderr
     assert revoked.returncode == 0, revoked.stderr
     assert f"token {token_id} revoked; 1 connections closed" in revoked.stdout
     assert watcher.returncode != 0
@@ -319,6 +328,7 @@ def test_config_file_runs_tls_cluster(tmp_path, swarm_env):
         listing = run_swarmctl(["executors", "--json"], client, timeout=60)
         by_option = run_swarmctl(["--config", config, "executors", "--json"], swarm_env, timeout=60)
         history = run_swarmctl(["--config", config, "history", "--cluster", coordinator_address(config), "--json"], swarm_env)
+        configured_history = run_swarmctl(["history", "--json"], client)  # the cluster of SWARMCTL_CONFIG, not the local folder
     finally:
         for node in (executor, coordinator):
             if node is not None:
@@ -330,6 +340,7 @@ def test_config_file_runs_tls_cluster(tmp_path, swarm_env):
     assert [row["id"] for row in json.loads(by_option.stdout)] == ["exec-0"], by_option.stderr
     assert history.returncode == 0, history.stderr  # the HTTP API over TLS, with the file's token and CA
     assert [entry["counts"] for entry in json.loads(history.stdout)] == [{"passed": 5, "failed": 1}]
+    assert configured_history.stdout == history.stdout, configured_history.stderr
     assert "TLS certificate issued by" in coordinator.log()
     assert "no --secret-file" not in coordinator.log()
 
