@@ -6,6 +6,7 @@ import trio
 import typer
 
 from swarmctl.cli import app, cluster_addresses, fail, find_error, setup_logging
+from swarmctl.cli.executors import CLUSTER_HELP
 from swarmctl.client import cancel_run
 from swarmctl.errors import SwarmError
 
@@ -13,7 +14,7 @@ from swarmctl.errors import SwarmError
 @app.command()
 def cancel(
     run_id: str = typer.Argument(..., help="The run to cancel, as swarmctl run printed it."),
-    cluster: str = typer.Option(None, "--cluster", help="Coordinator addresses, HOST:PORT[,HOST:PORT...]. Default: the embedded coordinator of a swarmctl run on this machine."),
+    cluster: str = typer.Option(None, "--cluster", help=CLUSTER_HELP),
     reason: str = typer.Option("cancelled with swarmctl cancel", "--reason", help="Why, recorded with the run."),
 ) -> None:
     """Cancel a run: its tests stop and it ends as interrupted (exit code 2)."""

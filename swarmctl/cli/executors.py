@@ -19,7 +19,10 @@ executors_app = typer.Typer(
 )
 app.add_typer(executors_app, name="executors")
 
-CLUSTER_HELP = "Coordinator addresses, HOST:PORT[,HOST:PORT...]. Default: the embedded coordinator of a swarmctl run on this machine."
+CLUSTER_HELP = (
+    "Coordinator addresses, HOST:PORT[,HOST:PORT...]. Default: the coordinators of the file SWARMCTL_CONFIG names, "
+    "else the embedded coordinator of a swarmctl run on this machine."
+)
 
 
 @executors_app.callback()
