@@ -23,7 +23,7 @@ CANCEL_TIMEOUT_S = 5.0
 REJOIN_ATTEMPTS = 5  # to follow a run again after its coordinator went away
 REJOIN_DELAY_S = 1.0
 PING_INTERVAL_S = 5.0  # while following a run, so a coordinator cut off by the network is noticed
-PING_TIMEOUT_S = 5.0
+PING_TIMEOUT_S = 10.0
 
 
 @dataclass
