@@ -106,6 +106,7 @@ class Replica:
         self._rng = rng or random.Random()
         self._make_coordinator = make_coordinator
         self.compact_every = compact_every
+        self._compact_gap = self._draw_compact_gap()
         self.store = RaftStore(data_dir / RAFT_DB)
         self.bundles = BundleCache(data_dir / "bundles", bundle_limits)  # the same folder as the coordinator's
         self._copying: set[str] = set()  # digests of bundles being copied from the leader
@@ -479,12 +480,22 @@ class Replica:
         while self._waiters and self._waiters[0][0] <= commit:
             heapq.heappop(self._waiters)[2]()
 
+    def _draw_compact_gap(self) -> float:
+        """Return the applied entries before the next snapshot: ``compact_every`` plus up to half again, drawn at random.
+
+        A snapshot of a large state.db holds the event loop for seconds. Followers that take
+        theirs at the same index stall together, and the leader, hearing from no majority,
+        steps down.
+        """
+        return self.compact_every * (1 + 0.5 * self._rng.random())
+
     def _maybe_compact(self) -> None:
         # NOTE: a leader compacts only when nothing it applied is uncommitted, which a busy
         # leader rarely is, so its log can grow long between snapshots.
         node = self.node
-        if self.applied - node.log.snapshot.index < self.compact_every or self.applied != node.commit_index:
+        if self.applied - node.log.snapshot.index < self._compact_gap or self.applied != node.commit_index:
             return
+        self._compact_gap = self._draw_compact_gap()
         snapshot = node.compact(self.applied, self.machine.conn.serialize())
         self.store.compact(snapshot)
         log.info("voter %s took a snapshot at index %d (%d bytes)", self.node_id, snapshot.index, len(snapshot.data))
