@@ -265,17 +265,17 @@ def count_client_bytes(counter: ClientBytes) -> None:
     """Count the client's HTTP bodies and event-stream messages in ``counter`` from now on.
 
     NOTE: this wraps ``ApiClient._send`` and trio-websocket's ``get_message`` in this process,
-    where only the benchmark's client uses them; headers and framing are not counted.
+    where only the benchmark's client uses them. Headers, framing and failed calls are not counted.
     """
     if not _client_counters:
         original_send = ApiClient._send
         original_get = trio_websocket.WebSocketConnection.get_message
 
         def send(self, method, url, json_body, file):
+            body, headers = original_send(self, method, url, json_body, file)
             current = _client_counters[-1]
             current.sent += len(json.dumps(json_body)) if json_body is not None else 0
             current.sent += file.stat().st_size if file is not None else 0
-            body, headers = original_send(self, method, url, json_body, file)
             current.received += len(body)
             return body, headers
 

@@ -64,6 +64,10 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class _ConnectFailed(OSError):
+    """The connection (or its TLS handshake) did not open, so nothing of the request was sent."""
+
+
 def _connecting_within(connection_class: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
     """Return ``connection_class`` with ``CONNECT_TIMEOUT_S`` for the connect (and TLS handshake) and its own timeout after."""
 
@@ -72,6 +76,8 @@ def _connecting_within(connection_class: type[http.client.HTTPConnection]) -> ty
             timeout, self.timeout = self.timeout, CONNECT_TIMEOUT_S
             try:
                 super().connect()
+            except OSError as exc:
+                raise _ConnectFailed(f"{exc.strerror or exc}") from exc
             finally:
                 self.timeout = timeout
             self.sock.settimeout(timeout)
@@ -107,7 +113,8 @@ class ApiClient:
         self.token = token
         self.ssl_context = ssl_context
         self.scheme = "https" if ssl_context is not None else "http"
-        handlers: list[urllib.request.BaseHandler] = [_NoRedirects(), _HttpHandler()]
+        # No ProxyHandler settings: the token must go to the coordinator only, as on the event streams.
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), _NoRedirects(), _HttpHandler()]
         if ssl_context is not None:
             handlers.append(_HttpsHandler(ssl_context))
         self._opener = urllib.request.build_opener(*handlers)
@@ -143,18 +150,29 @@ class ApiClient:
             for address in list(self.addresses):
                 where = format_address(*address)
                 try:
-                    return self._send(method, f"{self.scheme}://{where}{path}{query}", json_body, file)
+                    reply = self._send(method, f"{self.scheme}://{where}{path}{query}", json_body, file)
+                    self.addresses = [address, *(a for a in self.addresses if a != address)]
+                    return reply
                 except urllib.error.HTTPError as error:
                     if error.code == 307 and redirects < MAX_REDIRECTS:
                         redirects += 1
                         self._prefer(error.headers.get("Location", ""), where)
                         break
-                    if error.code not in (307, 503):
+                    # Only a node without a leader sends Retry-After; other 503s are failures of this call.
+                    if error.code not in (307, 503) or (error.code == 503 and "Retry-After" not in error.headers):
                         raise _api_error(error, where, bool(self.token)) from None
                     electing = True
                     failures.append(str(_api_error(error, where, bool(self.token))))
-                except (urllib.error.URLError, OSError) as error:
-                    failures.append(f"{where}: {getattr(error, 'reason', error)}")
+                except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+                    reason = getattr(error, "reason", error)
+                    if method == "POST" and not isinstance(reason, (ConnectionRefusedError, _ConnectFailed)):
+                        # The request may have reached the coordinator and been carried out, and a POST sent
+                        # again could submit a run twice. The other methods are safe to repeat.
+                        raise ConnectionFailed(
+                            f"{method} {path} to {where} failed after it was sent ({reason}); check with swarmctl status "
+                            "or swarmctl dashboard whether it took effect before repeating it"
+                        ) from None
+                    failures.append(f"{where}: {reason}")
             else:
                 if not electing:
                     raise ConnectionFailed(f"could not connect to {'; '.join(failures)}. {TRANSPORT_HINT}")
@@ -213,7 +231,10 @@ class ApiClient:
     async def call(self, method: str, path: str, params: dict[str, Any] | None = None, **body: Any) -> Any:
         """Make a call from Trio code and return its decoded JSON reply."""
         reply, _ = await trio.to_thread.run_sync(partial(self.request, method, path, params, **body), abandon_on_cancel=True)
-        return json.loads(reply)
+        try:
+            return json.loads(reply)
+        except ValueError:
+            raise ProtocolError(f"{self.name} sent a reply to {method} {path} that is not JSON: {reply[:200]!r}") from None
 
     # --- event streams ----------------------------------------------------------------------
 

@@ -78,33 +78,18 @@ async def submit_and_follow(
     watch = RunWatch(run_id=accepted["run_id"])
     log.info("run %s accepted", watch.run_id)
     on_accepted(watch.run_id)
-    complete = None
-    failures = 0
-    while complete is None:
-        try:
-            if failures:
-                # A new leader may lack the bundle, which executors fetch from it: offer it again.
-                await _upload(api, bundle)
-            async with api.open_stream(f"/v1/runs/{urllib.parse.quote(watch.run_id, safe='')}/watch") as stream:
-                # The stream sends the run's results in full when it ends.
-                watch.results.clear()
-                watch.earlier_attempts.clear()
-                complete = await _follow_or_cancel(api, stream, watch, on_progress)
-                if complete is None:
-                    # A node cut off by the network would hold up the next calls until the connect times out.
-                    api.demote(stream.name)
-        except (ConnectionFailed, PeerGone) as exc:
-            log.warning("%s", exc)
-            await trio.sleep(REJOIN_DELAY_S)
-        if complete is None:
-            # The coordinator went away: a replicated cluster's new leader continues the run.
-            failures += 1
-            if failures > REJOIN_ATTEMPTS:
-                raise ConnectionFailed(
-                    f"lost the coordinator while following run {watch.run_id}, and {REJOIN_ATTEMPTS} attempts to follow it "
-                    "again failed; the run may still finish on the coordinators: follow it with swarmctl dashboard"
-                )
-            log.warning("lost the coordinator while following run %s; following it again", watch.run_id)
+    try:
+        complete = await _follow_to_end(api, bundle, watch, on_progress)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            # Ctrl-C or a cancelled caller, at any step of following: the run stops too. A lost
+            # coordinator is not a reason to cancel, because the run may still finish there.
+            with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_TIMEOUT_S):
+                try:
+                    await _cancel(api, watch.run_id, "cancelled by the client")
+                except SwarmError as error:
+                    log.warning("could not cancel run %s: %s", watch.run_id, error)
+        raise
 
     summary = RunSummary(
         run_id=complete.run_id,
@@ -121,20 +106,35 @@ async def submit_and_follow(
     return summary, watch.results, watch.earlier_attempts
 
 
-async def _follow_or_cancel(api: ApiClient, stream: EventStream, watch: RunWatch, on_progress) -> protocol.RunComplete | None:
-    """Follow the run to its end; None when the stream broke. Cancelling this cancels the run."""
-    try:
-        return await _follow_alive(stream, watch, on_progress)
-    except PeerGone as exc:
-        log.warning("%s", exc)
-        return None
-    except BaseException:
-        with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_TIMEOUT_S):
-            try:
-                await _cancel(api, watch.run_id, "cancelled by the client")
-            except SwarmError as exc:
-                log.warning("could not cancel run %s: %s", watch.run_id, exc)
-        raise
+async def _follow_to_end(api: ApiClient, bundle: Bundle, watch: RunWatch, on_progress) -> protocol.RunComplete:
+    """Follow the run on its stream until it completes, following it again when the stream breaks."""
+    failures = 0
+    while True:
+        try:
+            if failures:
+                # A new leader may lack the bundle, which executors fetch from it: offer it again.
+                await _upload(api, bundle)
+            async with api.open_stream(f"/v1/runs/{urllib.parse.quote(watch.run_id, safe='')}/watch") as stream:
+                # The stream sends the run's results in full when it ends.
+                watch.results.clear()
+                watch.earlier_attempts.clear()
+                try:
+                    return await _follow_alive(stream, watch, on_progress)
+                except PeerGone as exc:
+                    log.warning("%s", exc)
+                    # A node cut off by the network would hold up the next calls until the connect times out.
+                    api.demote(stream.name)
+        except (ConnectionFailed, PeerGone) as exc:
+            log.warning("%s", exc)
+            await trio.sleep(REJOIN_DELAY_S)
+        # The coordinator went away: a replicated cluster's new leader continues the run.
+        failures += 1
+        if failures > REJOIN_ATTEMPTS:
+            raise ConnectionFailed(
+                f"lost the coordinator while following run {watch.run_id}, and {REJOIN_ATTEMPTS} attempts to follow it "
+                "again failed; the run may still finish on the coordinators: follow it with swarmctl dashboard"
+            )
+        log.warning("lost the coordinator while following run %s; following it again", watch.run_id)
 
 
 async def _follow_alive(stream: EventStream, watch: RunWatch, on_progress) -> protocol.RunComplete:

@@ -483,7 +483,7 @@ class Replica:
     def _draw_compact_gap(self) -> float:
         """Return the applied entries before the next snapshot: ``compact_every`` plus up to half again, drawn at random.
 
-        A snapshot of a large state.db holds the event loop for seconds. Followers that take
+        A snapshot of a large state.db blocks the event loop for seconds. Followers that take
         theirs at the same index stall together, and the leader, hearing from no majority,
         steps down.
         """
@@ -562,17 +562,17 @@ class VoterLink:
     def __init__(self, address: str, replica: Replica) -> None:
         self.address = address
         self.replica = replica
-        self._send, self._receive = trio.open_memory_channel[protocol.ConsensusFrame](LINK_QUEUE)
+        # One item per consensus message: the frames of a message in pieces go out together, and
+        # a connection that breaks in the middle of them loses that message, not the next one's start.
+        self._send, self._receive = trio.open_memory_channel[list[protocol.Message]](LINK_QUEUE)
         self.dropped = 0
 
     def send(self, message: ConsensusMessage) -> None:
-        """Queue ``message`` for the link, or drop it (Raft sends it again) when the queue has no room for all its frames."""
-        frames = consensus_frames(to_wire(message))
-        if self._send.statistics().current_buffer_used + len(frames) > LINK_QUEUE:
+        """Queue ``message`` for the link, or drop it (Raft sends it again) when the queue is full."""
+        try:
+            self._send.send_nowait(consensus_frames(to_wire(message)))
+        except trio.WouldBlock:
             self.dropped += 1
-            return
-        for frame in frames:
-            self._send.send_nowait(frame)
 
     async def run(self) -> None:
         host, port = parse_address(self.address)
@@ -588,8 +588,9 @@ class VoterLink:
                     if failing or not connected_once:
                         log.info("voter link to %s open", self.address)
                     connected_once, failing = True, False
-                    async for frame in self._receive:
-                        await peer.send(frame)
+                    async for frames in self._receive:
+                        for frame in frames:
+                            await peer.send(frame)
             except (ConnectionFailed, PeerGone, ProtocolError, OSError) as exc:
                 if not failing:
                     reason = str(exc).split(". Check")[0]  # without the general advice on addresses and TLS

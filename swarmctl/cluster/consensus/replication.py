@@ -116,8 +116,7 @@ class Leadership:
         prev_index = progress.next - 1
         prev_term = self.log.term_at(prev_index)
         if prev_term is None:
-            # NOTE: the whole snapshot goes out as one message. A large SQLite backup needs
-            # a transport that streams it, because the core does not split snapshots.
+            # The whole snapshot is one message; the voter link splits a large one into frames.
             snapshot = self.log.snapshot
             progress.snapshot_index = snapshot.index
             progress.snapshot_sent_at = now
