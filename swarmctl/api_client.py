@@ -316,6 +316,11 @@ class EventStream:
                 raise RemoteError(message.message, message.code)
             if not isinstance(message, protocol.Welcome):
                 return message
+            if message.version != protocol.PROTOCOL_VERSION:
+                raise ProtocolError(
+                    f"{self.name} speaks protocol version {message.version} and this swarmctl version "
+                    f"{protocol.PROTOCOL_VERSION}: use the same swarmctl release on clients and coordinators"
+                )
 
     async def check_alive(self, timeout_s: float) -> None:
         """Ping the coordinator; raise PeerGone when no pong returns within ``timeout_s``."""

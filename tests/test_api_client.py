@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import trio
 
-from swarmctl.api_client import ApiClient
-from swarmctl.errors import ConnectionFailed, SwarmError
+from swarmctl import protocol
+from swarmctl.api_client import ApiClient, EventStream
+from swarmctl.errors import ConnectionFailed, ProtocolError, SwarmError
 
 
 class Script(http.server.BaseHTTPRequestHandler):
@@ -98,3 +100,31 @@ def test_proxy_settings_ignored(monkeypatch):
         body, _ = client_of(server).request("GET", "/v1/runs")
 
     assert json.loads(body) == {"run_id": "r1"}
+
+
+class Frames:
+    """A stand-in for a WebSocket connection that returns the given text messages in order."""
+
+    def __init__(self, *events: dict) -> None:
+        self.messages = [json.dumps(event) for event in events]
+
+    async def get_message(self) -> str:
+        return self.messages.pop(0)
+
+
+def welcome(version: int) -> dict:
+    return {"kind": "welcome", "version": version, "coordinator_id": "c", "term": 1}
+
+
+def test_stream_skips_welcome_of_same_version():
+    runs = {"kind": "runs", "runs": []}
+    stream = EventStream(Frames(welcome(protocol.PROTOCOL_VERSION), runs), "127.0.0.1:7400")
+
+    assert trio.run(stream.receive) == protocol.RunList([])
+
+
+def test_stream_rejects_other_protocol_version():
+    stream = EventStream(Frames(welcome(protocol.PROTOCOL_VERSION - 1)), "127.0.0.1:7400")
+
+    with pytest.raises(ProtocolError, match="use the same swarmctl release"):
+        trio.run(stream.receive)
