@@ -57,7 +57,6 @@ RUN_ID_HEADER = "X-Swarmctl-Run-Id"
 
 ROLE_CLIENT = "client"
 ROLE_VOTER = "voter"  # another coordinator-eligible node: consensus messages only
-ROLE_OBSERVER = "observer"  # queries any node's consensus status, leader or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -645,18 +644,12 @@ class ConsensusFrame(Message):
 class ConsensusPart(Message):
     """A piece of a consensus message too large for one frame, such as a snapshot of a large ``state.db``.
 
-    The pieces of one message travel in order on one connection; concatenated, they are the
-    msgpack encoding of its ``ConsensusFrame`` payload, and ``last`` marks the final piece.
+    The pieces of one message travel in order on one connection. Joined, they are the msgpack
+    encoding of its ``ConsensusFrame`` payload, and ``last`` marks the final piece.
     """
 
     data: bytes
     last: bool
-
-
-@_message("status_query")
-@dataclass(frozen=True, slots=True)
-class StatusQuery(Message):
-    """Request a node's consensus status, which every voter returns, leader or not."""
 
 
 @_message("node_status")
@@ -677,14 +670,3 @@ class NodeStatus(Message):
     applied_index: int
     voters: list[dict[str, Any]] = field(default_factory=list)
 
-
-@_message("transfer_leadership")
-@dataclass(frozen=True, slots=True)
-class TransferLeadership(Message):
-    """Ask the leader, over an observer connection with an admin token, to hand leadership to ``target``.
-
-    The leader replies with its ``NodeStatus`` once the transfer has started, or with an
-    ``ErrorReply``.
-    """
-
-    target: str

@@ -464,10 +464,11 @@ class ReplicaApi:
         target = request.query_params.get("target", "")
         if not target:
             raise ApiError(400, "the query parameter target is missing: give the voter to lead next as ?target=HOST:PORT, one of --peers")
-        reply = self.replica.transfer(target)
-        if isinstance(reply, protocol.ErrorReply):
-            raise ApiError(409, reply.message)
-        return JSONResponse(status_json(reply))
+        try:
+            status = self.replica.transfer(target)
+        except UsageError as exc:
+            raise ApiError(409, str(exc)) from None
+        return JSONResponse(status_json(status))
 
     def _api_of(self, coordinator: Coordinator) -> CoordinatorApi:
         api = self._apis.get(id(coordinator))

@@ -226,7 +226,7 @@ class Coordinator(FleetMixin, ClientMixin):
             action()
 
     async def _handle(self, peer: Peer) -> None:
-        hello = await read_hello(peer, (protocol.ROLE_OBSERVER,))
+        hello = await read_hello(peer)
         if hello is not None:
             await self.serve_peer(peer, hello)
 
@@ -265,9 +265,7 @@ class Coordinator(FleetMixin, ClientMixin):
             nursery.start_soon(self._write, session, receive)
             stopping = False
             try:
-                if hello.role == protocol.ROLE_OBSERVER:
-                    await self._serve_observer(session)
-                elif hello.role == protocol.ROLE_EXECUTOR:
+                if hello.role == protocol.ROLE_EXECUTOR:
                     await self._serve_executor(session, nursery)
                 else:
                     await self._serve_client(session, nursery)
@@ -283,13 +281,6 @@ class Coordinator(FleetMixin, ClientMixin):
             finally:
                 self._session_closed(session, stopping=stopping)
                 nursery.cancel_scope.cancel()
-
-    async def _serve_observer(self, session: Session) -> None:
-        while True:
-            request = await session.peer.receive()
-            if not isinstance(request, protocol.StatusQuery):
-                raise ProtocolError(f"an observer may only send status_query, not {request.KIND}")
-            session.send(self.status())
 
     def _duplicate_id(self, hello: protocol.Hello) -> str:
         """Return why an executor's hello is rejected for an id that another live process uses, or ""."""

@@ -192,13 +192,11 @@ class Replica:
             await trio.sleep(max(0.0, min(TICK_S, self.node.next_deadline() - trio.current_time())))
 
     async def _handle(self, peer: Peer) -> None:
-        hello = await read_hello(peer, (protocol.ROLE_VOTER, protocol.ROLE_OBSERVER))
+        hello = await read_hello(peer, (protocol.ROLE_VOTER,))
         if hello is None:
             return
         if hello.role == protocol.ROLE_VOTER:
             await self._serve_voter(peer, hello)
-        elif hello.role == protocol.ROLE_OBSERVER:
-            await self._serve_observer(peer, hello)
         elif self.coordinator is not None and self._leader_scope is not None:
             await self._serve_with_coordinator(peer, hello)
         else:
@@ -296,36 +294,12 @@ class Replica:
         except (PeerGone, ProtocolError) as exc:
             log.debug("voter %s disconnected: %s", hello.node_id, exc)
 
-    async def _serve_observer(self, peer: Peer, hello: protocol.Hello) -> None:
-        if not self._admit(peer, hello, TokenRole.READ):
-            await peer.send(protocol.Reject(f"{protocol.AUTH_FAILED} a status query needs a token with role read"))
-            return
-        admin = self._admit(peer, hello, TokenRole.ADMIN)
-        await peer.send(protocol.Welcome(protocol.PROTOCOL_VERSION, self.node_id, self.node.term))
-        try:
-            while True:
-                request = await peer.receive()
-                match request:
-                    case protocol.StatusQuery():
-                        await peer.send(self.status())
-                    case protocol.TransferLeadership() if not admin:
-                        await peer.send(protocol.ErrorReply("permission denied: transfer_leadership needs a token with role admin", 4))
-                    case protocol.TransferLeadership():
-                        await peer.send(self.transfer(request.target))
-                    case _:
-                        raise ProtocolError(f"an observer may only send status_query or transfer_leadership, not {request.KIND}")
-        except (PeerGone, ProtocolError):
-            pass
-
-    def transfer(self, target: str) -> protocol.Message:
-        """Start handing leadership to ``target``; return the reply for the requesting observer."""
+    def transfer(self, target: str) -> protocol.NodeStatus:
+        """Start handing leadership to ``target``; return this node's status. Raise UsageError when it cannot."""
         if self.node.role is not Role.LEADER:
             leader = self.node.leader_id or "not known"
-            return protocol.ErrorReply(f"{self.node_id} is not the leader (the leader is {leader}); ask the leader", 4)
-        try:
-            ready = self.node.transfer_leadership(target, trio.current_time())
-        except UsageError as exc:
-            return protocol.ErrorReply(str(exc), 4)
+            raise UsageError(f"{self.node_id} is not the leader (the leader is {leader}); ask the leader")
+        ready = self.node.transfer_leadership(target, trio.current_time())
         log.info("voter %s hands leadership to %s", self.node_id, target)
         self._process(ready)
         return self.status()

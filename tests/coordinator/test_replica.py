@@ -215,4 +215,4 @@ def test_reassembly_rejects_bad_sequences(monkeypatch):
     with pytest.raises(ProtocolError, match="malformed"):
         garbage.add(protocol.ConsensusPart(msgpack.packb([1, 2])[:1], True))
     with pytest.raises(ProtocolError, match="instead of a consensus message"):
-        Reassembly("a:1").add(protocol.StatusQuery())
+        Reassembly("a:1").add(protocol.ListRuns())
