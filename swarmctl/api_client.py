@@ -20,7 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -151,18 +151,18 @@ class ApiClient:
                 where = format_address(*address)
                 try:
                     reply = self._send(method, f"{self.scheme}://{where}{path}{query}", json_body, file)
-                    self.addresses = [address, *(a for a in self.addresses if a != address)]
+                    self._put_first(address)
                     return reply
                 except urllib.error.HTTPError as error:
                     if error.code == 307 and redirects < MAX_REDIRECTS:
                         redirects += 1
                         self._prefer(error.headers.get("Location", ""), where)
                         break
-                    # Only a node without a leader sends Retry-After; other 503s are failures of this call.
-                    if error.code not in (307, 503) or (error.code == 503 and "Retry-After" not in error.headers):
-                        raise _api_error(error, where, bool(self.token)) from None
+                    failure = _status_error(error.code, error.read(), where, bool(self.token))
+                    if not _awaits_leader(error.code, error.headers):
+                        raise failure from None
                     electing = True
-                    failures.append(str(_api_error(error, where, bool(self.token))))
+                    failures.append(str(failure))
                 except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
                     reason = getattr(error, "reason", error)
                     if method == "POST" and not isinstance(reason, (ConnectionRefusedError, _ConnectFailed)):
@@ -189,20 +189,17 @@ class ApiClient:
 
     def _send(self, method: str, url: str, json_body: Any, file: Path | None) -> tuple[bytes, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        if json_body is not None:
-            headers["Content-Type"] = "application/json"
-            request = urllib.request.Request(url, data=json.dumps(json_body).encode(), headers=headers, method=method)
+        with ExitStack() as stack:
+            data: Any = None
+            if json_body is not None:
+                headers["Content-Type"] = "application/json"
+                data = json.dumps(json_body).encode()
+            elif file is not None:
+                headers.update({"Content-Type": "application/octet-stream", "Content-Length": str(file.stat().st_size)})
+                data = stack.enter_context(open(file, "rb"))
+            request = urllib.request.Request(url, data=data, headers=headers, method=method)
             with self._opener.open(request, timeout=TIMEOUT_S) as response:
                 return response.read(), response.headers
-        if file is not None:
-            headers.update({"Content-Type": "application/octet-stream", "Content-Length": str(file.stat().st_size)})
-            with open(file, "rb") as body:
-                request = urllib.request.Request(url, data=body, headers=headers, method=method)
-                with self._opener.open(request, timeout=TIMEOUT_S) as response:
-                    return response.read(), response.headers
-        request = urllib.request.Request(url, headers=headers, method=method)
-        with self._opener.open(request, timeout=TIMEOUT_S) as response:
-            return response.read(), response.headers
 
     def _prefer(self, location: str, where: str) -> None:
         """Put the address a redirect names first, so that later calls and streams go to the leader at once."""
@@ -211,22 +208,21 @@ class ApiClient:
             raise ProtocolError(f"{where} redirected to {location!r}, which names no HOST:PORT")
         address = (target.hostname, target.port)
         log.info("%s redirects to the leader at %s", where, format_address(*address))
+        self._put_first(address)
+
+    def _put_first(self, address: tuple[str, int]) -> None:
         self.addresses = [address, *(a for a in self.addresses if a != address)]
 
     def demote(self, where: str) -> None:
         """Move the coordinator at ``where`` (HOST:PORT) to the end of the addresses, after it stopped responding."""
-        self.addresses = [a for a in self.addresses if format_address(*a) != where] + [
-            a for a in self.addresses if format_address(*a) == where
-        ]
-
-    def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
-        return self.request("GET", path, params)[0]
+        silent = [a for a in self.addresses if format_address(*a) == where]
+        self.addresses = [a for a in self.addresses if a not in silent] + silent
 
     def get_response(self, path: str, params: dict[str, Any] | None = None) -> tuple[bytes, Any]:
         return self.request("GET", path, params)
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return json.loads(self.get(path, params))
+        return json.loads(self.request("GET", path, params)[0])
 
     async def call(self, method: str, path: str, params: dict[str, Any] | None = None, **body: Any) -> Any:
         """Make a call from Trio code and return its decoded JSON reply."""
@@ -258,25 +254,24 @@ class ApiClient:
                             )
                         )
                     except trio_websocket.ConnectionRejected as rejected:
-                        status, reply = rejected.status_code, dict((k.decode().lower(), v.decode()) for k, v in rejected.headers)
-                        reason = _reason(rejected.body, f"HTTP {status}")
+                        status = rejected.status_code
+                        reply = {name.decode().lower(): value.decode() for name, value in rejected.headers}
                         if status == 307 and redirects < MAX_REDIRECTS:
                             redirects += 1
                             self._prefer(reply.get("location", ""), where)
                             break
-                        if status in (401, 403):
-                            raise _auth_error(status, reason, where, bool(self.token)) from None
-                        if status not in (307, 503):
-                            raise (UsageError if status < 500 else SwarmError)(f"{where}: {reason}") from None
+                        failure = _status_error(status, rejected.body, where, bool(self.token))
+                        if not _awaits_leader(status, reply):
+                            raise failure from None
                         electing = True
-                        failures.append(f"{where}: {reason}")
+                        failures.append(str(failure))
                         continue
                     except (trio_websocket.HandshakeError, OSError, trio.TooSlowError) as error:
                         failures.append(f"{where}: {describe_failure(error)}")
                         continue
                     waiting.deadline = float("inf")
                     async with stack:
-                        self.addresses = [address, *(a for a in self.addresses if a != address)]
+                        self._put_first(address)
                         yield EventStream(connection, where)
                     return
                 else:
@@ -354,12 +349,22 @@ def _auth_error(status: int, reason: str, address: str, has_token: bool) -> Auth
     return AuthError(f"{address} rejected the request: authentication failed: {reason}")
 
 
-def _api_error(error: urllib.error.HTTPError, address: str, has_token: bool) -> SwarmError:
-    reason = _reason(error.read(), str(error.reason))
-    if error.code in (401, 403):
-        return _auth_error(error.code, reason, address, has_token)
-    if error.code == 413:
+def _awaits_leader(status: int, headers) -> bool:
+    """Return whether a reply means "no leader yet": a 307 past the redirect limit, or a 503 with Retry-After.
+
+    Other 503s (a commit that timed out, a database error) are failures of the call itself.
+    """
+    retry_after = any(name.lower() == "retry-after" for name in headers.keys())
+    return status == 307 or (status == 503 and retry_after)
+
+
+def _status_error(status: int, body: bytes | None, address: str, has_token: bool) -> SwarmError:
+    """Return the error for an HTTP status that is not a success, with the coordinator's reason."""
+    reason = _reason(body, f"HTTP {status}")
+    if status in (401, 403):
+        return _auth_error(status, reason, address, has_token)
+    if status == 413:
         return RemoteError(reason, 3)  # a bundle over the cluster's limit fails the run, as other bundle errors do
-    if error.code < 500:
+    if status < 500:
         return RemoteError(reason, 4)
-    return SwarmError(f"{address} returned HTTP {error.code}: {reason}")
+    return SwarmError(f"{address} returned HTTP {status}: {reason}")

@@ -184,11 +184,6 @@ async def list_executors(addresses: Sequence[tuple[str, int]]) -> list[dict]:
     return (await ApiClient.from_environment(addresses).call("GET", "/v1/executors"))["executors"]
 
 
-async def list_runs(addresses: Sequence[tuple[str, int]]) -> list[dict]:
-    """Return the coordinator's active runs, then its most recently finished ones, as ``RunList`` rows."""
-    return (await ApiClient.from_environment(addresses).call("GET", "/v1/runs"))["runs"]
-
-
 class ClusterQueries:
     """Repeated queries to one cluster, such as the polls of ``swarmctl dashboard``."""
 
