@@ -176,7 +176,7 @@ def _merge_config(ctx: typer.Context, config: ClusterConfig, role: Role) -> dict
     """Return the options, with those left at their defaults taken from ``config`` where it sets them."""
     merged = {name: ctx.params[name] for name in CONFIG_KEYS}
     for name in PATH_OPTIONS:
-        # ctx.params holds click's values, and typer 0.28 converts paths to Path only in the call.
+        # ctx.params contains click's values, and typer 0.28 converts paths to Path only in the call.
         if merged[name] is not None:
             merged[name] = Path(merged[name])
     for name, (table, key) in CONFIG_KEYS.items():

@@ -408,7 +408,7 @@ async def open_client_websocket(
     """Open a client WebSocket to ``host:port`` at ``path``, over TLS with ``ssl_context``.
 
     Raises OSError, trio-websocket's HandshakeError (ConnectionRejected when the server
-    answered with an HTTP status), or trio.TooSlowError when no handshake completes within
+    replied with an HTTP status), or trio.TooSlowError when no handshake completes within
     ``CONNECT_TIMEOUT_S``. A close handshake that the peer never answers is not an error.
     """
     address = format_address(host, port)

@@ -102,7 +102,7 @@ def test_executor_process_count_unchanged(tmp_path, swarm_env):
     try:
         running.start_coordinator()
         executor = psutil.Process(running.add_executor("exec-0", slots=SLOTS).process.pid)
-        # The runs share the executor's slots, so each slot sees several kinds of fault.
+        # The runs share the executor's slots, so each slot gets several kinds of fault.
         runs = {
             name: subprocess.Popen(
                 [sys.executable, "-m", "swarmctl", "run", str(suite), "--cluster", running.address,
