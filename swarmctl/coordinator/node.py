@@ -119,9 +119,16 @@ class Coordinator(FleetMixin, ClientMixin):
         self._when_committed = when_committed
         self._durable: list[Callable[[], None]] = []  # acknowledgements waiting for the next group commit
         self._flush_due = False
+        self._wal: store.WalSync | None = None
+        self._unsynced: list[Callable[[], None]] = []  # acknowledgements of commits not yet on disk
+        self._commits = self._synced = 0  # group commits so far, and how many of them are on disk
+        self._sync_wanted = trio.Event()
+        self._syncing = False  # a worker thread is syncing
         if machine is None:
-            # Group commit: the commands of one moment share a transaction and one fsync.
+            # Group commit: the commands of one moment share a transaction and one fsync,
+            # which a worker thread does while the event loop goes on if the disk is slow.
             self.machine.on_pending = self._schedule_flush
+            self._wal = store.WalSync(self.machine.conn, data_dir / "state.db")
         self.address: str | None = None  # HOST:PORT served on, once serving
         self.limits = limits or Limits()
         self.bundles = BundleCache(data_dir / "bundles", self.limits.bundle())
@@ -176,12 +183,16 @@ class Coordinator(FleetMixin, ClientMixin):
         finally:
             self._nursery = None
             self.flush()
+            if self._wal is not None:
+                self._wal.close()
 
     async def start_services(self, nursery: trio.Nursery, host: str, port: int) -> None:
         """Start what runs beside the connections in ``nursery``: lease watch, gossip, timers of resumed runs."""
         self._nursery = nursery
         self.address = format_address(self.advertise or host, port)
         nursery.start_soon(self._watch_leases)
+        if self._wal is not None:
+            nursery.start_soon(self._sync_loop)
         if self.secret is not None:
             await self._start_gossip(nursery, host, port)
         for run in list(self.machine.runs.values()):
@@ -198,11 +209,14 @@ class Coordinator(FleetMixin, ClientMixin):
         log.info("coordinator %s listening on %s:%d, state in %s", self.coordinator_id, host, port, self.data_dir)
 
     def when_committed(self, action: Callable[[], None]) -> None:
-        """Run ``action`` (an acknowledgement) once the last applied command is committed."""
+        """Run ``action`` (an acknowledgement) once the last applied command is committed and on disk."""
         if self._when_committed is not None:
             self._when_committed(self.machine.last_index, action)
         elif self.machine.conn.in_transaction:
             self._durable.append(action)
+        elif self._wal is not None and self._synced < self._commits:
+            self._unsynced.append(action)
+            self._sync_wanted.set()
         else:
             action()
 
@@ -218,12 +232,39 @@ class Coordinator(FleetMixin, ClientMixin):
         self.flush()
 
     def flush(self) -> None:
-        """Commit the applied commands, then send the acknowledgements that waited for it."""
+        """Commit the applied commands; their acknowledgements follow once the commit is on disk."""
         self._flush_due = False
+        committing = self.machine.conn.in_transaction
         self.machine.flush()
         waiting, self._durable = self._durable, []
+        if committing and self._wal is not None:
+            self._commits += 1
+        if self._wal is not None and self._nursery is not None and (self._wal.slow or self._unsynced or self._syncing):
+            self._unsynced.extend(waiting)
+            self._sync_wanted.set()
+            return
+        if self._wal is not None:
+            # A fast disk, or not serving (starting or stopping): sync here, on the loop.
+            self._wal.sync()
+            self._synced = self._commits
+            waiting, self._unsynced = self._unsynced + waiting, []
         for action in waiting:
             action()
+
+    async def _sync_loop(self) -> None:
+        """Put group commits on disk in a worker thread, then send the acknowledgements that waited."""
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted = trio.Event()
+            commits, waiting, self._unsynced = self._commits, self._unsynced, []
+            self._syncing = True
+            try:
+                await trio.to_thread.run_sync(self._wal.sync)
+            finally:
+                self._syncing = False
+            self._synced = max(self._synced, commits)
+            for action in waiting:
+                action()
 
     async def _handle(self, peer: Peer) -> None:
         hello = await read_hello(peer)

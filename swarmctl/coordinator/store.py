@@ -3,12 +3,16 @@
 Writes happen only in ``state.StateMachine.apply``, and a command's log row and the rows
 it produced are written in one transaction (a savepoint of a group commit), so they never
 disagree. ``synchronous=FULL`` makes a committed transaction survive a power loss: results
-are acknowledged to executors only after their transaction commits.
+are acknowledged to executors only after their transaction commits. A serving coordinator
+commits without the fsync and syncs the WAL file itself (``WalSync``), in a worker thread
+when the disk is slow.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from pathlib import Path
 
 from swarmctl.errors import StoreError
@@ -174,3 +178,68 @@ def connect(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the state database {path}: {exc}") from exc
     return conn
+
+
+CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024  # checkpoint once the WAL file holds this much
+SLOW_SYNC_S = 0.001  # syncs slower than this, on average, go to a worker thread
+
+
+class WalSync:
+    """Makes the commits of a WAL database durable in a worker thread instead of in COMMIT.
+
+    With ``synchronous=FULL`` every COMMIT waits for an fsync, on the event loop, and the
+    automatic checkpoint syncs the database file there too; on a busy disk either can take
+    tens of milliseconds while no executor gets work. Here ``conn`` runs with
+    ``synchronous=NORMAL`` and no automatic checkpoint, so COMMIT only writes to the WAL
+    file, and ``sync`` fsyncs that file: every transaction committed before the call is
+    then as durable as under FULL. Once the WAL file grows past ``CHECKPOINT_WAL_BYTES``,
+    ``sync`` also runs a passive checkpoint from a connection of its own, which never
+    blocks the writer.
+
+    Handing a sync to a thread costs some CPU, more than a fast disk's fsync takes, so
+    ``slow`` tells the caller whether recent syncs averaged over ``SLOW_SYNC_S``.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.path = path
+        self.wal = path.with_name(path.name + "-wal")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer: sqlite3.Connection | None = None
+        self.average_s = 0.0  # moving average of the time a sync took
+
+    @property
+    def slow(self) -> bool:
+        return self.average_s > SLOW_SYNC_S
+
+    def sync(self) -> None:
+        """Make every transaction committed so far durable; blocks for an fsync."""
+        started = time.perf_counter()
+        try:
+            self._sync()
+        finally:
+            self.average_s += (time.perf_counter() - started - self.average_s) / 8
+
+    def _sync(self) -> None:
+        try:
+            try:
+                fd = os.open(self.wal, os.O_RDONLY)
+            except FileNotFoundError:
+                return  # closed: the last connection checkpointed the WAL into the database and synced it
+            try:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if size >= CHECKPOINT_WAL_BYTES:
+                if self._checkpointer is None:
+                    self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                    self._checkpointer.execute("PRAGMA busy_timeout=5000")
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot write the state database {self.path} to disk: {exc}") from exc
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
