@@ -110,7 +110,7 @@ class Replica:
         self.store = RaftStore(data_dir / RAFT_DB)
         self.bundles = BundleCache(data_dir / "bundles", bundle_limits)  # the same folder as the coordinator's
         self._copying: set[str] = set()  # digests of bundles being copied from the leader
-        self.machine = StateMachine(store.connect(data_dir / STATE_DB))
+        self.machine = StateMachine(store.connect(data_dir / STATE_DB, durable=False))
         self.machine.replicate = self._reject_command
         self.applied = 0
         self.node = self._start_node(rebuild=False)
@@ -155,7 +155,7 @@ class Replica:
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         if snapshot.data:
             os.replace(temporary, path)
-        self.machine = StateMachine(store.connect(path))
+        self.machine = StateMachine(store.connect(path, durable=False))
         self.machine.replicate = self._reject_command
 
     # --- serving ------------------------------------------------------------------------

@@ -156,13 +156,18 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     conn.execute("COMMIT")
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) the state database at ``path``."""
+def connect(path: Path, *, durable: bool = True) -> sqlite3.Connection:
+    """Open (creating if needed) the state database at ``path``.
+
+    ``durable=False`` skips the fsync of each commit, for a voter of a replicated
+    coordinator: its consensus log is the durable record, and a voter that lost its last
+    commits to a power loss applies them again from that log.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
