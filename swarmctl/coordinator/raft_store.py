@@ -3,11 +3,15 @@
 ``raft.db`` sits beside ``state.db`` in the coordinator's data folder. Each ``save`` is one
 transaction with ``synchronous=FULL``, so a vote or an accepted entry is on disk before the
 message that reveals it leaves the node. The snapshot's data is a serialized copy of
-``state.db`` at the snapshot's index.
+``state.db`` at the snapshot's index. It lies in a file of its own beside ``raft.db``
+(``raft-snapshot-INDEX.db``), so that a voter can write a large one in a worker thread and
+then record it in ``raft.db`` with a small transaction; the file is written and synced
+before the row names it, and older files are removed after.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +61,8 @@ class RaftStore:
     def save(self, ready: Ready) -> None:
         if ready.snapshot is None and not ready.entries and ready.hard_state is None:
             return
+        if ready.snapshot is not None:
+            self.write_snapshot(ready.snapshot)
         with self._transaction("save"):
             if ready.snapshot is not None:
                 self._put_snapshot(ready.snapshot)
@@ -73,28 +79,55 @@ class RaftStore:
                     "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
                     (hs.term, hs.vote, hs.commit),
                 )
+        if ready.snapshot is not None:
+            self._remove_other_snapshots()
 
-    def compact(self, snapshot: Snapshot) -> None:
+    def compact(self, snapshot: Snapshot, *, written: bool = False) -> None:
+        """Record ``snapshot`` and drop the entries it covers; ``written`` when ``write_snapshot`` ran for it."""
+        if not written:
+            self.write_snapshot(snapshot)
         with self._transaction("compact"):
             row = self.conn.execute("SELECT idx FROM snapshot").fetchone()
-            if row is not None and row[0] >= snapshot.index:
-                return
-            self._put_snapshot(snapshot)
-            self.conn.execute("DELETE FROM entries WHERE idx <= ?", (snapshot.index,))
+            if row is None or row[0] < snapshot.index:
+                self._put_snapshot(snapshot)
+                self.conn.execute("DELETE FROM entries WHERE idx <= ?", (snapshot.index,))
+        self._remove_other_snapshots()
+
+    def write_snapshot(self, snapshot: Snapshot) -> None:
+        """Write the snapshot's data to its file and sync it. Touches no connection, so it may run in a thread."""
+        path = self.snapshot_path(snapshot.index)
+        temporary = path.with_name(path.name + ".partial")
+        try:
+            with open(temporary, "wb") as file:
+                file.write(snapshot.data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise StoreError(f"cannot write the snapshot {path}: {exc}") from exc
+
+    def snapshot_path(self, index: int) -> Path:
+        return self.path.with_name(f"raft-snapshot-{index}.db")
 
     def state(self) -> PersistentState:
         try:
             row = self.conn.execute("SELECT term, vote, commit_index FROM hard_state").fetchone()
             hard_state = HardState(*row) if row else HardState()
             row = self.conn.execute("SELECT idx, term, data FROM snapshot").fetchone()
-            snapshot = Snapshot(row[0], row[1], bytes(row[2])) if row else Snapshot()
+            snapshot = Snapshot(row[0], row[1], bytes(row[2]) or self.snapshot_path(row[0]).read_bytes()) if row else Snapshot()
             entries = tuple(
                 Entry(idx, term, EntryKind(kind), bytes(command))
                 for idx, term, kind, command in self.conn.execute(
                     "SELECT idx, term, kind, command FROM entries WHERE idx > ? ORDER BY idx", (snapshot.index,)
                 )
             )
-        except (sqlite3.Error, ValueError) as exc:
+        except (sqlite3.Error, ValueError, OSError) as exc:
             raise StoreError(f"cannot read the consensus log {self.path}: {exc}") from exc
         return PersistentState(hard_state, snapshot, entries)
 
@@ -102,10 +135,19 @@ class RaftStore:
         self.conn.close()
 
     def _put_snapshot(self, snapshot: Snapshot) -> None:
+        """Name the snapshot, whose file is written, in ``raft.db``; its data column stays empty."""
         self.conn.execute(
             "INSERT OR REPLACE INTO snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
-            (snapshot.index, snapshot.term, snapshot.data),
+            (snapshot.index, snapshot.term, b""),
         )
+
+    def _remove_other_snapshots(self) -> None:
+        """Remove the snapshot files that ``raft.db`` does not name (older ones, or one a crash left half written)."""
+        row = self.conn.execute("SELECT idx FROM snapshot").fetchone()
+        keep = self.snapshot_path(row[0]).name if row else None
+        for path in self.path.parent.glob("raft-snapshot-*.db*"):
+            if path.name != keep:
+                path.unlink(missing_ok=True)
 
     @contextmanager
     def _transaction(self, action: str) -> Iterator[None]:

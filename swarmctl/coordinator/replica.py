@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import random
+import sqlite3
 import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
@@ -110,6 +111,7 @@ class Replica:
         self.store = RaftStore(data_dir / RAFT_DB)
         self.bundles = BundleCache(data_dir / "bundles", bundle_limits)  # the same folder as the coordinator's
         self._copying: set[str] = set()  # digests of bundles being copied from the leader
+        self._snapshotting = False  # a snapshot is being copied in a worker thread
         self.machine = StateMachine(store.connect(data_dir / STATE_DB, durable=False))
         self.machine.replicate = self._reject_command
         self.applied = 0
@@ -467,11 +469,51 @@ class Replica:
         # NOTE: a leader compacts only when nothing it applied is uncommitted, which a busy
         # leader rarely is, so its log can grow long between snapshots.
         node = self.node
-        if self.applied - node.log.snapshot.index < self._compact_gap or self.applied != node.commit_index:
+        if (
+            self._snapshotting
+            or self.applied - node.log.snapshot.index < self._compact_gap
+            or self.applied != node.commit_index
+        ):
             return
         self._compact_gap = self._draw_compact_gap()
-        snapshot = node.compact(self.applied, self.machine.conn.serialize())
-        self.store.compact(snapshot)
+        # Every applied command is committed to state.db, so a read transaction opened now
+        # sees the state at exactly this index, whatever is applied while the copy runs.
+        reader = store.open_reader(self.data_dir / STATE_DB)
+        if self._nursery is None:
+            self._compact(node, self.applied, self._copy_state(reader))
+            return
+        self._snapshotting = True
+        self._nursery.start_soon(self._snapshot_in_thread, node, self.applied, node.log.term_at(self.applied), reader)
+
+    def _copy_state(self, reader: sqlite3.Connection) -> bytes:
+        try:
+            return reader.serialize()
+        finally:
+            reader.close()
+
+    async def _snapshot_in_thread(self, node: Node, index: int, term: int, reader: sqlite3.Connection) -> None:
+        """Copy state.db and write the snapshot file in a worker thread, then compact the log on the loop.
+
+        Copying and writing a state.db of a hundred megabytes takes seconds; on the event
+        loop that kept a voter from answering heartbeats past its election timeout.
+        """
+        try:
+            snapshot = await trio.to_thread.run_sync(self._write_snapshot, index, term, reader)
+            if node is self.node and node.log.snapshot.index < index:  # else rebuilt, or a newer snapshot came
+                self._compact(node, index, snapshot.data, written=True)
+        except (sqlite3.Error, StoreError) as exc:
+            log.error("voter %s could not take a snapshot at index %d: %s", self.node_id, index, exc)
+        finally:
+            self._snapshotting = False
+
+    def _write_snapshot(self, index: int, term: int, reader: sqlite3.Connection) -> Snapshot:
+        snapshot = Snapshot(index, term, self._copy_state(reader))
+        self.store.write_snapshot(snapshot)
+        return snapshot
+
+    def _compact(self, node: Node, index: int, data: bytes, *, written: bool = False) -> None:
+        snapshot = node.compact(index, data)
+        self.store.compact(snapshot, written=written)
         log.info("voter %s took a snapshot at index %d (%d bytes)", self.node_id, snapshot.index, len(snapshot.data))
 
     # --- leadership -----------------------------------------------------------------------

@@ -185,6 +185,17 @@ def connect(path: Path, *, durable: bool = True) -> sqlite3.Connection:
     return conn
 
 
+def open_reader(path: Path) -> sqlite3.Connection:
+    """Open a read transaction on the state database; it sees what was committed until now, and nothing later."""
+    try:
+        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM meta").fetchone()  # the first read fixes what the transaction sees
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the state database {path}: {exc}") from exc
+    return reader
+
+
 CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024  # checkpoint once the WAL file holds this much
 SLOW_SYNC_S = 0.001  # syncs slower than this, on average, go to a worker thread
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from swarmctl.cluster.consensus import Entry, EntryKind, HardState, Ready, Snapshot
 from swarmctl.coordinator.raft_store import RaftStore
+from swarmctl.errors import StoreError
 
 
 def entries(first: int, last: int, term: int) -> tuple[Entry, ...]:
@@ -48,3 +51,36 @@ def test_compaction_keeps_the_entries_after_the_snapshot(tmp_path):
     state = store.state()
     assert state.snapshot == Snapshot(4, 1, b"state at 4")
     assert state.entries == entries(5, 6, 1)
+
+
+def test_snapshot_data_lies_in_a_file_of_its_own(tmp_path):
+    store = RaftStore(tmp_path / "raft.db")
+    store.save(Ready(entries=entries(1, 9, 1)))
+    store.compact(Snapshot(4, 1, b"state at 4"))
+    assert (tmp_path / "raft-snapshot-4.db").read_bytes() == b"state at 4"
+
+    store.write_snapshot(Snapshot(7, 1, b"state at 7"))  # as a worker thread writes it, before compact
+    store.compact(Snapshot(7, 1, b"state at 7"), written=True)
+    assert sorted(path.name for path in tmp_path.glob("raft-snapshot-*")) == ["raft-snapshot-7.db"]
+    store.close()
+
+    state = RaftStore(tmp_path / "raft.db").state()
+    assert state.snapshot == Snapshot(7, 1, b"state at 7")
+    assert state.entries == entries(8, 9, 1)
+
+
+def test_snapshot_stored_in_the_row_is_read_too(tmp_path):
+    """raft.db files written before snapshots moved to their own files keep their data in the row."""
+    store = RaftStore(tmp_path / "raft.db")
+    store.conn.execute("INSERT INTO snapshot (id, idx, term, data) VALUES (1, 3, 1, ?)", (b"inline state",))
+
+    assert store.state().snapshot == Snapshot(3, 1, b"inline state")
+
+
+def test_missing_snapshot_file_is_a_clear_error(tmp_path):
+    store = RaftStore(tmp_path / "raft.db")
+    store.compact(Snapshot(2, 1, b"state at 2"))
+    (tmp_path / "raft-snapshot-2.db").unlink()
+
+    with pytest.raises(StoreError, match="raft-snapshot-2.db"):
+        store.state()

@@ -182,6 +182,17 @@ async def test_lagging_voter_catches_up_from_a_snapshot(tmp_path, nursery, monke
     assert behind.replica.node.log.snapshot.index >= 30
     assert behind.log() == leader.log()
     assert (len(pieces) > 1) == (part_bytes == 4096)
+    # The leader copied state.db in a worker thread into a file beside raft.db.
+    snapshot_index = leader.replica.store.state().snapshot.index
+    assert [p.name for p in leader.data_dir.glob("raft-snapshot-*")] == [f"raft-snapshot-{snapshot_index}.db"]
+
+    # A voter without state.db rebuilds it from its snapshot file and its log.
+    behind.crash()
+    await trio.sleep(0.1)
+    for suffix in ("", "-wal", "-shm"):
+        (behind.data_dir / f"state.db{suffix}").unlink(missing_ok=True)
+    await behind.start(nursery)
+    assert len(behind.replica.machine.cordoned) == 40
 
 
 async def test_followers_copy_the_bundle_of_a_run(tmp_path, nursery):
