@@ -68,10 +68,14 @@ class CaseResult:
         return self.counted_as or (self.outcome,)
 
     def to_wire(self) -> dict[str, Any]:
-        """Convert to plain types for msgpack and JSON."""
-        data = dataclasses.asdict(self)
+        """Convert to plain types for msgpack and JSON.
+
+        Built field by field: ``dataclasses.asdict`` deep-copies every value, and made the
+        final results of a 100,000-test run take over a second.
+        """
+        data = {name: getattr(self, name) for name in _CASE_FIELDS}
         data["counted_as"] = list(self.counted_as)
-        data["subtests"] = [dataclasses.asdict(s) for s in self.subtests]
+        data["subtests"] = [{name: getattr(s, name) for name in _SUBTEST_FIELDS} for s in self.subtests]
         data["warnings"] = list(self.warnings)
         data["reassigned_from"] = list(self.reassigned_from)
         return data
@@ -88,6 +92,10 @@ class CaseResult:
         values["warnings"] = tuple(values.get("warnings") or ())
         values["reassigned_from"] = tuple(values.get("reassigned_from") or ())
         return cls(**values)
+
+
+_CASE_FIELDS = tuple(f.name for f in dataclasses.fields(CaseResult))
+_SUBTEST_FIELDS = tuple(f.name for f in dataclasses.fields(Subtest))
 
 
 @dataclass(slots=True)
