@@ -474,7 +474,9 @@ class Coordinator(FleetMixin, ClientMixin):
                 continue  # a draining executor already gives back all it can
             for run_id, shard_id in session.view.running:
                 run = self.machine.runs.get(run_id)
-                if run is None or run.suite.get("kind") != "pytest":
+                if run is None or len(run.shards[shard_id].cases) < MIN_TESTS_TO_RELEASE:
+                    continue  # too small to give half away (and cheap to check first)
+                if run.suite.get("kind") != "pytest":
                     continue  # the command runner runs its cases without a release point
                 if run.group != "none":
                     continue  # the worker cannot cut at a group's edge; groups stay whole
@@ -513,13 +515,17 @@ class Coordinator(FleetMixin, ClientMixin):
         new = self.machine.apply(cmd.ResultsRecorded(self.clock(), items), self.term)
         self.when_committed(partial(session.send, protocol.ResultAck(message.seq)))
         self._publish(new)
+        ready_may_change = False
         for run_id in {item[0] for item in items}:
             run = self.machine.runs.get(run_id)
             if run is not None and run.active:
-                self._plan_retries(run)
+                self._plan_retries(run)  # retry shards become ready after their backoff, see _wake_at
                 self._skip_dependents(run, [data for rid, data in new if rid == run_id])
                 self._check_complete(run)
-        self._schedule()
+                # A result readies a queued shard only through a dependency; a run that ended freed its slots.
+                ready_may_change = ready_may_change or bool(run.deps) or not run.active
+        if ready_may_change:
+            self._schedule()
 
     def _skip_dependents(self, run: RunState, results: list[dict]) -> None:
         """Record ``skipped`` for every test that depends, directly or not, on one that did not pass."""
