@@ -267,7 +267,8 @@ async def _run_coordinator(
     ssl_context: ssl.SSLContext | None, voters: tuple[list[str], str] | None, client_ssl: ssl.SSLContext | None,
     limits: Limits,
 ) -> None:
-    from swarmctl.coordinator.node import Coordinator
+    from swarmctl.coordinator import http_api  # noqa: F401 (imported before the collector is tuned)
+    from swarmctl.coordinator.node import Coordinator, tune_garbage_collection
     from swarmctl.coordinator.replica import Replica
 
     if advertise is not None:
@@ -276,6 +277,7 @@ async def _run_coordinator(
         except ValueError:
             raise UsageError(f"--advertise {advertise!r} is invalid: give an IP address, such as 10.0.0.5") from None
     lock = _lock_data_folder(folder)  # held until the process exits
+    tune_garbage_collection()
     if voters is None:
         coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise, limits=limits)
         await coordinator.serve(host, port, ssl_context=ssl_context)

@@ -8,6 +8,7 @@ task), so a slow executor or client never stalls the coordinator.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import random
@@ -62,6 +63,7 @@ DEADLINE_GRACE_S = 5.0  # stack dump (0.5 s) and SIGTERM grace (2 s) on the exec
 # How long applied commands wait to be committed together. Acknowledgements wait this long
 # at most; assignments do not wait at all.
 GROUP_COMMIT_S = 0.005
+GC_YOUNG_THRESHOLD = 10_000  # allocations between two collections of the youngest generation (Python: 700)
 
 
 @dataclass(eq=False)
@@ -870,6 +872,20 @@ async def read_hello(peer: Peer, extra_roles: tuple[str, ...] = ()) -> protocol.
         await peer.send(protocol.Reject(reason))
         return None
     return hello
+
+
+def tune_garbage_collection() -> None:
+    """Shorten the cyclic garbage collector's pauses in a coordinator process; call it once started.
+
+    A full collection walks every tracked object while the event loop waits. The modules a
+    serving coordinator imports hold about 60,000 of them, which never become garbage and
+    cost some 15 ms per full collection: ``gc.freeze`` takes them out of its walk. A higher
+    threshold for the youngest generation means fewer collections, full ones included,
+    during a burst of short-lived objects such as a large run's final results.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def invalid_hello(hello: protocol.Message, extra_roles: tuple[str, ...] = ()) -> str:
