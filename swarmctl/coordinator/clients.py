@@ -168,8 +168,7 @@ class ClientMixin:
         if complete is None:
             session.send(protocol.ErrorReply(f"run {run_id} is unknown to the coordinator; check the run id", 4))
             return
-        for frame in self._final_frames(run_id, complete):
-            session.send(frame)
+        self.send_final_results([session], run_id, complete)
 
     def _cancel(self, session: Session, message: protocol.CancelRun) -> None:
         run = self.machine.runs.get(message.run_id)

@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import secrets
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from swarmctl.coordinator.progress_tracker import ProgressTracker
 from swarmctl.coordinator.scheduler import pick_assignments
 from swarmctl.limits import Limits
 from swarmctl.coordinator.settings import TERM, CoordinatorSettings
-from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine
+from swarmctl.coordinator.state import RunState, RunStatus, ShardStatus, StateMachine, read_results
 from swarmctl.coordinator.strategies import PlanInput, get_strategy
 from swarmctl.errors import ProtocolError
 from swarmctl.executor.runners.pytest_runner import collection_digest
@@ -158,6 +159,7 @@ class Coordinator(FleetMixin, ClientMixin):
         self._nursery: trio.Nursery | None = None
         self._deadline_done: dict[str, trio.Event] = {}  # runs stopping at their deadline
         self._released: set[tuple[str, int, int]] = set()  # shard attempts asked to give tests back
+        self._finishing: set[str] = set()  # runs with every result, whose results are being read to end them
         self.progress: dict[str, ProgressTracker] = {}  # run_id -> tracker, for running runs
         self.recent_failures = {}  # run_id -> its last final failures, for swarmctl dashboard
         self.finished_counts = {}  # run_id -> outcome counts of recently finished runs, for swarmctl dashboard
@@ -704,15 +706,42 @@ class Coordinator(FleetMixin, ClientMixin):
             done.set()
 
     def _check_complete(self, run: RunState) -> None:
-        if run.status is RunStatus.RUNNING and len(run.done) == run.total:
-            error = "Stopped: run deadline reached" if self._past_deadline(run) else ""
-            results = self.machine.results(run.run_id)
-            self._finish(run, RunStatus.FINISHED, exit_code_for(results), error, results)
+        """End a run that has every result, once its exit code is known from them."""
+        if run.status is not RunStatus.RUNNING or len(run.done) != run.total or run.run_id in self._finishing:
+            return
+        if self._nursery is None:
+            self._finish_complete(run, read_final_results(self.machine.conn, run.run_id))
+            return
+        self._finishing.add(run.run_id)
+        self._nursery.start_soon(self._finish_after_reading, run.run_id)
+
+    async def _finish_after_reading(self, run_id: str) -> None:
+        try:
+            final = await self._read_final_results(run_id)
+        finally:
+            self._finishing.discard(run_id)
+        run = self.machine.runs.get(run_id)
+        if run is not None and run.status is RunStatus.RUNNING and len(run.done) == run.total:
+            self._finish_complete(run, final)  # else it ended otherwise meanwhile (cancelled, deadline)
+
+    def _finish_complete(self, run: RunState, final: FinalResults) -> None:
+        error = "Stopped: run deadline reached" if self._past_deadline(run) else ""
+        self._finish(run, RunStatus.FINISHED, final.exit_code, error, final)
+
+    async def _read_final_results(self, run_id: str) -> FinalResults:
+        """Read a run's final results in a worker thread, on a connection of its own.
+
+        For 100,000 results this takes over a second: on the event loop it held up every
+        executor, and a replicated leader's heartbeats past the election timeout.
+        """
+        self.flush()  # the reader sees committed rows only
+        path = Path(self.machine.conn.execute("PRAGMA database_list").fetchone()[2])
+        return await trio.to_thread.run_sync(read_final_results_from_file, path, run_id)
 
     def _finish(
-        self, run: RunState, status: RunStatus, exit_code: int, error: str, results: list[CaseResult] | None = None
+        self, run: RunState, status: RunStatus, exit_code: int, error: str, final: FinalResults | None = None
     ) -> None:
-        """End a run; ``results`` saves reading them again when the caller already has them."""
+        """End a run; ``final`` saves reading its results again when the caller already has them."""
         self._send_progress(run.run_id)  # the outcomes still gathered, so no subscriber misses them
         for session in self.executors.values():
             for run_id, shard_id in list(session.view.running):
@@ -732,14 +761,7 @@ class Coordinator(FleetMixin, ClientMixin):
         )
         watchers = [client for client in self.clients if run.run_id in client.runs]
         if watchers:
-            frames = self._final_frames(run.run_id, complete, results)
-
-            def send_results() -> None:
-                for client in watchers:
-                    for frame in frames:
-                        client.send(frame)
-
-            self.when_committed(send_results)
+            self.send_final_results(watchers, run.run_id, complete, final)
         subscribers = list(self.events.following(run.run_id))
         for subscriber in subscribers:
             self.when_committed(partial(self.events.send, subscriber, complete))  # the outcome, not the results
@@ -748,16 +770,32 @@ class Coordinator(FleetMixin, ClientMixin):
         self._digests.pop(run.run_id, None)
         self._schedule()
 
-    def _final_frames(
-        self, run_id: str, complete: protocol.RunComplete, results: list[CaseResult] | None = None
-    ) -> list[protocol.Message]:
-        """Return what a client following a run gets when it ends: results, earlier attempts, then ``complete``."""
-        final = results if results is not None else self.machine.results(run_id)
-        earlier = [attempt for attempts in read_earlier_attempts(self.machine.conn, run_id).values() for attempt in attempts]
-        frames: list[protocol.Message] = [protocol.RunResults(run_id, part) for part in _parts(final)]
-        frames += [protocol.RunResults(run_id, [], part) for part in _parts(earlier) if part]
+    def send_final_results(
+        self, clients: list[Session], run_id: str, complete: protocol.RunComplete, final: FinalResults | None = None
+    ) -> None:
+        """Send an ended run's results, its earlier attempts, then ``complete`` to ``clients``, once the end is committed.
+
+        Without ``final``, the results are read first, in a worker thread while serving.
+        """
+        if final is None and self._nursery is None:
+            final = read_final_results(self.machine.conn, run_id)
+        if final is None:
+
+            async def read_then_send() -> None:
+                self.send_final_results(clients, run_id, complete, await self._read_final_results(run_id))
+
+            self._nursery.start_soon(read_then_send)
+            return
+        frames: list[protocol.Message] = [protocol.RunResults(run_id, part) for part in final.parts]
+        frames += [protocol.RunResults(run_id, [], part) for part in final.earlier_parts]
         frames.append(complete)
-        return frames
+
+        def send() -> None:
+            for client in clients:
+                for frame in frames:
+                    client.send(frame)
+
+        self.when_committed(send)
 
     def _finished_run(self, run_id: str) -> protocol.RunComplete | None:
         """Return the ``RunComplete`` of a run that ended, from the store; None for an unknown or active run."""
@@ -937,6 +975,30 @@ def _activity(run: RunState) -> list[dict[str, Any]]:
         if pending:
             row["current"].append(run.case_ids[pending[0]])
     return [rows[executor] for executor in sorted(rows)]
+
+
+@dataclass
+class FinalResults:
+    """An ended run's results as a following client gets them, read and cut into frames."""
+
+    exit_code: int  # the exit code pytest would give these results
+    parts: list[list[dict]]  # final results in case order, in wire form, one list per RunResults frame
+    earlier_parts: list[list[dict]]  # failed attempts before a final result, likewise
+
+
+def read_final_results(conn: sqlite3.Connection, run_id: str) -> FinalResults:
+    results = read_results(conn, run_id)
+    earlier = [attempt for attempts in read_earlier_attempts(conn, run_id).values() for attempt in attempts]
+    return FinalResults(exit_code_for(results), _parts(results), [part for part in _parts(earlier) if part])
+
+
+def read_final_results_from_file(path: Path, run_id: str) -> FinalResults:
+    """Read with a connection of its own, so that it may run in a worker thread."""
+    reader = store.open_reader(path)
+    try:
+        return read_final_results(reader, run_id)
+    finally:
+        reader.close()
 
 
 def _parts(results: list[CaseResult]) -> list[list[dict]]:

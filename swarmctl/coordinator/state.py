@@ -485,8 +485,7 @@ class StateMachine:
 
     def results(self, run_id: str) -> list[CaseResult]:
         """Return every recorded result of a run, in case order."""
-        rows = self.conn.execute("SELECT body FROM results WHERE run_id = ? ORDER BY idx", (run_id,))
-        return [CaseResult.from_wire(msgpack.unpackb(body, raw=False, unicode_errors="surrogatepass")) for (body,) in rows]
+        return read_results(self.conn, run_id)
 
     def _load(self) -> None:
         """Rebuild the in-memory view of unfinished runs from the tables."""
@@ -553,6 +552,12 @@ class StateMachine:
             in_shards = {i for shard in run.shards.values() if shard.status is not ShardStatus.DONE for i in shard.cases}
             run.retry_pending = sorted(idx for idx in run.tries if idx not in in_shards)
             self.runs[run_id] = run
+
+
+def read_results(conn: sqlite3.Connection, run_id: str) -> list[CaseResult]:
+    """Return every recorded result of a run in ``conn``, in case order."""
+    rows = conn.execute("SELECT body FROM results WHERE run_id = ? ORDER BY idx", (run_id,))
+    return [CaseResult.from_wire(msgpack.unpackb(body, raw=False, unicode_errors="surrogatepass")) for (body,) in rows]
 
 
 def _requirements_by_index(

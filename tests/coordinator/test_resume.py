@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import trio
 
 from swarmctl.coordinator import commands as cmd
+from swarmctl.coordinator import node as node_module
 from swarmctl.coordinator import store
 from swarmctl.coordinator.node import Coordinator
 from swarmctl.coordinator.state import StateMachine
@@ -34,6 +36,9 @@ async def test_resumed_run_with_every_result_ends(tmp_path: Path) -> None:
 
     async with trio.open_nursery() as nursery:
         await coordinator.start_services(nursery, "127.0.0.1", 0)
+        with trio.fail_after(10):  # its results are read in a worker thread first
+            while "run-1" in coordinator.machine.runs:
+                await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
 
     assert "run-1" not in coordinator.machine.runs
@@ -51,3 +56,33 @@ def test_applied_run_end_leaves_the_view(tmp_path: Path) -> None:
 
     assert "run-1" not in machine.runs
     assert StateMachine(store.connect(tmp_path / "state.db")).runs.keys() == machine.runs.keys()
+
+
+async def test_run_ended_while_its_results_are_read_ends_once(tmp_path: Path, monkeypatch) -> None:
+    """A run complete when the coordinator starts is ended from a worker thread; an interrupt may come first."""
+    record_run_without_its_end(tmp_path)
+    coordinator = Coordinator(tmp_path)
+    reading = threading.Event()
+    release = threading.Event()
+    read = node_module.read_final_results_from_file
+
+    def slow_read(path, run_id):
+        reading.set()
+        release.wait(10)
+        return read(path, run_id)
+
+    monkeypatch.setattr(node_module, "read_final_results_from_file", slow_read)
+    async with trio.open_nursery() as nursery:
+        await coordinator.start_services(nursery, "127.0.0.1", 0)
+        with trio.fail_after(10):
+            while not reading.is_set():
+                await trio.sleep(0.01)
+        coordinator.interrupt_runs("the operator stopped it")
+        release.set()
+        await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+
+    rows = coordinator.machine.conn.execute("SELECT status, exit_code FROM runs WHERE run_id = 'run-1'").fetchall()
+    assert rows == [("interrupted", 2)]
+    ends = coordinator.machine.conn.execute("SELECT count(*) FROM log WHERE kind = 'run_finished'").fetchone()[0]
+    assert ends == 1
