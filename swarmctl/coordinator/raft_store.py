@@ -84,7 +84,7 @@ class RaftStore:
 
     def compact(self, snapshot: Snapshot, *, written: bool = False) -> None:
         """Record ``snapshot`` and drop the entries it covers; ``written`` when ``write_snapshot`` ran for it."""
-        if not written:
+        if not written or not self.snapshot_path(snapshot.index).exists():
             self.write_snapshot(snapshot)
         with self._transaction("compact"):
             row = self.conn.execute("SELECT idx FROM snapshot").fetchone()

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 STATE_DB = "state.db"
 TICK_S = 0.01  # how often the shell checks the core's timers
 COMPACT_EVERY = 5_000  # applied entries between two snapshots
+SNAPSHOT_COMMIT_WAIT_S = 60.0  # how long a leader's snapshot waits for its index to be committed
+SNAPSHOT_COMMIT_POLL_S = 0.05
 LINK_QUEUE = 4_096  # consensus messages waiting for a link; more are dropped, and Raft sends them again
 PART_BYTES = 8 * 1024 * 1024  # a consensus message larger than this (a snapshot) travels in pieces of this size
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024 * 1024  # the largest snapshot a voter reassembles from pieces
@@ -466,15 +468,11 @@ class Replica:
         return self.compact_every * (1 + 0.5 * self._rng.random())
 
     def _maybe_compact(self) -> None:
-        # NOTE: a leader compacts only when nothing it applied is uncommitted, which a busy
-        # leader rarely is, so its log can grow long between snapshots.
         node = self.node
-        if (
-            self._snapshotting
-            or self.applied - node.log.snapshot.index < self._compact_gap
-            or self.applied != node.commit_index
-        ):
+        if self._snapshotting or self.applied - node.log.snapshot.index < self._compact_gap:
             return
+        if self._nursery is None and self.applied != node.commit_index:
+            return  # not serving: no task to wait for the commit
         self._compact_gap = self._draw_compact_gap()
         # Every applied command is committed to state.db, so a read transaction opened now
         # sees the state at exactly this index, whatever is applied while the copy runs.
@@ -499,7 +497,13 @@ class Replica:
         """
         try:
             snapshot = await trio.to_thread.run_sync(self._write_snapshot, index, term, reader)
-            if node is self.node and node.log.snapshot.index < index:  # else rebuilt, or a newer snapshot came
+            # A busy leader has applied commands that are not committed yet, so it waits for
+            # the snapshot's index to be committed. If this node lost office with that index
+            # uncommitted, it rebuilt its state as a new node, and the snapshot is dropped.
+            with trio.move_on_after(SNAPSHOT_COMMIT_WAIT_S):
+                while node is self.node and node.commit_index < index:
+                    await trio.sleep(SNAPSHOT_COMMIT_POLL_S)
+            if node is self.node and node.commit_index >= index and node.log.snapshot.index < index:
                 self._compact(node, index, snapshot.data, written=True)
         except (sqlite3.Error, StoreError) as exc:
             log.error("voter %s could not take a snapshot at index %d: %s", self.node_id, index, exc)

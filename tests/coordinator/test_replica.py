@@ -195,6 +195,25 @@ async def test_lagging_voter_catches_up_from_a_snapshot(tmp_path, nursery, monke
     assert len(behind.replica.machine.cordoned) == 40
 
 
+async def test_busy_leader_snapshots_before_commit(tmp_path, nursery):
+    """A leader with uncommitted commands copies its state now and compacts once that index is committed."""
+    voters = await start_voters(tmp_path, nursery, compact_every=10)
+    await wait_for(lambda: leader_of(voters) is not None)
+    leader = leader_of(voters)
+    replica = leader.replica
+    for i in range(30):
+        replica.machine.apply(cmd.ExecutorCordoned(f"exec-{i}", True, float(i)), replica.node.term)
+    index = replica.applied
+    assert replica.node.commit_index < index  # the followers have not answered yet
+
+    replica._maybe_compact()
+    assert replica._snapshotting
+
+    await wait_for(lambda: replica.node.log.snapshot.index == index)
+    assert replica.store.state().snapshot.index == index
+    assert (leader.data_dir / f"raft-snapshot-{index}.db").exists()
+
+
 async def test_followers_copy_the_bundle_of_a_run(tmp_path, nursery):
     suite = tmp_path / "suite"
     suite.mkdir()
