@@ -42,7 +42,8 @@ test: test-venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not serial"
 	$(BIN)/python -m pytest -q -m serial
 
-# 2,000 seeded consensus fault schedules, where the default test run has 300.
+# 2,000 seeded consensus fault schedules of each kind (hash chain, coordinator state), where
+# the default test run has 300 of each.
 test-campaign: test-venv
 	SWARMCTL_CONSENSUS_SCHEDULES=2000 $(BIN)/python -m pytest -q -n auto tests/sim/test_consensus_sim.py
 

@@ -169,20 +169,25 @@ def connect(path: Path, *, durable: bool = True) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(SCHEMA)
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) in MIGRATIONS:
-            _migrate(conn, int(row[0]))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has schema version {row[0]}, this swarmctl reads version {SCHEMA_VERSION}; "
-                "use the swarmctl that wrote it, or move the file away to start empty"
-            )
+        prepare_schema(conn, str(path))
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the state database {path}: {exc}") from exc
     return conn
+
+
+def prepare_schema(conn: sqlite3.Connection, name: str) -> None:
+    """Create the tables of an empty state database, or bring an older one up to this schema version."""
+    conn.executescript(SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) in MIGRATIONS:
+        _migrate(conn, int(row[0]))
+    elif int(row[0]) != SCHEMA_VERSION:
+        raise StoreError(
+            f"{name} has schema version {row[0]}, this swarmctl reads version {SCHEMA_VERSION}; "
+            "use the swarmctl that wrote it, or move the file away to start empty"
+        )
 
 
 def open_reader(path: Path) -> sqlite3.Connection:

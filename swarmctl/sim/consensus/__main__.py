@@ -1,4 +1,4 @@
-"""Replay one consensus fault schedule: python -m swarmctl.sim.consensus --seed N --voters V [--verbose]."""
+"""Replay one consensus fault schedule: python -m swarmctl.sim.consensus --seed N --voters V [--coordinator-state] [--verbose]."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True, help="seed of the schedule to replay")
     parser.add_argument("--voters", type=int, default=3, help="number of voters (default 3)")
     parser.add_argument(
+        "--coordinator-state", action="store_true",
+        help="run the coordinator's state machine on SQLite and test runs through it, instead of a hash chain",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="log every role change and snapshot, stamped with simulated time"
     )
     args = parser.parse_args(argv)
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             handler.setFormatter(_SimulatedTimeFormatter(simulation))
 
     try:
-        result = run_schedule(args.seed, args.voters, on_start=on_start)
+        result = run_schedule(args.seed, args.voters, on_start=on_start, coordinator_state=args.coordinator_state)
     except ScheduleFailure as failure:
         print(f"FAILED at {failure.at:.3f} s: {failure.reason}")
         return 1

@@ -17,6 +17,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import msgpack
@@ -31,6 +32,7 @@ from swarmctl.cluster.consensus import (
     Ready,
     Rejected,
     Role,
+    Snapshot,
 )
 from swarmctl.cluster.consensus.wire import from_wire, to_wire
 from swarmctl.sim.consensus.invariants import InvariantChecker, InvariantViolation
@@ -45,7 +47,7 @@ class SimVoter:
     node_id: str
     storage: MemoryStorage
     node: Node
-    machine: HashChain
+    machine: Any  # HashChain or CoordinatorMachine
     up: bool = True
     paused_until: float = -math.inf
     tick_at: float = math.inf
@@ -63,6 +65,8 @@ class ConsensusSimulation:
         profile: NetworkProfile = RELIABLE,
         compact_every: int = 32,
         encode_messages: bool = True,
+        machine: Callable[[Snapshot], Any] = HashChain,
+        database_check_every: int = 8,
     ) -> None:
         self.seed = seed
         # Send every message through msgpack as a real transport would, so that the wire
@@ -72,6 +76,10 @@ class ConsensusSimulation:
         self.config = config or ConsensusConfig()
         self.network = SimNetwork(random.Random(self.rng.getrandbits(64)), profile)
         self.compact_every = compact_every
+        # The state machine each voter runs (HashChain, or CoordinatorMachine for the
+        # coordinator's own state), and how often a database's rows are compared.
+        self.machine_type = machine
+        self.database_check_every = database_check_every
         self.checker = InvariantChecker()
         self.now = 0.0
         self.ids = tuple(f"n{index}" for index in range(voters))
@@ -91,7 +99,7 @@ class ConsensusSimulation:
         self.voters: dict[str, SimVoter] = {}
         for node_id in self.ids:
             storage = MemoryStorage()
-            voter = SimVoter(node_id, storage, self._new_node(node_id, storage), HashChain(storage.snapshot))
+            voter = SimVoter(node_id, storage, self._new_node(node_id, storage), machine(storage.snapshot))
             self.voters[node_id] = voter
             self._schedule_tick(voter)
 
@@ -119,7 +127,7 @@ class ConsensusSimulation:
             return
         voter.incarnation += 1
         voter.node = self._new_node(node_id, voter.storage)
-        voter.machine = HashChain(voter.storage.snapshot)
+        voter.machine = self.machine_type(voter.storage.snapshot)
         voter.up = True
         voter.paused_until = -math.inf
         self.stats["restarts"] += 1
@@ -153,8 +161,8 @@ class ConsensusSimulation:
         self.stats["transfers"] += 1
         self._after_call(voter, voter.node.transfer_leadership(target, self.now))
 
-    def propose(self, command: bytes) -> int:
-        """Propose ``command`` as a client would: to the voter it believes leads, following one redirect.
+    def propose(self, command: bytes, target: str | None = None) -> int:
+        """Propose ``command`` as a client would: to ``target`` or the voter it believes leads, following one redirect.
 
         Returns the index at which a leader accepted it, or 0 if none did.
         """
@@ -162,7 +170,7 @@ class ConsensusSimulation:
         live = [node_id for node_id in self.ids if self._available(node_id)]
         if not live:
             return 0
-        target = self._client_target
+        target = target or self._client_target
         if target is None or not self._available(target):
             target = self.rng.choice(live)
         for _ in range(2):
@@ -278,6 +286,8 @@ class ConsensusSimulation:
         index, term = entry.index, entry.term
         digest = voter.machine.apply(entry)
         self.checker.check_applied(voter.node_id, index, digest)
+        if hasattr(voter.machine, "database_digest") and index % self.database_check_every == 0:
+            self.checker.check_database(voter.node_id, index, voter.machine.database_digest())
         proposed = self._pending.pop((voter.node_id, index), None)
         if proposed is None or proposed[0] != term:
             return
@@ -290,7 +300,7 @@ class ConsensusSimulation:
         node = voter.node
         if voter.machine.applied - node.log.snapshot.index < self.compact_every:
             return
-        snapshot = node.compact(voter.machine.applied, voter.machine.digest)
+        snapshot = node.compact(voter.machine.applied, voter.machine.snapshot_data())
         voter.storage.compact(snapshot)
         self.stats["compactions"] += 1
 

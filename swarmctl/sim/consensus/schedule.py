@@ -20,14 +20,20 @@ from dataclasses import dataclass
 
 from swarmctl.cluster.consensus import ConsensusConfig, EntryKind
 from swarmctl.errors import SwarmError
+from swarmctl.coordinator import commands as cmd
 from swarmctl.sim.consensus.cluster import ConsensusSimulation
+from swarmctl.sim.consensus.coordinator_state import CoordinatorMachine, RunWorkload, encode
+from swarmctl.sim.consensus.invariants import InvariantViolation
 from swarmctl.sim.consensus.network import RELIABLE, NetworkProfile
+from swarmctl.sim.consensus.state_machine import HashChain
 
 FAULT_PHASE_S = 20.0
 # Recovery needs at most a few election rounds of 1-2 election timeouts each once the
 # network is reliable; 20 s is 10 to 20 rounds with the default settings.
 LIVENESS_BOUND_S = 20.0
 CLIENT_INTERVAL_S = 0.02  # mean time between two client proposals during the fault phase
+# Mean time between two steps of the run workload, so that its runs span the fault phase.
+WORKLOAD_INTERVAL_S = 0.08
 POLL_S = 0.1
 
 
@@ -160,15 +166,16 @@ def apply_fault(simulation: ConsensusSimulation, fault: Fault) -> None:
 class ScheduleFailure(AssertionError):
     """A schedule broke an invariant or missed the liveness bound. The message contains the command that replays it."""
 
-    def __init__(self, schedule: FaultSchedule, at: float, reason: str) -> None:
+    def __init__(self, schedule: FaultSchedule, at: float, reason: str, *, coordinator_state: bool = False) -> None:
         self.schedule = schedule
         self.at = at
         self.reason = reason
+        mode = " --coordinator-state" if coordinator_state else ""
         super().__init__(
             f"consensus schedule with seed {schedule.seed} and {schedule.voters} voters failed at "
             f"{at:.3f} s simulated: {reason}\n"
-            f"replay it with: python -m swarmctl.sim.consensus --seed {schedule.seed} --voters {schedule.voters} "
-            f"--verbose\n{schedule.describe()}"
+            f"replay it with: python -m swarmctl.sim.consensus --seed {schedule.seed} --voters {schedule.voters}"
+            f"{mode} --verbose\n{schedule.describe()}"
         )
 
 
@@ -188,10 +195,14 @@ def run_schedule(
     voters: int,
     config: ConsensusConfig | None = None,
     on_start: Callable[[ConsensusSimulation], None] | None = None,
+    coordinator_state: bool = False,
 ) -> ScheduleResult:
     """Run the schedule drawn from ``seed`` and raise ScheduleFailure if any check fails.
 
-    ``on_start`` is called with the simulation before it runs, to observe it.
+    ``on_start`` is called with the simulation before it runs, to observe it. With
+    ``coordinator_state`` the voters run the coordinator's state machine on SQLite and a
+    ``RunWorkload`` proposes the commands of test runs, which must all finish with one
+    result per test once the faults heal.
     """
     schedule = generate_schedule(seed, voters)
     simulation = ConsensusSimulation(
@@ -200,18 +211,96 @@ def run_schedule(
         config=config,
         profile=schedule.profile,
         compact_every=schedule.compact_every,
+        machine=CoordinatorMachine if coordinator_state else HashChain,
     )
     if on_start is not None:
         on_start(simulation)
     try:
         for fault in schedule.faults:
             simulation.schedule(fault.at, lambda fault=fault: apply_fault(simulation, fault))
-        _start_clients(simulation)
-        simulation.run_until(FAULT_PHASE_S)
-        recovery_s = _recover(simulation)
+        if coordinator_state:
+            driver = WorkloadDriver(simulation, RunWorkload(runs=6, tests=24))
+            driver.start()
+            simulation.run_until(FAULT_PHASE_S)
+            recovery_s = _recover(simulation, encode(cmd.ExecutorCordoned("marker", True, 0.0)))
+            driver.finish()
+            simulation.stats.update(driver.workload.stats)
+        else:
+            _start_clients(simulation)
+            simulation.run_until(FAULT_PHASE_S)
+            recovery_s = _recover(simulation, b"marker")
     except (AssertionError, SwarmError) as error:
-        raise ScheduleFailure(schedule, simulation.now, f"{type(error).__name__}: {error}") from error
+        reason = f"{type(error).__name__}: {error}"
+        raise ScheduleFailure(schedule, simulation.now, reason, coordinator_state=coordinator_state) from error
     return ScheduleResult(seed, voters, simulation.trace_digest(), recovery_s, simulation.stats)
+
+
+class WorkloadDriver:
+    """Proposes a RunWorkload's commands to the leader, one at a time, and checks the runs once they end."""
+
+    def __init__(self, simulation: ConsensusSimulation, workload: RunWorkload) -> None:
+        self.simulation = simulation
+        self.workload = workload
+        # The proposal not yet applied by its leader: (leader, term, index, command), or None.
+        self.in_flight: tuple[str, int, int, cmd.Command] | None = None
+        self.done = False
+        self.until = FAULT_PHASE_S  # it proposes until then; the recovery check wants a quiet log
+        self.interval_s = WORKLOAD_INTERVAL_S
+
+    def start(self) -> None:
+        def drive_and_reschedule() -> None:
+            self.drive()
+            at = self.simulation.now + self.simulation.rng.expovariate(1 / self.interval_s)
+            if not self.done and at < self.until:
+                self.simulation.schedule(at, drive_and_reschedule)
+
+        self.simulation.schedule(self.simulation.now + CLIENT_INTERVAL_S, drive_and_reschedule)
+
+    def drive(self) -> None:
+        simulation = self.simulation
+        leader = simulation.leader()
+        if leader is None or self.done:
+            return
+        voter = simulation.voters[leader]
+        node = voter.node
+        if voter.paused_until > simulation.now or node.log.term_at(node.commit_index) != node.term:
+            return  # its state may still lack entries of earlier terms, as a new coordinator waits too
+        if voter.machine.applied != node.commit_index:
+            return
+        if self.in_flight is not None:
+            proposer, term, index, command = self.in_flight
+            if proposer == leader and term == node.term and voter.machine.applied < index:
+                return  # still in flight
+            if simulation.acknowledged.get(index) == (term, encode(command)):
+                self.workload.note_acknowledged(command, voter.machine.machine)
+            self.in_flight = None
+        command = self.workload.next_command(voter.machine.machine, node.term, simulation.now, simulation.rng.random())
+        if command is None:
+            self.done = True
+            return
+        index = simulation.propose(encode(command), target=leader)
+        if index:
+            self.in_flight = (leader, node.term, index, command)
+
+    def finish(self) -> None:
+        """Drive until every run ended, then check every voter's database for them."""
+        simulation = self.simulation
+        deadline = simulation.now + LIVENESS_BOUND_S
+        self.until = deadline
+        self.interval_s = CLIENT_INTERVAL_S
+        self.start()
+        while not self.done:
+            if simulation.now >= deadline:
+                raise AssertionError(f"the runs did not finish within {LIVENESS_BOUND_S} s after the faults healed")
+            simulation.run_for(POLL_S)
+        # Let every voter apply the last command, then compare them.
+        _recover(simulation, encode(cmd.ExecutorCordoned("marker", False, 0.0)))
+        digests = set()
+        for voter in simulation.voters.values():
+            self.workload.check_complete(voter.machine.machine, voter.node_id)
+            digests.add((voter.machine.applied, voter.machine.database_digest()))
+        if len(digests) != 1:
+            raise InvariantViolation(f"voters ended with different databases: {sorted(digests)}")
 
 
 def _start_clients(simulation: ConsensusSimulation) -> None:
@@ -224,8 +313,8 @@ def _start_clients(simulation: ConsensusSimulation) -> None:
     simulation.schedule(simulation.rng.uniform(0, CLIENT_INTERVAL_S), propose_and_reschedule)
 
 
-def _recover(simulation: ConsensusSimulation) -> float:
-    """Heal every fault, then wait until a leader commits a new command on every voter; return how long that took."""
+def _recover(simulation: ConsensusSimulation, marker: bytes) -> float:
+    """Heal every fault, then wait until a leader commits ``marker`` on every voter; return how long that took."""
     healed_at = simulation.now
     simulation.network.heal()
     simulation.network.profile = RELIABLE
@@ -234,7 +323,6 @@ def _recover(simulation: ConsensusSimulation) -> float:
     simulation.checker.check_log_matching(simulation.live_nodes())
 
     deadline = healed_at + LIVENESS_BOUND_S
-    marker = b"marker"
     marker_index = 0
     marker_leader: tuple[str, int] | None = None  # the (leader, term) that accepted the marker
     while simulation.now < deadline:

@@ -31,6 +31,9 @@ class HashChain:
         self.applied = entry.index
         return self.digest
 
+    def snapshot_data(self) -> bytes:
+        return self.digest
+
     def install(self, snapshot: Snapshot) -> None:
         self.applied = snapshot.index
         self.digest = snapshot.data
