@@ -28,6 +28,7 @@ import os
 import random
 import sqlite3
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from functools import partial
@@ -38,7 +39,7 @@ import msgpack
 import trio
 
 from swarmctl import protocol
-from swarmctl.cluster.consensus import ConsensusConfig, EntryKind, Node, Ready, Rejected, Role, Snapshot
+from swarmctl.cluster.consensus import AppendEntries, ConsensusConfig, EntryKind, Node, Ready, Rejected, Role, Snapshot
 from swarmctl.cluster.consensus import Message as ConsensusMessage
 from swarmctl.cluster.consensus.wire import from_wire, to_wire
 from swarmctl.cluster.transport import Peer, PeerGone, connect, parse_address, serve
@@ -62,6 +63,8 @@ COMPACT_EVERY = 5_000  # applied entries between two snapshots
 SNAPSHOT_COMMIT_WAIT_S = 60.0  # how long a leader's snapshot waits for its index to be committed
 SNAPSHOT_COMMIT_POLL_S = 0.05
 LINK_QUEUE = 4_096  # consensus messages waiting for a link; more are dropped, and Raft sends them again
+JOIN_MAX_ENTRIES = 1_024  # entries of AppendEntries joined while they wait for a link, at most
+JOIN_MAX_BYTES = 1024 * 1024  # and the bytes of their commands
 PART_BYTES = 8 * 1024 * 1024  # a consensus message larger than this (a snapshot) travels in pieces of this size
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024 * 1024  # the largest snapshot a voter reassembles from pieces
 LINK_RETRY_S = 0.2
@@ -582,17 +585,34 @@ class VoterLink:
     def __init__(self, address: str, replica: Replica) -> None:
         self.address = address
         self.replica = replica
-        # One item per consensus message: the frames of a message in pieces go out together, and
-        # a connection that breaks in the middle of them loses that message, not the next one's start.
-        self._send, self._receive = trio.open_memory_channel[list[protocol.Message]](LINK_QUEUE)
+        # Messages not sent yet. Each goes out whole: the frames of a message in pieces are
+        # sent together, and a connection that breaks in the middle of them loses that message,
+        # not the next one's start.
+        self._queue: deque[ConsensusMessage] = deque()
+        self._queued = trio.Event()
         self.dropped = 0
+        self.merged = 0
 
     def send(self, message: ConsensusMessage) -> None:
-        """Queue ``message`` for the link, or drop it (Raft sends it again) when the queue is full."""
-        try:
-            self._send.send_nowait(consensus_frames(to_wire(message)))
-        except trio.WouldBlock:
+        """Queue ``message`` for the link, or drop it (Raft sends it again) when the queue is full.
+
+        A leader under load appends entries faster than one message per entry can go out,
+        so an AppendEntries that continues the last queued one joins it.
+        """
+        if self._queue and (joined := join_appends(self._queue[-1], message)) is not None:
+            self._queue[-1] = joined
+            self.merged += 1
+        elif len(self._queue) < LINK_QUEUE:
+            self._queue.append(message)
+        else:
             self.dropped += 1
+        self._queued.set()
+
+    async def _next(self) -> list[protocol.Message]:
+        while not self._queue:
+            await self._queued.wait()
+            self._queued = trio.Event()
+        return consensus_frames(to_wire(self._queue.popleft()))
 
     async def run(self) -> None:
         host, port = parse_address(self.address)
@@ -608,8 +628,8 @@ class VoterLink:
                     if failing or not connected_once:
                         log.info("voter link to %s open", self.address)
                     connected_once, failing = True, False
-                    async for frames in self._receive:
-                        for frame in frames:
+                    while True:
+                        for frame in await self._next():
                             await peer.send(frame)
             except (ConnectionFailed, PeerGone, ProtocolError, OSError) as exc:
                 if not failing:
@@ -617,6 +637,28 @@ class VoterLink:
                     log.warning("voter link to %s: %s; retrying", self.address, reason)
                 failing = True
             await trio.sleep(LINK_RETRY_S * (0.5 + self.replica._rng.random()))
+
+
+def join_appends(first: ConsensusMessage, second: ConsensusMessage) -> AppendEntries | None:
+    """Return one AppendEntries with the entries of both, if ``second`` continues ``first``; else None.
+
+    A follower that accepts the joined message ends in the state the two would leave it
+    in, one after the other, and answers once for both.
+    """
+    if not (isinstance(first, AppendEntries) and isinstance(second, AppendEntries)):
+        return None
+    if (first.term, first.source, first.target) != (second.term, second.source, second.target):
+        return None
+    if first.prev_log_index + len(first.entries) != second.prev_log_index or not second.entries:
+        return None
+    if len(first.entries) + len(second.entries) > JOIN_MAX_ENTRIES:
+        return None
+    if sum(len(entry.command) for entry in (*first.entries, *second.entries)) > JOIN_MAX_BYTES:
+        return None
+    return AppendEntries(
+        first.term, first.source, first.target, first.prev_log_index, first.prev_log_term,
+        first.entries + second.entries, max(first.leader_commit, second.leader_commit),
+    )
 
 
 def consensus_frames(payload: dict[str, Any]) -> list[protocol.Message]:

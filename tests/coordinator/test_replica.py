@@ -13,11 +13,11 @@ import trio
 
 from swarmctl import protocol
 from swarmctl.bundle import build_bundle
-from swarmctl.cluster.consensus import ConsensusConfig
+from swarmctl.cluster.consensus import AppendEntries, ConsensusConfig, Entry, EntryKind, Heartbeat
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator.node import Coordinator
 from swarmctl.coordinator import replica as replica_module
-from swarmctl.coordinator.replica import NotLeader, Reassembly, Replica, consensus_frames
+from swarmctl.coordinator.replica import NotLeader, Reassembly, Replica, VoterLink, consensus_frames, join_appends
 from swarmctl.errors import ProtocolError
 
 FAST = ConsensusConfig(election_timeout_s=0.3, heartbeat_interval_s=0.05)
@@ -273,3 +273,43 @@ def test_reassembly_rejects_bad_sequences(monkeypatch):
         garbage.add(protocol.ConsensusPart(msgpack.packb([1, 2])[:1], True))
     with pytest.raises(ProtocolError, match="instead of a consensus message"):
         Reassembly("a:1").add(protocol.ListRuns())
+
+
+def appends(first: int, count: int, *, term: int = 2, target: str = "b:2", commit: int = 0) -> AppendEntries:
+    entries = tuple(Entry(index, term, EntryKind.COMMAND, b"x" * 10) for index in range(first, first + count))
+    return AppendEntries(term, "a:1", target, first - 1, term, entries, commit)
+
+
+def test_join_appends_continues_the_first():
+    joined = join_appends(appends(5, 2, commit=4), appends(7, 3, commit=6))
+    assert joined == AppendEntries(2, "a:1", "b:2", 4, 2, appends(5, 5).entries, 6)
+
+
+def test_join_appends_refuses_what_does_not_follow():
+    assert join_appends(appends(5, 2), appends(8, 1)) is None  # a gap
+    assert join_appends(appends(5, 2), appends(6, 1)) is None  # an overlap
+    assert join_appends(appends(5, 2), appends(7, 1, term=3)) is None
+    assert join_appends(appends(5, 2), appends(7, 1, target="c:3")) is None
+    assert join_appends(appends(5, 2), Heartbeat(2, "a:1", "b:2", 4)) is None
+    assert join_appends(appends(5, replica_module.JOIN_MAX_ENTRIES), appends(5 + replica_module.JOIN_MAX_ENTRIES, 1)) is None
+
+
+def test_voter_link_joins_queued_appends():
+    link = VoterLink("b:2", replica=None)
+    for first in (1, 3, 5):
+        link.send(appends(first, 2))
+    link.send(Heartbeat(2, "a:1", "b:2", 0))
+    link.send(appends(7, 1))  # after the heartbeat: queued on its own
+
+    assert [type(message).__name__ for message in link._queue] == ["AppendEntries", "Heartbeat", "AppendEntries"]
+    assert [entry.index for entry in link._queue[0].entries] == [1, 2, 3, 4, 5, 6]
+    assert link.merged == 2
+
+
+def test_voter_link_drops_when_full(monkeypatch):
+    monkeypatch.setattr(replica_module, "LINK_QUEUE", 2)
+    link = VoterLink("b:2", replica=None)
+    for _ in range(3):
+        link.send(Heartbeat(2, "a:1", "b:2", 0))
+    assert len(link._queue) == 2
+    assert link.dropped == 1
