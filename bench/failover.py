@@ -11,6 +11,11 @@ the failover time. The run must still end with the suite's expected outcome coun
 killed voter is started again on its own data folder and catches up before the next trial,
 which kills whichever node leads then.
 
+Then it measures how far the followers lag behind the leader under load: bench/load.py
+with three coordinator-eligible processes and tests of about a millisecond (the settings
+of make bench-throughput), which sample each follower's lag from the leader's status every
+0.25 s. --no-lag skips this part.
+
 Writes bench/results/failover.json and prints a summary.
 """
 
@@ -39,6 +44,8 @@ DEFAULT_OUTPUT = BENCH_DIR / "results" / "failover.json"
 TARGET_P99_S = 3.0
 TESTS = 400
 RESULTS_BEFORE_KILL = 20
+# bench/load.py options for the followers' lag: three voters, 100,000 tests of about 1 ms.
+STANDBY_LAG_LOAD = ["--no-curve", "--voters", "3", "--median-ms", "1", "--sigma", "0.5", "--cap-s", "0.05"]
 
 
 def free_port() -> int:
@@ -157,9 +164,33 @@ def measure(trials: int) -> dict:
     }
 
 
+def measure_standby_lag() -> dict:
+    """Run bench/load.py against three voters with millisecond tests; return the followers' lag and the load."""
+    with tempfile.TemporaryDirectory(prefix="swarmctl-lag-") as folder:
+        output = Path(folder) / "load.json"
+        subprocess.run(
+            [sys.executable, str(BENCH_DIR / "load.py"), *STANDBY_LAG_LOAD, "--output", str(output)],
+            check=False, stdout=subprocess.DEVNULL,
+        )
+        if not output.exists():
+            return {"completed": False, "failure": "bench/load.py wrote no results"}
+        load = json.loads(output.read_text())
+    return {
+        "command": f"bench/load.py {' '.join(STANDBY_LAG_LOAD)}",
+        "completed": load.get("completed"),
+        "failure": load.get("failure", ""),
+        "tests": load.get("tests"),
+        "results_per_s": load.get("results_per_s"),
+        "results_per_s_busiest_second": load.get("results_per_s_busiest_second"),
+        "wall_s": load.get("wall_s"),
+        "followers": load.get("standby_lag"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--no-lag", action="store_true", help="Skip the followers' lag under load.")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
 
@@ -168,8 +199,10 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "failover": measure(args.trials),
-        "wall_s": round(time.monotonic() - started, 1),
     }
+    if not args.no_lag:
+        result["standby_lag"] = measure_standby_lag()
+    result["wall_s"] = round(time.monotonic() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
