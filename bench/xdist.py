@@ -46,6 +46,10 @@ GEN_SUITE = BENCH_DIR / "gen_suite.py"
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "xdist.json"
 
 DEFAULT_TESTS = 10000
+# A second generated suite whose tests sleep, so that pytest -n 2 takes over 30 s: the
+# suites the wall-time target is about.
+LONG_TESTS = 4000
+LONG_SLEEP_MS = 15.0
 DEFAULT_REPEAT = 3
 QUICK_TESTS = 2000
 QUICK_REPEAT = 1
@@ -126,7 +130,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help=f"smoke run: {QUICK_REPEAT} repeat and {QUICK_TESTS} generated tests unless given"
     )
-    parser.add_argument("--no-libraries", action="store_true", help="benchmark the generated suite only, with no download from PyPI")
+    parser.add_argument(
+        "--long-tests", type=int, default=LONG_TESTS,
+        help="tests in the generated suite whose tests sleep --long-sleep-ms each; 0 leaves it out (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--long-sleep-ms", type=float, default=LONG_SLEEP_MS,
+        help="milliseconds each passing or failing test of that suite sleeps (default: %(default)s)",
+    )
+    parser.add_argument("--no-libraries", action="store_true", help="benchmark the generated suites only, with no download from PyPI")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results file (default: bench/results/xdist.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder with the suites, venv and logs, and print its path")
     args = parser.parse_args(argv)
@@ -205,13 +217,15 @@ def run_checked(command: list[str], step: str) -> None:
         )
 
 
-def generate_suite(work: Path, tests: int, files: int) -> Suite:
-    folder = work / "suites" / "generated"
+def generate_suite(work: Path, tests: int, files: int, sleep_ms: float = 0.0) -> Suite:
+    name = "generated-long" if sleep_ms else "generated"
+    folder = work / "suites" / name
     run_checked(
-        [sys.executable, str(GEN_SUITE), str(folder), "--tests", str(tests), "--files", str(files)],
+        [sys.executable, str(GEN_SUITE), str(folder), "--tests", str(tests), "--files", str(files), "--sleep-ms", str(sleep_ms)],
         "generating the synthetic suite",
     )
-    return Suite(f"generated ({tests} tests)", folder, tests)
+    label = f"generated ({tests} tests of {sleep_ms:g} ms)" if sleep_ms else f"generated ({tests} tests)"
+    return Suite(label, folder, tests)
 
 
 def download_library(work: Path, library: Library) -> tuple[Path, Suite]:
@@ -452,6 +466,8 @@ def run_benchmark(args: argparse.Namespace, argv: list[str], work: Path) -> int:
     started = time.perf_counter()
     print(f"setting up in {work}")
     suites = [generate_suite(work, args.tests, args.files)]
+    if args.long_tests > 0:
+        suites.append(generate_suite(work, args.long_tests, min(args.files, args.long_tests), args.long_sleep_ms))
     sdists = []
     if not args.no_libraries:
         for library in LIBRARIES:
