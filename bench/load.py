@@ -572,11 +572,17 @@ def start_voters(processes: Processes, folder: Path, count: int, deadline: float
 
 
 class LagSampler:
-    """Polls the leader's consensus status during a run: how many entries each follower is behind."""
+    """Polls the leader's consensus status during a run: how far each follower is behind it.
+
+    The lag in entries is the leader's last index minus the follower's match index. The lag
+    in seconds is how long ago the leader's log reached the follower's match index, to the
+    resolution of the sampling interval.
+    """
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
-        self.samples: list[tuple[float, int, list[int]]] = []  # (monotonic time, commit index, lag of each follower)
+        # (monotonic time, commit index, the leader's last index, each follower's match index)
+        self.samples: list[tuple[float, int, int, list[int]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -591,24 +597,28 @@ class LagSampler:
         while not self._stop.wait(LAG_INTERVAL_S):
             with contextlib.suppress(Exception):
                 status = trio.run(swarmctl.client.node_status, self.address)
-                lags = [voter["lag"] for voter in status.voters if voter.get("state") != "leader" and "lag" in voter]
-                self.samples.append((time.monotonic(), status.commit_index, lags))
+                rows = [voter for voter in status.voters if "match" in voter]
+                last = max((row["match"] for row in rows if row["address"] == status.node_id), default=None)
+                matches = [row["match"] for row in rows if row["address"] != status.node_id]
+                if last is not None:
+                    self.samples.append((time.monotonic(), status.commit_index, last, matches))
 
     def summary(self) -> dict:
-        """Summarize the followers' lag in entries, and in milliseconds at the commit rate between samples."""
-        entries = [lag for _, _, lags in self.samples for lag in lags]
-        lag_ms = []
-        rates = []
-        for (t0, c0, _), (t1, c1, lags) in zip(self.samples, self.samples[1:]):
-            rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-            rates.append(rate)
-            if rate > 0:
-                lag_ms += [1000 * lag / rate for lag in lags]
+        """Summarize the followers' lag in entries and in seconds, and the commit rate between samples."""
+        entries, seconds, rates = [], [], []
+        for position, (at, commit, last, matches) in enumerate(self.samples):
+            for match in matches:
+                entries.append(float(last - match))
+                # The first sample at which the leader's log already reached this match index.
+                reached = next((t for t, _, leader_last, _ in self.samples[: position + 1] if leader_last >= match), at)
+                seconds.append(at - reached)
+        for (t0, c0, _, _), (t1, c1, _, _) in zip(self.samples, self.samples[1:]):
+            rates.append((c1 - c0) / (t1 - t0) if t1 > t0 else 0.0)
         return {
             "samples": len(self.samples),
             "interval_s": LAG_INTERVAL_S,
-            "lag_entries": distribution([float(value) for value in entries]),
-            "lag_ms_at_commit_rate": distribution(lag_ms),
+            "lag_entries": distribution(entries),
+            "lag_s": distribution(seconds),
             "commits_per_s": distribution(rates),
         }
 
