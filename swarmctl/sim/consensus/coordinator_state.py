@@ -24,8 +24,8 @@ from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.state import RunStatus, ShardStatus, StateMachine
 from swarmctl.results import FAILED, PASSED
+from swarmctl.sim.consensus.state_machine import DIGEST_BYTES, HashChain
 
-DIGEST_BYTES = 32
 SUITE = {"kind": "command", "bundle": "", "name": "simulated"}
 EXECUTORS = ("exec-a", "exec-b", "exec-c")
 
@@ -46,19 +46,22 @@ def _open_database(data: bytes) -> sqlite3.Connection:
 class CoordinatorMachine:
     """A voter's coordinator state: the real StateMachine over an in-memory SQLite database.
 
-    Like ``HashChain`` it returns a digest of the sequence of applied entries after each
-    one; ``database_digest`` hashes the database's rows themselves. A snapshot's data is
+    A ``HashChain`` beside it gives the digest of the sequence of applied entries after
+    each one; ``database_digest`` hashes the database's rows themselves. A snapshot's data is
     that sequence digest followed by the serialized database.
     """
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.install(snapshot)
 
+    @property
+    def applied(self) -> int:
+        return self.chain.applied
+
     def install(self, snapshot: Snapshot) -> None:
         data = snapshot.data if snapshot.index else b""
-        self.digest = data[:DIGEST_BYTES] if data else bytes(DIGEST_BYTES)
+        self.chain = HashChain(Snapshot(snapshot.index, snapshot.term, data[:DIGEST_BYTES]))
         self.machine = StateMachine(_open_database(data[DIGEST_BYTES:]))
-        self.applied = snapshot.index
 
     def apply(self, entry: Entry) -> bytes:
         """Apply ``entry``, which must follow the last applied one, and return the new sequence digest."""
@@ -67,15 +70,10 @@ class CoordinatorMachine:
         if entry.kind is EntryKind.COMMAND:
             kind, body = msgpack.unpackb(entry.command)
             self.machine.apply(cmd.decode_command(kind, body), entry.term, index=entry.index)
-        chain = hashlib.sha256(self.digest)
-        chain.update(b"%d:%d:%d:" % (entry.index, entry.term, entry.kind))
-        chain.update(entry.command)
-        self.digest = chain.digest()
-        self.applied = entry.index
-        return self.digest
+        return self.chain.apply(entry)
 
     def snapshot_data(self) -> bytes:
-        return self.digest + self.machine.conn.serialize()
+        return self.chain.digest + self.machine.conn.serialize()
 
     def database_digest(self) -> bytes:
         """Return a digest of every row of every table, so that two equal databases have equal digests."""

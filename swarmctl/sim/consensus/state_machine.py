@@ -12,7 +12,8 @@ import hashlib
 
 from swarmctl.cluster.consensus import Entry, Snapshot
 
-EMPTY_DIGEST = bytes(32)
+DIGEST_BYTES = 32
+EMPTY_DIGEST = bytes(DIGEST_BYTES)
 
 
 class HashChain:
