@@ -226,6 +226,10 @@ class WalSync:
         self.wal = path.with_name(path.name + "-wal")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        # A WAL file keeps its size when a write starts it over after a checkpoint, so its
+        # size would stay past the threshold and every sync would checkpoint. Truncated
+        # then, it grows from zero again.
+        conn.execute("PRAGMA journal_size_limit=0")
         self._checkpointer: sqlite3.Connection | None = None
         self.average_s = 0.0  # moving average of the time a sync took
 

@@ -126,3 +126,20 @@ def test_sync_time_decides_slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert wal.slow and wal.average_s > 0
     monkeypatch.setattr(store, "SLOW_SYNC_S", 60.0)
     assert not wal.slow
+
+
+def test_wal_starts_over_after_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once checkpointed, the WAL file shrinks, so the next syncs do not checkpoint again."""
+    monkeypatch.setattr(store, "CHECKPOINT_WAL_BYTES", 256 * 1024)
+    path = tmp_path / "state.db"
+    conn = store.connect(path)
+    wal = store.WalSync(conn, path)
+    conn.execute("CREATE TABLE filler (data BLOB)")
+    conn.executemany("INSERT INTO filler VALUES (?)", [(bytes(4096),)] * 100)
+    wal.sync()  # past the threshold: checkpoints
+    assert wal.wal.stat().st_size >= 400 * 1024
+
+    conn.execute("INSERT INTO filler VALUES (x'00')")  # the first write after the checkpoint starts the WAL over
+    wal.sync()
+    assert wal.wal.stat().st_size < 64 * 1024
+    wal.close()
