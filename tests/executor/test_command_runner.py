@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import psutil
 import pytest
 import trio
 
+from swarmctl.executor.runners import command as command_module
 from swarmctl.executor.runners.command import CASE_TOKEN_VARIABLE, run_command_case
 from swarmctl.manifest import CommandCase
 from swarmctl.results import FAILED, PASSED, TIMED_OUT, CaseResult
@@ -336,3 +338,21 @@ async def test_cancellation_kills_process_group(suite_folder: Path) -> None:
 async def test_invalid_output_cap_rejected(suite_folder: Path) -> None:
     with pytest.raises(ValueError, match="output_cap"):
         await run("true", suite_folder, output_cap=-1)
+
+
+async def test_leftover_that_left_the_group_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process found in the case's group that calls setsid before the group's SIGKILL still gets one."""
+    group = subprocess.Popen(["sleep", "60"], start_new_session=True)  # the case's process group
+    escaped = subprocess.Popen(["sleep", "60"], start_new_session=True)  # was in it when found
+    try:
+        found = command_module._Leftover(psutil.Process(escaped.pid), "sleep 60", in_group=True)
+        monkeypatch.setattr(command_module, "_find_leftovers", lambda pgid, token, started_at: [found])
+
+        command_module._kill_leftovers(os.getpgid(group.pid), "token", time.time())
+
+        assert await wait_for_exit(escaped.pid, EXIT_WAIT_S), "the process that left the group still runs"
+        assert await wait_for_exit(group.pid, EXIT_WAIT_S)
+    finally:
+        for process in (group, escaped):
+            process.kill()
+            process.wait()

@@ -273,12 +273,15 @@ def _kill_leftovers(pgid: int, token: str, started_at: float) -> list[_Leftover]
     leftovers = _find_leftovers(pgid, token, started_at)
     _signal_group(pgid, signal.SIGKILL)
     for leftover in leftovers:
-        if leftover.in_group:
-            continue
+        # Each one found is signalled on its own too: one found in the group may have left
+        # it (setsid) between the search and the group's signal.
         try:
             # psutil checks the creation time first, so a reused pid is not killed.
             leftover.process.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
+        except psutil.NoSuchProcess as exc:
+            if not leftover.in_group:  # the group's signal may have ended it already
+                logger.warning("cannot kill leftover pid %d: %s", leftover.process.pid, exc)
+        except psutil.AccessDenied as exc:
             logger.warning("cannot kill leftover pid %d: %s", leftover.process.pid, exc)
 
     for leftover in leftovers:
