@@ -15,7 +15,7 @@ from swarmctl.coordinator.node import Coordinator
 from swarmctl.errors import StoreError
 
 
-def test_wal_sync_leaves_commits_to_the_thread(tmp_path: Path) -> None:
+def test_wal_sync_commits_without_fsync(tmp_path: Path) -> None:
     conn = store.connect(tmp_path / "state.db")
     store.WalSync(conn, tmp_path / "state.db")
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: COMMIT does not fsync
