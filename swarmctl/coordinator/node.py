@@ -125,7 +125,7 @@ class Coordinator(FleetMixin, ClientMixin):
         self._wal: store.WalSync | None = None
         self._unsynced: list[Callable[[], None]] = []  # acknowledgements of commits not yet on disk
         self._commits = self._synced = 0  # group commits so far, and how many of them are on disk
-        self._sync_wanted = trio.Event()
+        self._sync_due = trio.Event()
         self._syncing = False  # a worker thread is syncing
         if machine is None:
             # Group commit: the commands of one moment share a transaction and one fsync,
@@ -220,7 +220,7 @@ class Coordinator(FleetMixin, ClientMixin):
             self._durable.append(action)
         elif self._wal is not None and self._synced < self._commits:
             self._unsynced.append(action)
-            self._sync_wanted.set()
+            self._sync_due.set()
         else:
             action()
 
@@ -241,25 +241,32 @@ class Coordinator(FleetMixin, ClientMixin):
         committing = self.machine.conn.in_transaction
         self.machine.flush()
         waiting, self._durable = self._durable, []
-        if committing and self._wal is not None:
-            self._commits += 1
-        if self._wal is not None and self._nursery is not None and (self._wal.slow or self._unsynced or self._syncing):
-            self._unsynced.extend(waiting)
-            self._sync_wanted.set()
+        if self._wal is None:
+            for action in waiting:
+                action()
             return
-        if self._wal is not None:
-            # A fast disk, or not serving (starting or stopping): sync here, on the loop.
-            self._wal.sync()
-            self._synced = self._commits
-            waiting, self._unsynced = self._unsynced + waiting, []
+
+        if committing:
+            self._commits += 1
+        self._unsynced.extend(waiting)
+        if self._synced == self._commits:
+            return  # nothing committed since the last sync: no fsync
+        if self._nursery is not None and (self._wal.slow or self._syncing):
+            self._sync_due.set()
+            return
+
+        # A fast disk, or not serving (starting or stopping): sync here, on the loop.
+        self._wal.sync()
+        self._synced = self._commits
+        waiting, self._unsynced = self._unsynced, []
         for action in waiting:
             action()
 
     async def _sync_loop(self) -> None:
         """Put group commits on disk in a worker thread, then send the acknowledgements that waited."""
         while True:
-            await self._sync_wanted.wait()
-            self._sync_wanted = trio.Event()
+            await self._sync_due.wait()
+            self._sync_due = trio.Event()
             commits, waiting, self._unsynced = self._commits, self._unsynced, []
             self._syncing = True
             try:
