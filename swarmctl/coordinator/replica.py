@@ -478,7 +478,7 @@ class Replica:
             return  # not serving: no task to wait for the commit
         self._compact_gap = self._draw_compact_gap()
         # Every applied command is committed to state.db, so a read transaction opened now
-        # sees the state at exactly this index, whatever is applied while the copy runs.
+        # reads the state at exactly this index, whatever is applied while the copy runs.
         reader = store.open_reader(self.data_dir / STATE_DB)
         if self._nursery is None:
             self._compact(node, self.applied, self._copy_state(reader))
@@ -495,8 +495,8 @@ class Replica:
     async def _snapshot_in_thread(self, node: Node, index: int, term: int, reader: sqlite3.Connection) -> None:
         """Copy state.db and write the snapshot file in a worker thread, then compact the log on the loop.
 
-        Copying and writing a state.db of a hundred megabytes takes seconds; on the event
-        loop that kept a voter from answering heartbeats past its election timeout.
+        Copying and writing a state.db of a hundred megabytes takes seconds. On the event
+        loop, that kept a voter from responding to heartbeats past its election timeout.
         """
         try:
             snapshot = await trio.to_thread.run_sync(self._write_snapshot, index, term, reader)
@@ -589,6 +589,7 @@ class VoterLink:
         # sent together, and a connection that breaks in the middle of them loses that message,
         # not the next one's start.
         self._queue: deque[ConsensusMessage] = deque()
+        self._last_bytes = 0  # the bytes of the commands in the last queued message, for joining
         self._queued = trio.Event()
         self.dropped = 0
         self.merged = 0
@@ -599,11 +600,14 @@ class VoterLink:
         A leader under load appends entries faster than one message per entry can go out,
         so an AppendEntries that continues the last queued one joins it.
         """
-        if self._queue and (joined := join_appends(self._queue[-1], message)) is not None:
+        size = command_bytes(message)
+        if self._queue and (joined := join_appends(self._queue[-1], message, self._last_bytes)) is not None:
             self._queue[-1] = joined
+            self._last_bytes += size
             self.merged += 1
         elif len(self._queue) < LINK_QUEUE:
             self._queue.append(message)
+            self._last_bytes = size
         else:
             self.dropped += 1
         self._queued.set()
@@ -639,11 +643,17 @@ class VoterLink:
             await trio.sleep(LINK_RETRY_S * (0.5 + self.replica._rng.random()))
 
 
-def join_appends(first: ConsensusMessage, second: ConsensusMessage) -> AppendEntries | None:
+def command_bytes(message: ConsensusMessage) -> int:
+    """Return the bytes of the commands an AppendEntries carries (0 for other messages)."""
+    return sum(len(entry.command) for entry in message.entries) if isinstance(message, AppendEntries) else 0
+
+
+def join_appends(first: ConsensusMessage, second: ConsensusMessage, first_bytes: int | None = None) -> AppendEntries | None:
     """Return one AppendEntries with the entries of both, if ``second`` continues ``first``; else None.
 
     A follower that accepts the joined message ends in the state the two would leave it
-    in, one after the other, and answers once for both.
+    in, one after the other, and sends one response for both. ``first_bytes``, the bytes of
+    the commands in ``first`` when the caller tracks them, saves adding them up again.
     """
     if not (isinstance(first, AppendEntries) and isinstance(second, AppendEntries)):
         return None
@@ -653,7 +663,9 @@ def join_appends(first: ConsensusMessage, second: ConsensusMessage) -> AppendEnt
         return None
     if len(first.entries) + len(second.entries) > JOIN_MAX_ENTRIES:
         return None
-    if sum(len(entry.command) for entry in (*first.entries, *second.entries)) > JOIN_MAX_BYTES:
+    if first_bytes is None:
+        first_bytes = command_bytes(first)
+    if first_bytes + command_bytes(second) > JOIN_MAX_BYTES:
         return None
     return AppendEntries(
         first.term, first.source, first.target, first.prev_log_index, first.prev_log_term,

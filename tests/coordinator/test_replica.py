@@ -130,7 +130,7 @@ async def test_deposed_leader_drops_its_uncommitted_commands(tmp_path, nursery):
     assert voters[0].log() == voters[1].log() == voters[2].log()
 
 
-async def test_voter_that_lost_its_last_commits_applies_them_again(tmp_path, nursery):
+async def test_voter_reapplies_lost_commits(tmp_path, nursery):
     """state.db commits without an fsync on a voter; the consensus log restores what a power loss took."""
     voters = await start_voters(tmp_path, nursery)
     await wait_for(lambda: leader_of(voters) is not None)
@@ -204,7 +204,7 @@ async def test_busy_leader_snapshots_before_commit(tmp_path, nursery):
     for i in range(30):
         replica.machine.apply(cmd.ExecutorCordoned(f"exec-{i}", True, float(i)), replica.node.term)
     index = replica.applied
-    assert replica.node.commit_index < index  # the followers have not answered yet
+    assert replica.node.commit_index < index  # the followers have not responded yet
 
     replica._maybe_compact()
     assert replica._snapshotting
@@ -313,3 +313,12 @@ def test_voter_link_drops_when_full(monkeypatch):
         link.send(Heartbeat(2, "a:1", "b:2", 0))
     assert len(link._queue) == 2
     assert link.dropped == 1
+
+
+def test_voter_link_stops_joining_at_byte_cap(monkeypatch):
+    monkeypatch.setattr(replica_module, "JOIN_MAX_BYTES", 45)  # each entry's command has 10 bytes
+    link = VoterLink("b:2", replica=None)
+    for first in (1, 3, 5):
+        link.send(appends(first, 2))
+
+    assert [len(message.entries) for message in link._queue] == [4, 2]
