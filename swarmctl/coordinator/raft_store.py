@@ -5,7 +5,7 @@ transaction with ``synchronous=FULL``, so a vote or an accepted entry is on disk
 message that reveals it leaves the node. The snapshot's data is a serialized copy of
 ``state.db`` at the snapshot's index. It lies in a file of its own beside ``raft.db``
 (``raft-snapshot-INDEX.db``), so that a voter can write a large one in a worker thread and
-then record it in ``raft.db`` with a small transaction; the file is written and synced
+then record it in ``raft.db`` with a small transaction. The file is written and synced
 before the row names it, and older files are removed after.
 """
 

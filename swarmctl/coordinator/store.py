@@ -191,26 +191,26 @@ def prepare_schema(conn: sqlite3.Connection, name: str) -> None:
 
 
 def open_reader(path: Path) -> sqlite3.Connection:
-    """Open a read transaction on the state database; it sees what was committed until now, and nothing later."""
+    """Open a read transaction on the state database, which reads what was committed until now and nothing later."""
     try:
         reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM meta").fetchone()  # the first read fixes what the transaction sees
+        reader.execute("SELECT count(*) FROM meta").fetchone()  # the first read fixes the transaction's snapshot
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the state database {path}: {exc}") from exc
     return reader
 
 
-CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024  # checkpoint once the WAL file holds this much
+CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024  # checkpoint once the WAL file is this large
 SLOW_SYNC_S = 0.001  # syncs slower than this, on average, go to a worker thread
 
 
 class WalSync:
-    """Makes the commits of a WAL database durable in a worker thread instead of in COMMIT.
+    """Makes the commits of a WAL database durable with an fsync of the WAL file, outside COMMIT.
 
-    With ``synchronous=FULL`` every COMMIT waits for an fsync, on the event loop, and the
-    automatic checkpoint syncs the database file there too; on a busy disk either can take
-    tens of milliseconds while no executor gets work. Here ``conn`` runs with
+    With ``synchronous=FULL`` every COMMIT waits for an fsync on the event loop, and the
+    automatic checkpoint syncs the database file there too. On a busy disk either can take
+    tens of milliseconds, and no executor gets work meanwhile. Here ``conn`` runs with
     ``synchronous=NORMAL`` and no automatic checkpoint, so COMMIT only writes to the WAL
     file, and ``sync`` fsyncs that file: every transaction committed before the call is
     then as durable as under FULL. Once the WAL file grows past ``CHECKPOINT_WAL_BYTES``,

@@ -53,7 +53,7 @@ def test_compaction_keeps_the_entries_after_the_snapshot(tmp_path):
     assert state.entries == entries(5, 6, 1)
 
 
-def test_snapshot_data_lies_in_a_file_of_its_own(tmp_path):
+def test_snapshot_data_in_own_file(tmp_path):
     store = RaftStore(tmp_path / "raft.db")
     store.save(Ready(entries=entries(1, 9, 1)))
     store.compact(Snapshot(4, 1, b"state at 4"))

@@ -58,7 +58,7 @@ def test_applied_run_end_leaves_the_view(tmp_path: Path) -> None:
     assert StateMachine(store.connect(tmp_path / "state.db")).runs.keys() == machine.runs.keys()
 
 
-async def test_run_ended_while_its_results_are_read_ends_once(tmp_path: Path, monkeypatch) -> None:
+async def test_run_ended_during_read_ends_once(tmp_path: Path, monkeypatch) -> None:
     """A run complete when the coordinator starts is ended from a worker thread; an interrupt may come first."""
     record_run_without_its_end(tmp_path)
     coordinator = Coordinator(tmp_path)

@@ -4,9 +4,9 @@
 decodes each committed entry into a command of ``swarmctl.coordinator.commands``, and the
 real ``StateMachine`` applies it to a SQLite database (in memory here). A snapshot is that
 database serialized. ``RunWorkload`` proposes the commands of a few test runs as a leading
-coordinator does: it decides each command from the leader's applied state, proposes one at
-a time, and only to a leader that applied an entry of its own term, which by then holds
-every command ever committed. It also loses shards (a new attempt follows) and replays
+coordinator does. It decides each command from the leader's applied state and proposes one
+at a time. It proposes only to a leader that applied an entry of its own term, since by
+then that leader has every command ever committed. It also loses shards (a new attempt follows) and replays
 results of ended attempts, which the state machine must fence.
 """
 
@@ -182,7 +182,7 @@ class RunWorkload:
                 raise AssertionError(f"{name}: {run_id} did not finish ({row})")
             rows = machine.conn.execute("SELECT idx, outcome FROM results WHERE run_id = ? ORDER BY idx", (run_id,)).fetchall()
             if [idx for idx, _ in rows] != list(range(self.tests)):
-                raise AssertionError(f"{name}: {run_id} has results for cases {[idx for idx, _ in rows]}, not one per test")
+                raise AssertionError(f"{name}: {run_id} has results for cases {[idx for idx, _ in rows]}, expected one per test")
             for idx, outcome in rows:
                 if outcome != self.outcome(idx):
                     raise AssertionError(f"{name}: {run_id} case {idx} has outcome {outcome}")

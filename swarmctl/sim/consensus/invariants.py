@@ -116,10 +116,10 @@ class InvariantChecker:
             raise InvariantViolation(f"state machines differ at index {index}: {name} applied another entry there")
 
     def check_database(self, name: str, index: int, digest: bytes) -> None:
-        """Check that the voter's database at ``index`` holds the same rows as every other voter's there."""
+        """Check that the voter's database at ``index`` contains the same rows as every other voter's there."""
         known = self.database_digests.setdefault(index, digest)
         if known != digest:
-            raise InvariantViolation(f"databases differ at index {index}: {name} holds other rows than a voter before it")
+            raise InvariantViolation(f"databases differ at index {index}: {name} contains other rows than a voter checked before it")
 
     def forget_node(self, name: str) -> None:
         """Forget what a crashed voter counted as committed; its restart reports it again."""
