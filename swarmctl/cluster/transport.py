@@ -40,6 +40,20 @@ class PeerGone(Exception):
 CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio_websocket.ConnectionClosed)
 
 
+class Network:
+    """How nodes serve and open protocol connections: WebSockets over TCP.
+
+    Replicas and executors take one, so the cluster simulator can run them on a network
+    held in memory (``swarmctl.sim.coordinator.network``).
+    """
+
+    async def serve(self, handler, host: str, port: int, **options) -> None:
+        await serve(handler, host, port, **options)
+
+    def connect(self, addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLContext | None = None):
+        return connect(addresses, ssl_context)
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` (``[::1]:PORT`` for IPv6) into host and port."""
     host, sep, port_text = text.strip().rpartition(":")
@@ -464,3 +478,6 @@ async def connect(addresses: Sequence[tuple[str, int]], ssl_context: ssl.SSLCont
         "(swarmctl up --role coordinator --listen HOST:PORT), that the address is right, and that TLS is used on "
         "both sides or neither (SWARMCTL_CA_FILE names the cluster CA certificate)."
     )
+
+
+TCP = Network()

@@ -42,7 +42,7 @@ from swarmctl import protocol
 from swarmctl.cluster.consensus import AppendEntries, ConsensusConfig, EntryKind, Node, Ready, Rejected, Role, Snapshot
 from swarmctl.cluster.consensus import Message as ConsensusMessage
 from swarmctl.cluster.consensus.wire import from_wire, to_wire
-from swarmctl.cluster.transport import Peer, PeerGone, connect, parse_address, serve
+from swarmctl.cluster.transport import TCP, Network, Peer, PeerGone, parse_address
 from swarmctl.coordinator import commands as cmd
 from swarmctl.coordinator import store
 from swarmctl.coordinator.access import authenticate
@@ -95,11 +95,12 @@ class Replica:
         rng: random.Random | None = None,
         compact_every: int = COMPACT_EVERY,
         bundle_limits: BundleLimits | None = None,
+        network: Network = TCP,
     ) -> None:
         """Open ``raft.db`` and ``state.db`` in ``data_dir``.
 
         ``make_coordinator(machine=, term=, coordinator_id=, when_committed=)`` builds the
-        coordinator of one leadership.
+        coordinator of one leadership. ``network`` serves and opens the connections.
         """
         if len(voters) < 2:
             raise UsageError(f"a replicated coordinator needs at least two voters, got {list(voters)}")
@@ -109,6 +110,7 @@ class Replica:
         self.config = config or ConsensusConfig()
         self.secret = secret
         self.client_ssl = client_ssl
+        self.network = network
         self._rng = rng or random.Random()
         self._make_coordinator = make_coordinator
         self.compact_every = compact_every
@@ -178,7 +180,7 @@ class Replica:
 
                 api = ReplicaApi(self)
                 bound = await nursery.start(
-                    partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=api, websocket_app=api.websocket)
+                    partial(self.network.serve, self._handle, host, port, ssl_context=ssl_context, http_app=api, websocket_app=api.websocket)
                 )
                 self._address = (host, bound)
                 for link in self._links.values():
@@ -255,7 +257,7 @@ class Replica:
             self._relays[scope] = leader
             stack.callback(self._relays.pop, scope, None)
             try:
-                upstream = await stack.enter_async_context(connect([parse_address(leader)], self.client_ssl))
+                upstream = await stack.enter_async_context(self.network.connect([parse_address(leader)], self.client_ssl))
             except ConnectionFailed as exc:
                 reason = str(exc).split(". Check")[0]
                 log.info("cannot relay client %s to the leader %s: %s", hello.node_id, leader, reason)
@@ -410,7 +412,7 @@ class Replica:
             await self._download_within(leader, digest, hello)
 
     async def _download_within(self, leader: tuple[str, int], digest: str, hello: protocol.Hello) -> None:
-        async with connect([leader], self.client_ssl) as peer:
+        async with self.network.connect([leader], self.client_ssl) as peer:
             await peer.send(hello)
             reply = await peer.receive()
             if not isinstance(reply, protocol.Welcome):
@@ -623,7 +625,7 @@ class VoterLink:
         connected_once = failing = False
         while True:
             try:
-                async with connect([(host, port)], self.replica.client_ssl) as peer:
+                async with self.replica.network.connect([(host, port)], self.replica.client_ssl) as peer:
                     await peer.send(self.replica.voter_hello())
                     reply = await peer.receive()
                     if not isinstance(reply, protocol.Welcome):

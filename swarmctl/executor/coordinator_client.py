@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from swarmctl import protocol
-from swarmctl.cluster.transport import Peer, PeerGone, connect, format_address, parse_address
+from swarmctl.cluster.transport import TCP, Network, Peer, PeerGone, format_address, parse_address
 from swarmctl.errors import ConnectionFailed, ProtocolError, UsageError
 from swarmctl.tokens import AuthError
 
@@ -57,8 +57,10 @@ class CoordinatorClient:
         min_delay: float = RECONNECT_MIN_S,
         max_delay: float = RECONNECT_MAX_S,
         ssl_context: ssl.SSLContext | None = None,
+        network: Network = TCP,
     ) -> None:
         self.addresses = list(addresses)
+        self.network = network
         self.ssl_context = ssl_context  # TLS towards the coordinator, with the cluster CA
         self.rng = rng or random.Random()
         self.min_delay = min_delay
@@ -76,7 +78,7 @@ class CoordinatorClient:
             electing: list[NoLeader] = []
             connected: tuple[str, int] | None = None
             try:
-                async with connect(self.addresses, self.ssl_context) as peer:
+                async with self.network.connect(self.addresses, self.ssl_context) as peer:
                     connected = parse_address(peer.name)
                     welcome = await self._handshake(peer, hello())
                     failures = redirects = 0

@@ -25,7 +25,7 @@ from swarmctl import __version__, protocol
 from swarmctl.bundle import BundleCache, BundleLimits
 from swarmctl.cluster.gossip import GossipNode
 from swarmctl.cluster.node_gossip import apply_keyring, gossip_node, local_address_towards
-from swarmctl.cluster.transport import Peer, PeerGone, format_address
+from swarmctl.cluster.transport import TCP, Network, Peer, PeerGone, format_address
 from swarmctl.credentials import executor_token
 from swarmctl.errors import BundleError, ProtocolError
 from swarmctl.executor.coordinator_client import CoordinatorClient
@@ -129,6 +129,7 @@ class Executor:
         token_file: Path | None = None,
         ssl_context: ssl.SSLContext | None = None,
         bundle_limits: BundleLimits | None = None,
+        network: Network = TCP,
     ) -> None:
         self.executor_id = executor_id
         self.secret = secret  # the cluster secret; without it the executor does not gossip
@@ -145,7 +146,7 @@ class Executor:
         self.slots = [Slot(self, i) for i in range(slots)]
         self.jobs_send, self.jobs_receive = trio.open_memory_channel(math.inf)
         self.monitor = ResourceMonitor(data_dir)
-        self.client = CoordinatorClient(join, rng=rng, ssl_context=ssl_context)
+        self.client = CoordinatorClient(join, rng=rng, ssl_context=ssl_context, network=network)
         self.held: dict[tuple[str, int], int] = {}  # (run, shard) -> attempt, assigned and not yet done
         self.pending_releases: dict[tuple[str, int], int] = {}  # (run, shard) -> tests to give back
         self.draining = False
@@ -158,6 +159,8 @@ class Executor:
 
     async def run(self) -> None:
         """Serve until cancelled, or until a drain ends with every held shard finished."""
+        if not become_subreaper():
+            log.warning("cannot become a child subreaper; processes left by crashed tests may outlive them")
         token = trio.lowlevel.current_trio_token()
         self.log_buffer.notify = lambda: _wake_soon(token, self._wake_for_logs)
         with self.log_buffer.installed():
@@ -167,8 +170,6 @@ class Executor:
         self.outbox.wake.set()
 
     async def _serve(self) -> None:
-        if not become_subreaper():
-            log.warning("cannot become a child subreaper; processes left by crashed tests may outlive them")
         log.info(
             "executor %s starting: slots %d, labels %s, joining %s",
             self.executor_id, len(self.slots), format_labels(self.labels), ", ".join(format_address(*a) for a in self.join),
