@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-import secrets
 import sqlite3
 import time
 from collections import deque
@@ -228,7 +227,7 @@ class ClientMixin:
             return
 
         now = self.clock()
-        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
+        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{self.rng.getrandbits(24):06x}"
         start_at = message.start_at if message.start_at and message.start_at > now else None
         deadline_at = (start_at or now) + message.deadline_s if message.deadline_s else None
         self.machine.apply(

@@ -137,7 +137,7 @@ class Coordinator(FleetMixin, ClientMixin):
         self.bundles = BundleCache(data_dir / "bundles", self.limits.bundle())
         self.logs = LogCollector(data_dir / LOGS_DB)
         self.clock = clock
-        self.rng = rng or random.Random()  # retry jitter
+        self.rng = rng or random.Random()  # retry jitter and run ids
         self.settings = settings or CoordinatorSettings()
         self.secret = secret  # the cluster secret; without it the coordinator does not gossip
         self.advertise = advertise  # the IP executors reach this coordinator at, if --listen binds every address
