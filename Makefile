@@ -42,10 +42,11 @@ test: test-venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not serial"
 	$(BIN)/python -m pytest -q -m serial
 
-# 2,000 seeded consensus fault schedules of each kind (hash chain, coordinator state), where
-# the default test run has 300 of each.
+# 2,000 seeded fault schedules of each kind (consensus with a hash chain, consensus with the
+# coordinator state, the whole replicated coordinator), where the default test run has 300 of each.
 test-campaign: test-venv
-	SWARMCTL_CONSENSUS_SCHEDULES=2000 $(BIN)/python -m pytest -q -n auto tests/sim/test_consensus_sim.py
+	SWARMCTL_CONSENSUS_SCHEDULES=2000 SWARMCTL_COORDINATOR_SCHEDULES=2000 $(BIN)/python -m pytest -q -n auto \
+	  tests/sim/test_consensus_sim.py tests/sim/test_coordinator_sim.py
 
 # The single-file binary. Its venv holds swarmctl's runtime dependencies and PyInstaller only;
 # the swarmctl package itself is taken from this checkout (see the spec file).
