@@ -75,6 +75,16 @@ class LeaseTable:
         """Forget the lease of a shard that finished or was requeued."""
         self._leases.pop((run_id, shard_id), None)
 
+    def end(self, run_id: str, shard_id: int, attempt: int, executor_id: str) -> None:
+        """Forget the lease of one executor's attempt that ended, and no other.
+
+        A deposed leader may have handed out the same attempt number to another executor,
+        whose report of that attempt must not end this one's lease.
+        """
+        lease = self._leases.get((run_id, shard_id))
+        if lease is not None and lease.attempt == attempt and lease.executor_id == executor_id:
+            del self._leases[lease.key]
+
     def held_by(self, executor_id: str) -> list[Lease]:
         return [lease for lease in self._leases.values() if lease.executor_id == executor_id]
 

@@ -605,9 +605,7 @@ class Coordinator(FleetMixin, ClientMixin):
         run = self.machine.runs.get(message.run_id)
         key = (message.run_id, message.shard_id)
         session.view.running.discard(key)
-        lease = self.leases.get(*key)
-        if lease is not None and lease.attempt == message.attempt:
-            self.leases.release(*key)
+        self.leases.end(message.run_id, message.shard_id, message.attempt, session.node_id)
         if run is None or not run.active:
             self._schedule()
             return

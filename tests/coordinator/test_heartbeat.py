@@ -77,3 +77,17 @@ def test_lease_revoke_and_release():
     assert len(leases) == 0
     assert leases.next_expiry() is None
     assert leases.expire(200.0) == []
+
+
+def test_lease_ended_only_by_its_own_executor():
+    # A deposed leader gave attempt 1 to exec-b before the new leader gave attempt 1 to
+    # exec-a; exec-b reporting its attempt done leaves exec-a's lease alone.
+    leases = table()
+    leases.grant("run", 0, 1, "exec-a", now=100.0)
+
+    leases.end("run", 0, 1, "exec-b")
+    leases.end("run", 0, 2, "exec-a")
+    assert leases.renew("exec-a", [("run", 0, 1)], now=101.0) == []
+
+    leases.end("run", 0, 1, "exec-a")
+    assert leases.get("run", 0) is None

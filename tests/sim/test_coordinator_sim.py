@@ -36,6 +36,21 @@ def test_schedule_finishes_runs_exactly(seed: int) -> None:
     assert result.stats["runs"] >= len(generate_schedule(seed, voters_for(seed)).runs)
 
 
+# Seeds past the default 300 that once failed, each for a bug fixed since:
+# 1350: a ShardDone from an executor that a deposed leader had given an attempt number
+# ended the lease of the executor the new leader gave the same number, so that shard
+# stayed assigned without a lease and its run never finished.
+REGRESSIONS = [1350]
+
+
+@pytest.mark.parametrize("seed", REGRESSIONS)
+def test_regression_schedule(seed: int) -> None:
+    try:
+        run_schedule(seed, voters_for(seed))
+    except ScheduleFailure as failure:
+        pytest.fail(str(failure), pytrace=False)
+
+
 def test_same_seed_replays_same_trace() -> None:
     for seed in (0, 1):
         first = run_schedule(seed, voters_for(seed))
