@@ -139,10 +139,10 @@ class ScheduleResult:
 class CheckedReplica(Replica):
     """A ``Replica`` whose every persisted Ready and every step the invariant checker sees."""
 
-    def __init__(self, *args, simulation: CoordinatorSimulation, name: str, **kwargs) -> None:
+    def __init__(self, *args, simulation: CoordinatorSimulation, voter: SimVoter, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.simulation = simulation
-        self.name = name
+        self.voter = voter
         self.stored = self.store.state().hard_state
         save = self.store.save
 
@@ -259,7 +259,7 @@ class CoordinatorSimulation:
             voter.data_dir, voter.address, self.addresses,
             make_coordinator=partial(self._make_coordinator, voter.data_dir),
             config=self.config, rng=random.Random(self.rng.getrandbits(64)), compact_every=COMPACT_EVERY,
-            network=self.network.endpoint(host), simulation=self, name=voter.name,
+            network=self.network.endpoint(host), simulation=self, voter=voter,
         )
         voter.scope, voter.stopped = trio.CancelScope(), trio.Event()
 
@@ -439,17 +439,18 @@ class CoordinatorSimulation:
     # --- checks --------------------------------------------------------------------------
 
     def after_step(self, replica: CheckedReplica) -> None:
-        node = replica.node
+        node, voter = replica.node, replica.voter
+        if voter.replica is not replica:
+            return  # a crashed instance, cancelled
         try:
             self.checker.check_node(node)
-            voter = next(v for v in self.voters if v.replica is replica)
             if replica.applied <= node.commit_index and replica.applied >= voter.checked_index + DATABASE_CHECK_EVERY:
                 voter.checked_index = replica.applied
                 self.checker.check_database(replica.node_id, replica.applied, self.database_digest(voter))
                 self.stats["database_checks"] += 1
         except InvariantViolation as exc:
             self.stop_with(self.fail(str(exc)))
-        self.trace.update(f"{trio.current_time():.6f} {replica.name} {node.role.value} {node.term} {node.commit_index} {replica.applied}".encode())
+        self.trace.update(f"{trio.current_time():.6f} {voter.name} {node.role.value} {node.term} {node.commit_index} {replica.applied}".encode())
 
     @staticmethod
     def database_digest(voter: SimVoter) -> bytes:
