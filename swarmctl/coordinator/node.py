@@ -739,6 +739,9 @@ class Coordinator(FleetMixin, ClientMixin):
         For 100,000 results this takes over a second: on the event loop it held up every
         executor, and a replicated leader's heartbeats past the election timeout.
         """
+        # A leader that lost office between starting this task and its first step has
+        # closed its state: the checkpoint delivers the cancellation before it is read.
+        await trio.lowlevel.checkpoint()
         self.flush()  # the reader sees committed rows only
         path = Path(self.machine.conn.execute("PRAGMA database_list").fetchone()[2])
         return await trio.to_thread.run_sync(read_final_results_from_file, path, run_id)
