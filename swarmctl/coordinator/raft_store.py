@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,28 +59,38 @@ class RaftStore:
             raise StoreError(f"cannot open the consensus log {path}: {exc}") from exc
 
     def save(self, ready: Ready) -> None:
-        if ready.snapshot is None and not ready.entries and ready.hard_state is None:
+        self.save_all([ready])
+
+    def save_all(self, readies: Sequence[Ready]) -> None:
+        """Persist ``readies`` in their order, in one transaction: one fsync for all of them."""
+        readies = [r for r in readies if r.snapshot is not None or r.entries or r.hard_state is not None]
+        if not readies:
             return
-        if ready.snapshot is not None:
-            self.write_snapshot(ready.snapshot)
-        with self._transaction("save"):
+        for ready in readies:
             if ready.snapshot is not None:
-                self._put_snapshot(ready.snapshot)
-                self.conn.execute("DELETE FROM entries")
-            if ready.entries:
-                self.conn.execute("DELETE FROM entries WHERE idx >= ?", (ready.entries[0].index,))
-                self.conn.executemany(
-                    "INSERT INTO entries (idx, term, kind, command) VALUES (?, ?, ?, ?)",
-                    ((e.index, e.term, int(e.kind), e.command) for e in ready.entries),
-                )
-            if ready.hard_state is not None:
-                hs = ready.hard_state
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
-                    (hs.term, hs.vote, hs.commit),
-                )
-        if ready.snapshot is not None:
+                self.write_snapshot(ready.snapshot)
+        with self._transaction("save"):
+            for ready in readies:
+                self._write(ready)
+        if any(ready.snapshot is not None for ready in readies):
             self._remove_other_snapshots()
+
+    def _write(self, ready: Ready) -> None:
+        if ready.snapshot is not None:
+            self._put_snapshot(ready.snapshot)
+            self.conn.execute("DELETE FROM entries")
+        if ready.entries:
+            self.conn.execute("DELETE FROM entries WHERE idx >= ?", (ready.entries[0].index,))
+            self.conn.executemany(
+                "INSERT INTO entries (idx, term, kind, command) VALUES (?, ?, ?, ?)",
+                ((e.index, e.term, int(e.kind), e.command) for e in ready.entries),
+            )
+        if ready.hard_state is not None:
+            hs = ready.hard_state
+            self.conn.execute(
+                "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
+                (hs.term, hs.vote, hs.commit),
+            )
 
     def compact(self, snapshot: Snapshot, *, written: bool = False) -> None:
         """Record ``snapshot`` and drop the entries it covers; ``written`` when ``write_snapshot`` ran for it."""

@@ -128,6 +128,9 @@ class Replica:
         self._connections: set[trio.CancelScope] = set()  # executors and clients served by the coordinator
         self._relays: dict[trio.CancelScope, str] = {}  # client connections relayed to a leader -> that leader
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []  # (index, order, action) heap
+        # The leader's proposals of this moment, persisted together (one fsync) and only then
+        # sent, before any other Ready is handled.
+        self._unsaved: list[Ready] = []
         self._order = itertools.count()
         self._links = {voter: VoterLink(voter, self) for voter in self.voters if voter != node_id}
         self._nursery: trio.Nursery | None = None
@@ -148,6 +151,7 @@ class Replica:
             self._restore(state.snapshot)
             applied = state.snapshot.index
         self.applied = applied
+        self._unsaved = []
         return Node(self.node_id, self.voters, self.config, self._rng, trio.current_time(), state, applied=applied)
 
     def _restore(self, snapshot: Snapshot) -> None:
@@ -358,6 +362,7 @@ class Replica:
 
     def _process(self, ready: Ready) -> None:
         """Handle one Ready in the order the core requires, then start or stop leading to match the node's role."""
+        self._save_proposals()  # they came before this Ready, whose messages may carry their entries
         if ready:
             self.store.save(ready)
             for message in ready.messages:
@@ -443,11 +448,31 @@ class Replica:
         result = self.node.propose(msgpack.packb([kind, body]), trio.current_time())
         if isinstance(result, Rejected):
             raise NotLeader(str(result))
-        self.store.save(result.ready)
-        for message in result.ready.messages:
-            self._links[message.target].send(message)
+        self._unsaved.append(result.ready)
+        if len(self._unsaved) == 1:
+            if self._nursery is None:
+                self._save_proposals()
+            else:
+                self._nursery.start_soon(self._save_proposals_soon)
         self.applied = result.index
         return result.index
+
+    async def _save_proposals_soon(self) -> None:
+        self._save_proposals()
+
+    def _save_proposals(self) -> None:
+        """Persist the waiting proposals in one transaction, then send their messages.
+
+        A command is committed only once a follower has it too, and followers get it only
+        after this, so an entry never counts as committed before the leader stored it.
+        """
+        if not self._unsaved:
+            return
+        readies, self._unsaved = self._unsaved, []
+        self.store.save_all(readies)
+        for ready in readies:
+            for message in ready.messages:
+                self._links[message.target].send(message)
 
     def _reject_command(self, kind: str, body: bytes) -> int:
         raise NotLeader(f"voter {self.node_id} does not lead; the {kind} command was not applied")

@@ -32,6 +32,20 @@ def test_new_entries_replace_the_conflicting_tail(tmp_path):
     assert store.state().entries == entries(1, 2, 1) + entries(3, 4, 2)
 
 
+def test_save_all_writes_readies_in_order(tmp_path):
+    store = RaftStore(tmp_path / "raft.db")
+    store.save_all([
+        Ready(entries=entries(1, 5, 1)),
+        Ready(entries=entries(4, 4, 2), hard_state=HardState(2, "b:1", 3)),
+        Ready(),
+        Ready(entries=entries(5, 6, 2)),
+    ])
+
+    state = store.state()
+    assert state.entries == entries(1, 3, 1) + entries(4, 6, 2)
+    assert state.hard_state == HardState(2, "b:1", 3)
+
+
 def test_received_snapshot_replaces_every_entry(tmp_path):
     store = RaftStore(tmp_path / "raft.db")
     store.save(Ready(entries=entries(1, 5, 1)))

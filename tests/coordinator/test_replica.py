@@ -91,6 +91,22 @@ async def test_voters_apply_same_log(tmp_path, nursery):
     assert all(v.replica.machine.cordoned == {f"exec-{i}" for i in range(0, 20, 2)} for v in voters)
 
 
+async def test_leader_stores_proposals_of_one_moment_together(tmp_path, nursery):
+    voters = await start_voters(tmp_path, nursery)
+    await wait_for(lambda: leader_of(voters) is not None)
+    leader = leader_of(voters)
+    saves = []
+    save_all = leader.replica.store.save_all
+    leader.replica.store.save_all = lambda readies: (saves.append(len(readies)), save_all(readies))
+    for i in range(30):
+        leader.replica.machine.apply(cmd.ExecutorCordoned(f"exec-{i}", True, float(i)), leader.replica.node.term)
+    assert saves == []  # nothing is stored or sent before the moment ends
+
+    await wait_for(lambda: all(len(v.log()) == 30 for v in voters))
+    assert saves[0] == 30
+    assert voters[0].log() == voters[1].log() == voters[2].log()
+
+
 async def test_deposed_leader_drops_its_uncommitted_commands(tmp_path, nursery):
     voters = await start_voters(tmp_path, nursery)
     await wait_for(lambda: leader_of(voters) is not None)

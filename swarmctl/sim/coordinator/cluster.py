@@ -146,17 +146,18 @@ class CheckedReplica(Replica):
         self.simulation = simulation
         self.voter = voter
         self.stored = self.store.state().hard_state
-        save = self.store.save
+        save_all = self.store.save_all
 
-        def checked_save(ready) -> None:
-            simulation.checker.check_ready(self.node, ready, self.stored)
-            save(ready)
-            if ready.hard_state is not None:
-                self.stored = ready.hard_state
-            if ready.snapshot is not None:
-                simulation.stats["snapshots_installed"] += 1
+        def checked_save_all(readies) -> None:
+            for ready in readies:
+                simulation.checker.check_ready(self.node, ready, self.stored)
+                if ready.hard_state is not None:
+                    self.stored = ready.hard_state
+                if ready.snapshot is not None:
+                    simulation.stats["snapshots_installed"] += 1
+            save_all(readies)
 
-        self.store.save = checked_save
+        self.store.save_all = checked_save_all
 
     def _process(self, ready) -> None:
         super()._process(ready)
