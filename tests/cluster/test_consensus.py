@@ -280,6 +280,32 @@ def test_replication_commits_on_majority_and_applies_everywhere() -> None:
         assert voters.storage[name].entries == voters.applied[name]
 
 
+def test_heartbeat_resends_only_to_a_stalled_follower() -> None:
+    voters = Voters({node_id: PersistentState() for node_id in "abc"})
+    voters.campaign("a")
+    leader = voters.nodes["a"]
+    voters.heartbeat("a")  # every follower has answered a heartbeat once
+
+    voters.handle("a", leader.propose(b"one", voters.now).ready)
+    voters.flush()
+    voters.handle("a", leader.propose(b"two", voters.now).ready)
+    in_flight = [m for m in voters.outbox if m.target == "b"]
+    voters.outbox = [m for m in voters.outbox if m.target != "b"]
+    voters.flush()
+    assert [m.entries[-1].command for m in in_flight] == [b"two"]
+
+    def appends_to_b_after_heartbeat() -> list[AppendEntries]:
+        sent = len(voters.delivered)
+        voters.heartbeat("a")
+        return [m for m in voters.delivered[sent:] if isinstance(m, AppendEntries) and m.target == "b"]
+
+    # "b" stored an entry since the last heartbeat: "two" is still on its way, not lost.
+    assert appends_to_b_after_heartbeat() == []
+    # "b" stored nothing since: the leader sends "two" again.
+    assert [m.entries[-1].command for m in appends_to_b_after_heartbeat()] == [b"two"]
+    assert voters.nodes["b"].log.last_index == leader.log.last_index
+
+
 def test_log_conflict_repaired_with_one_back_off() -> None:
     # "a" has entries of term 2 that "b" never saw; "b" has a longer tail of term 1 from
     # a leader that lost them. Only entry 1 is committed.

@@ -19,6 +19,8 @@ class Progress:
     # The index of a snapshot sent and not yet acknowledged (0: none), and when it was sent.
     snapshot_index: int = 0
     snapshot_sent_at: float = 0.0
+    # ``match`` at the follower's previous heartbeat response (-1: none yet).
+    heartbeat_match: int = -1
 
 
 def majority(voters: int) -> int:

@@ -155,13 +155,21 @@ class Leadership:
         progress = self.progress[peer]
         progress.recent_active = True
         self._maybe_send_timeout_now(peer)
+        advanced = 0 <= progress.heartbeat_match < progress.match  # since the previous heartbeat response
+        progress.heartbeat_match = progress.match
         if progress.match >= self.log.last_index:
             return
         if progress.snapshot_index:
             if now - progress.snapshot_sent_at < self.config.snapshot_retry_s:
                 return
             progress.snapshot_index = 0
-        # Whatever was sent after ``match`` may have been lost, so send it again.
+        elif advanced:
+            # Entries keep arriving: what was sent after ``match`` is on its way. Sending it
+            # again at every heartbeat would send a busy leader's tail twice, and more work
+            # makes it lag further behind.
+            return
+        # The follower stored nothing since the last heartbeat: what was sent after
+        # ``match`` may have been lost, so send it again.
         progress.next = progress.match + 1
         self.send_append(peer, now)
 
