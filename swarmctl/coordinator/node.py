@@ -127,10 +127,11 @@ class Coordinator(FleetMixin, ClientMixin):
         self._commits = self._synced = 0  # group commits so far, and how many of them are on disk
         self._sync_due = trio.Event()
         self._syncing = False  # a worker thread is syncing
+        # Group commit: the commands of one moment share a transaction. A single coordinator
+        # also syncs it once, in a worker thread while the event loop goes on if the disk is
+        # slow; a replicated leader's commands are durable in raft.db instead.
+        self.machine.on_pending = self._schedule_flush
         if machine is None:
-            # Group commit: the commands of one moment share a transaction and one fsync,
-            # which a worker thread does while the event loop goes on if the disk is slow.
-            self.machine.on_pending = self._schedule_flush
             self._wal = store.WalSync(self.machine.conn, data_dir / "state.db")
         self.address: str | None = None  # HOST:PORT served on, once serving
         self.limits = limits or Limits()

@@ -504,8 +504,10 @@ class Replica:
         if self._nursery is None and self.applied != node.commit_index:
             return  # not serving: no task to wait for the commit
         self._compact_gap = self._draw_compact_gap()
-        # Every applied command is committed to state.db, so a read transaction opened now
-        # reads the state at exactly this index, whatever is applied while the copy runs.
+        # Once every applied command is committed to state.db (a leader groups its commits),
+        # a read transaction opened now reads the state at exactly this index, whatever is
+        # applied while the copy runs.
+        self.machine.flush()
         reader = store.open_reader(self.data_dir / STATE_DB)
         if self._nursery is None:
             self._compact(node, self.applied, self._copy_state(reader))
@@ -599,6 +601,9 @@ class Replica:
         self.coordinator = None
         log.info("voter %s stops leading (now %s in term %d)", self.node_id, self.node.role.value, self.node.term)
         self.machine.replicate = self._reject_command
+        # A follower commits each entry it applies; the leader's group ends here.
+        self.machine.on_pending = None
+        self.machine.flush()
         if self._leader_scope is not None:
             self._leader_scope.cancel()
         for connection in list(self._connections):
