@@ -575,8 +575,8 @@ class LagSampler:
     """Polls the leader's consensus status during a run: how far each follower is behind it.
 
     The lag in entries is the leader's last index minus the follower's match index. The lag
-    in seconds is how long ago the leader's log reached the follower's match index, to the
-    resolution of the sampling interval.
+    in seconds is how long the follower has lacked the first entry it lacks: since the
+    leader's log went past its match index, to the resolution of the sampling interval.
     """
 
     def __init__(self, address: tuple[str, int]) -> None:
@@ -604,18 +604,26 @@ class LagSampler:
                     self.samples.append((time.monotonic(), status.commit_index, last, matches))
 
     def summary(self) -> dict:
-        """Summarize the followers' lag in entries and in seconds, and the commit rate between samples."""
+        """Summarize the followers' lag over the whole run, and over its middle half (the steady state)."""
+        middle = self.samples[len(self.samples) // 4: 3 * len(self.samples) // 4]
+        return {**self._summarize(self.samples), "steady": self._summarize(middle, self.samples)}
+
+    @staticmethod
+    def _summarize(samples: list, history: list | None = None) -> dict:
+        """Summarize the lag in entries and in seconds, and the commit rate between samples."""
+        history = history if history is not None else samples
         entries, seconds, rates = [], [], []
-        for position, (at, commit, last, matches) in enumerate(self.samples):
+        for at, commit, last, matches in samples:
             for match in matches:
                 entries.append(float(last - match))
-                # The first sample at which the leader's log already reached this match index.
-                reached = next((t for t, _, leader_last, _ in self.samples[: position + 1] if leader_last >= match), at)
-                seconds.append(at - reached)
-        for (t0, c0, _, _), (t1, c1, _, _) in zip(self.samples, self.samples[1:]):
+                # How long the follower has lacked its first missing entry: since the first
+                # sample at which the leader's log went past this match index.
+                passed = next((t for t, _, leader_last, _ in history if leader_last > match and t <= at), at)
+                seconds.append(at - passed if match < last else 0.0)
+        for (t0, c0, _, _), (t1, c1, _, _) in zip(samples, samples[1:]):
             rates.append((c1 - c0) / (t1 - t0) if t1 > t0 else 0.0)
         return {
-            "samples": len(self.samples),
+            "samples": len(samples),
             "interval_s": LAG_INTERVAL_S,
             "lag_entries": distribution(entries),
             "lag_s": distribution(seconds),
