@@ -8,8 +8,9 @@ hint, which is its log's end or the start of the conflicting term, and the leade
 off to it. An entry is committed once a majority stores it and it belongs to the
 leader's current term, and earlier entries become committed with it. A follower whose
 next entry the leader has compacted away gets the leader's snapshot instead. Heartbeats
-repair lost messages: each heartbeat response from a follower that lags makes the leader
-send again from the follower's last acknowledged index.
+repair lost messages: a heartbeat response from a follower that lags and stored nothing
+since its previous one makes the leader send again from the follower's last
+acknowledged index.
 
 A ``Leadership`` exists while its node leads and is discarded when the node steps down,
 so nothing of it leaks into a later term. It tracks each follower's progress, sends
