@@ -80,8 +80,8 @@ def test_lease_revoke_and_release():
 
 
 def test_lease_ended_only_by_its_own_executor():
-    # A deposed leader gave attempt 1 to exec-b before the new leader gave attempt 1 to
-    # exec-a; exec-b reporting its attempt done leaves exec-a's lease alone.
+    # A deposed leader gave attempt 1 to exec-b, and the new leader gave attempt 1 to
+    # exec-a. So exec-b reporting its attempt done must leave exec-a's lease alone.
     leases = table()
     leases.grant("run", 0, 1, "exec-a", now=100.0)
 

@@ -8,10 +8,10 @@ network of ``network``. Trio runs with a ``MockClock`` that jumps whenever every
 waits, with deterministic task scheduling seeded from the schedule, and work that the
 coordinator hands to worker threads runs inline, so that a seed decides the whole run.
 
-``generate_schedule`` draws the faults from the seed: voters crash and restart from their
-files (the leader more often), machines are cut off from the others, executors crash and
-come back under a new name, leadership is handed over, and the network resets stream
-connections and drops, duplicates and reorders consensus frames. After the fault phase
+``generate_schedule`` draws the faults from the seed. Voters crash and restart from their
+files, the leader more often. Machines are cut off from the others. Executors crash and
+come back under a new name, and leadership is handed over. The network resets stream
+connections, and drops, duplicates and reorders consensus frames. After the fault phase
 everything heals and restarts, and every run must end within ``FINISH_WITHIN_S``.
 
 Checked throughout, through ``swarmctl.sim.consensus.invariants``: one leader per term,
@@ -119,7 +119,7 @@ def generate_schedule(seed: int, voters: int = 3) -> Schedule:
 
 
 class ScheduleFailure(AssertionError):
-    """A schedule broke an invariant or did not finish its runs; the message says how to replay it."""
+    """A schedule broke an invariant or did not finish its runs; the message gives the replay command."""
 
     def __init__(self, schedule: Schedule, at: float, reason: str) -> None:
         self.schedule, self.at, self.reason = schedule, at, reason
@@ -139,7 +139,7 @@ class ScheduleResult:
 
 
 class CheckedReplica(Replica):
-    """A ``Replica`` whose every persisted Ready and every step the invariant checker sees."""
+    """A ``Replica`` that passes every Ready it persists and every step to the invariant checker."""
 
     def __init__(self, *args, simulation: CoordinatorSimulation, voter: SimVoter, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -498,6 +498,7 @@ class CoordinatorSimulation:
         if len(set(digests.values())) != 1:
             raise self.fail(f"voters' databases differ after every run ended, at index {self.voters[0].replica.applied}")
         conn = self.voters[0].replica.machine.conn
+
         runs = dict(conn.execute("SELECT run_id, status FROM runs").fetchall())
         missing = [run_id for run_id in self.accepted if run_id not in runs]
         if missing:
@@ -505,6 +506,7 @@ class CoordinatorSimulation:
         for run_id, status in sorted(runs.items()):
             self._check_run(conn, run_id, status)
         self.stats["runs"] = len(runs)
+
         # Every acknowledged result is in a committed command. The state machine may still
         # leave it out of the results: a duplicate of a test that already has one, or a
         # result of an attempt that was taken back (fenced).

@@ -2,7 +2,7 @@
 
 ``MemoryNetwork.endpoint(host)`` returns the ``Network`` one simulated machine uses in place
 of WebSockets over TCP. A connection behaves as a stream: frames arrive in order after a
-delay drawn from the seeded profile; a cut between two machines holds their frames until it
+delay drawn from the seeded profile; a cut between two machines keeps their frames until it
 heals, as TCP retransmission would; closing, or the machine crashing, ends the other side
 after the frames already sent; a reset (a fault) ends both sides at once and loses what was
 in flight. Consensus frames are what Raft sends between voters, and Raft expects a network
@@ -72,12 +72,12 @@ class MemoryPeer(Peer):
         self._in = incoming
         self.other: MemoryPeer | None = None
         self.closed = False
-        self.gone = ""  # why this side learned that the connection ended
+        self.end_reason = ""  # why the connection ended, once this side learned it
         self.other_closed_at = math.inf  # when the other side's close reaches this side
 
     async def send(self, message: protocol.Message) -> None:
         await trio.lowlevel.checkpoint()
-        if self.closed or self.gone or trio.current_time() >= self.other_closed_at:
+        if self.closed or self.end_reason or trio.current_time() >= self.other_closed_at:
             raise PeerGone(f"{self.name}: connection closed")
         frame = protocol.encode(message)
         self.network.carry(self, frame, consensus=isinstance(message, protocol.ConsensusFrame))
@@ -86,8 +86,8 @@ class MemoryPeer(Peer):
         while True:
             if self.closed:
                 raise PeerGone(f"{self.name}: connection closed")
-            if self.gone:
-                raise PeerGone(f"{self.name}: {self.gone}")
+            if self.end_reason:
+                raise PeerGone(f"{self.name}: {self.end_reason}")
             direction = self._in
             if not direction.frames or self.network.is_cut(self.remote, self.host):
                 await self._wait(direction, math.inf)
@@ -98,7 +98,7 @@ class MemoryPeer(Peer):
                 continue
             _, _, frame = heapq.heappop(direction.frames)
             if frame is _EOF:
-                self.gone = "connection closed by the other side"
+                self.end_reason = "connection closed by the other side"
                 continue
             return protocol.decode(frame)
 
@@ -109,7 +109,7 @@ class MemoryPeer(Peer):
             await direction.changed.wait()
 
     async def check_alive(self, timeout_s: float) -> None:
-        if self.closed or self.gone or self.network.is_cut(self.host, self.remote):
+        if self.closed or self.end_reason or self.network.is_cut(self.host, self.remote):
             await trio.sleep(timeout_s)
             raise PeerGone(f"{self.name}: no response to a ping within {timeout_s:g}s")
         await trio.sleep(2 * self.network.latency())
@@ -125,7 +125,7 @@ class MemoryPeer(Peer):
             self.network.finish(self)
 
     def reset(self, reason: str) -> None:
-        self.gone = self.gone or reason
+        self.end_reason = self.end_reason or reason
         self._in.changed.set()
 
 
