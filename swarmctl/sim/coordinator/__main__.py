@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScheduleFailure as failure:
         print(f"FAILED at {failure.at:.3f} s: {failure.reason}")
         return 1
-    print(f"passed: every run had ended {result.finished_s:.1f} s after the faults healed; trace digest {result.trace_digest}")
+    ended = f"{result.finished_s:.1f} s after the faults healed" if result.finished_s > 0 else "before the faults healed"
+    print(f"passed: every run had ended {ended}; trace digest {result.trace_digest}")
     print(", ".join(f"{name} {count}" for name, count in sorted(result.stats.items())))
     return 0
 

@@ -97,7 +97,10 @@ class Schedule:
         lines = [f"seed {self.seed}: {self.voters} voters, {self.executors} executors, "
                  f"{'faulty' if self.faulty_network else 'reliable'} network"]
         lines += [f"  {at:6.2f}s submit a run of {tests} tests, {retries} retries" for at, tests, retries in self.runs]
-        lines += [f"  {f.at:6.2f}s {f.kind.value} {f.target} for {f.duration:.2f}s" for f in self.faults]
+        lines += [
+            f"  {f.at:6.2f}s {f.kind.value} {f.target}" + ("" if f.kind is FaultKind.TRANSFER else f" for {f.duration:.2f}s")
+            for f in self.faults
+        ]
         return "\n".join(lines)
 
 
@@ -134,7 +137,7 @@ class ScheduleFailure(AssertionError):
 class ScheduleResult:
     seed: int
     trace_digest: str
-    finished_s: float  # simulated seconds from the end of the faults until every run had ended everywhere
+    finished_s: float  # simulated seconds from healing until every run had ended everywhere (0: before)
     stats: Counter[str] = field(default_factory=Counter)
 
 
