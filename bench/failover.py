@@ -51,10 +51,16 @@ STEADY_LAG_LOAD = ["--no-curve", "--voters", "3", "--median-ms", "160", "--sigma
 STANDBY_LAG_LOAD = ["--no-curve", "--voters", "3", "--median-ms", "1", "--sigma", "0.5", "--cap-s", "0.05"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` different free loopback ports: each stays bound until all are chosen."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def cluster_status(processes: Processes, peers: str) -> dict | None:
@@ -100,7 +106,7 @@ def measure(trials: int) -> dict:
         check=True, capture_output=True,
     )
     expected = json.loads((suite / "expected_counts.json").read_text())["counts"]
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
     peers = ",".join(addresses)
     data = {address: folder / f"voter-{address.rsplit(':', 1)[1]}" for address in addresses}
     voters: dict[str, subprocess.Popen] = {}

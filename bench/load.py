@@ -542,10 +542,16 @@ def coordinator_command(folder: Path) -> list[str]:
             "--data-dir", str(folder / "coordinator")]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` different free loopback ports: each stays bound until all are chosen."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def start_voters(processes: Processes, folder: Path, count: int, deadline: float) -> tuple[str, subprocess.Popen]:
@@ -554,7 +560,7 @@ def start_voters(processes: Processes, folder: Path, count: int, deadline: float
     NOTE: the simulated executors join the first leader's address only and do not follow a
     redirect, so a change of leader during a run ends the measurement.
     """
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(count)]
     for index, address in enumerate(addresses):
         processes.start(f"voter-{index}", [
             sys.executable, "-m", "swarmctl", "up", "--role", "coordinator", "--listen", address,

@@ -23,10 +23,16 @@ from swarmctl.errors import ProtocolError
 FAST = ConsensusConfig(election_timeout_s=0.3, heartbeat_interval_s=0.05)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` different free loopback ports: each stays bound until all are chosen."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 class Voter:
@@ -66,7 +72,7 @@ async def wait_for(predicate, timeout: float = 10) -> None:
 
 
 async def start_voters(tmp_path: Path, nursery: trio.Nursery, compact_every: int = 5_000) -> list[Voter]:
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
     voters = [Voter(tmp_path / f"voter-{i}", address, addresses, compact_every) for i, address in enumerate(addresses)]
     for voter in voters:
         await voter.start(nursery)

@@ -122,13 +122,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` different free loopback ports: each stays bound until all are chosen."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 class Voters:
     """Coordinator-eligible `swarmctl up` processes started with the same --peers, and executors joining all of them."""
 
     def __init__(self, tmp_path: Path, env: dict, count: int = 3) -> None:
         self.tmp_path = tmp_path
         self.env = env
-        self.addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+        self.addresses = [f"127.0.0.1:{port}" for port in free_ports(count)]
         self.peers = ",".join(self.addresses)
         self.voters: dict[str, Node] = {}
         self.executors: list[Node] = []
