@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +38,8 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from recovery import Processes, poll, summary  # noqa: E402  (the bench folder is not a package)
+from load import free_ports  # noqa: E402  (the bench folder is not a package)
+from recovery import Processes, poll, summary  # noqa: E402
 
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "failover.json"
 TARGET_P99_S = 3.0
@@ -49,18 +49,6 @@ RESULTS_BEFORE_KILL = 20
 # 160 ms (800 slots offer 5,000 results/s), then of about 1 ms (as many as the cluster takes).
 STEADY_LAG_LOAD = ["--no-curve", "--voters", "3", "--median-ms", "160", "--sigma", "0.1", "--cap-s", "1"]
 STANDBY_LAG_LOAD = ["--no-curve", "--voters", "3", "--median-ms", "1", "--sigma", "0.5", "--cap-s", "0.05"]
-
-
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` different free loopback ports: each stays bound until all are chosen."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 def cluster_status(processes: Processes, peers: str) -> dict | None:

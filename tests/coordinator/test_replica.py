@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 from functools import partial
 from pathlib import Path
@@ -19,20 +18,9 @@ from swarmctl.coordinator.node import Coordinator
 from swarmctl.coordinator import replica as replica_module
 from swarmctl.coordinator.replica import NotLeader, Reassembly, Replica, VoterLink, consensus_frames, join_appends
 from swarmctl.errors import ProtocolError
+from tests.e2e.nodes import free_ports
 
 FAST = ConsensusConfig(election_timeout_s=0.3, heartbeat_interval_s=0.05)
-
-
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` different free loopback ports: each stays bound until all are chosen."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 class Voter:
