@@ -41,10 +41,10 @@ CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError
 
 
 class Network:
-    """How nodes serve and open protocol connections: WebSockets over TCP.
+    """The transport that nodes serve and open protocol connections on: WebSockets over TCP.
 
     Replicas and executors take one, so the cluster simulator can run them on a network
-    held in memory (``swarmctl.sim.coordinator.network``).
+    in memory (``swarmctl.sim.coordinator.network``).
     """
 
     async def serve(self, handler, host: str, port: int, **options) -> None:

@@ -128,8 +128,8 @@ class Coordinator(FleetMixin, ClientMixin):
         self._sync_due = trio.Event()
         self._syncing = False  # a worker thread is syncing
         # Group commit: the commands of one moment share a transaction. A single coordinator
-        # also syncs it once, in a worker thread while the event loop goes on if the disk is
-        # slow; a replicated leader's commands are durable in raft.db instead.
+        # also syncs it once (in a worker thread if the disk is slow). A replicated leader
+        # needs no sync, because raft.db makes its commands durable.
         self.machine.on_pending = self._schedule_flush
         if machine is None:
             self._wal = store.WalSync(self.machine.conn, data_dir / "state.db")

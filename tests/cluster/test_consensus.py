@@ -284,7 +284,7 @@ def test_heartbeat_resends_only_to_a_stalled_follower() -> None:
     voters = Voters({node_id: PersistentState() for node_id in "abc"})
     voters.campaign("a")
     leader = voters.nodes["a"]
-    voters.heartbeat("a")  # every follower has answered a heartbeat once
+    voters.heartbeat("a")  # every follower has sent one heartbeat response
 
     voters.handle("a", leader.propose(b"one", voters.now).ready)
     voters.flush()

@@ -1,10 +1,9 @@
 """Seeded fault schedules against the whole replicated coordinator: real Replica, Coordinator and Executor code.
 
-Each schedule submits two or three runs and, for 20 simulated seconds, crashes and cuts
-off voters (the leader more often), crashes and cuts off executors and hands leadership
-over, on a network that also resets connections and loses, duplicates and reorders
-consensus frames; see ``swarmctl.sim.coordinator``. Even seeds run 3 voters and odd seeds
-5. The number of schedules is SWARMCTL_COORDINATOR_SCHEDULES (default 300);
+Each schedule submits two or three runs. Within its first 20 simulated seconds it
+crashes and cuts off voters (the leader more often) and executors, and hands leadership
+over. The network also resets connections, and loses, duplicates and reorders consensus
+frames. See ``swarmctl.sim.coordinator``. Even seeds run 3 voters and odd seeds 5. The number of schedules is SWARMCTL_COORDINATOR_SCHEDULES (default 300);
 ``make test-campaign`` runs 2,000.
 """
 
@@ -36,12 +35,12 @@ def test_schedule_finishes_runs_exactly(seed: int) -> None:
     assert result.stats["runs"] >= len(generate_schedule(seed, voters_for(seed)).runs)
 
 
-# Seeds past the default 300 that once failed, each for a bug fixed since:
-# 767: a leader that lost office right after a run's last result had its task that ends
-# the run read the state database the voter had just closed; the voter process crashed.
-# 1350: a ShardDone from an executor that a deposed leader had given an attempt number
-# ended the lease of the executor the new leader gave the same number, so that shard
-# stayed assigned without a lease and its run never finished.
+# Schedules past the default 300 that once failed, one per bug fixed since, in order:
+# - A leader lost office right after a run's last result, and the task that ends the run
+#   read the state database that the voter had closed. The voter process crashed.
+# - A deposed leader and the new one gave the same attempt number to two executors. The
+#   first executor's ShardDone ended the second one's lease, so the shard stayed assigned
+#   without a lease and its run never finished.
 REGRESSIONS = [767, 1350]
 
 

@@ -1,10 +1,10 @@
 """A network in memory, for the replicated coordinator's real code on trio's virtual clock.
 
 ``MemoryNetwork.endpoint(host)`` returns the ``Network`` one simulated machine uses in place
-of WebSockets over TCP. A connection behaves as a stream: frames arrive in order after a
-delay drawn from the seeded profile; a cut between two machines keeps their frames until it
-heals, as TCP retransmission would; closing, or the machine crashing, ends the other side
-after the frames already sent; a reset (a fault) ends both sides at once and loses what was
+of WebSockets over TCP. A connection behaves as a stream. Frames arrive in order after a
+delay drawn from the seeded profile. A cut between two machines keeps their frames until it
+heals, as TCP retransmission would. Closing, or the machine crashing, ends the other side
+after the frames already sent. A reset (a fault) ends both sides at once and loses what was
 in flight. Consensus frames are what Raft sends between voters, and Raft expects a network
 that loses, duplicates and reorders messages, so only those are also dropped, duplicated
 and delivered out of order.
