@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from swarmctl.errors import UsageError
 from swarmctl.reports.html import encode_text, render_html
-from swarmctl.reports.json_report import build_json_report
+from swarmctl.reports.json_report import build_json_report, format_json_report
 from swarmctl.reports.junit import render_junit
 from swarmctl.reports.markdown import render_markdown
 from swarmctl.reports.run_store import StoredRun
@@ -28,8 +26,7 @@ def render_report(run: StoredRun, report_format: str) -> bytes:
         case "json":
             # The same text as `swarmctl run --json` writes. A lone surrogate from an
             # undecodable id becomes a JSON \udcxx escape, which decodes back to it.
-            report = build_json_report(run.summary, run.results)
-            return encode_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+            return encode_text(format_json_report(build_json_report(run.summary, run.results)))
         case "html":
             return encode_text(render_html(run.summary, run.results, run.earlier_attempts))
         case "md":

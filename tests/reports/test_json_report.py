@@ -159,3 +159,16 @@ def test_json_write_creates_folder(tmp_path):
 
     assert json.loads(path.read_text(encoding="utf-8"))["summary"]["total"] == 1
     assert [entry.name for entry in path.parent.iterdir()] == ["report.json"]
+
+
+def test_json_file_has_one_line_per_case(tmp_path):
+    path = tmp_path / "report.json"
+    results = [CaseResult(case_id, "failed", message="line one\nline two") for case_id in AWKWARD_IDS]
+
+    write_json_report(path, SUMMARY, results)
+
+    text = path.read_text(encoding="utf-8")
+    assert json.loads(text) == build_json_report(SUMMARY, results)
+    case_lines = [line for line in text.splitlines() if line.startswith('    {"id": ')]
+    assert [json.loads(line.rstrip(","))["id"] for line in case_lines] == AWKWARD_IDS
+    assert '\n  "summary": {\n    "exit_code": 1,' in text
