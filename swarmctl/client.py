@@ -62,10 +62,12 @@ async def submit_and_follow(
     requirements: dict[str, dict[str, str]] | None = None,
     on_progress: Callable[[RunWatch, list[tuple[str, str]]], None],
     on_accepted: Callable[[str], None] = lambda run_id: None,
+    on_ended: Callable[[], None] = lambda: None,
 ) -> tuple[RunSummary, list[CaseResult], dict[str, list[CaseResult]]]:
     """Upload the bundle, submit the run, and return its summary, results and earlier attempts when it ends.
 
-    Cancelling this (Ctrl-C) cancels the run on the coordinator.
+    ``on_ended`` is called when the coordinator starts sending the ended run's results,
+    possibly more than once. Cancelling this (Ctrl-C) cancels the run on the coordinator.
     """
     api = ApiClient.from_environment(addresses)
     await _upload(api, bundle)
@@ -79,7 +81,7 @@ async def submit_and_follow(
     log.info("run %s accepted", watch.run_id)
     on_accepted(watch.run_id)
     try:
-        complete = await _follow_to_end(api, bundle, watch, on_progress)
+        complete = await _follow_to_end(api, bundle, watch, on_progress, on_ended)
     except BaseException as exc:
         if not isinstance(exc, Exception):
             # Ctrl-C or a cancelled caller, at any step of following: the run stops too. A lost
@@ -106,7 +108,7 @@ async def submit_and_follow(
     return summary, watch.results, watch.earlier_attempts
 
 
-async def _follow_to_end(api: ApiClient, bundle: Bundle, watch: RunWatch, on_progress) -> protocol.RunComplete:
+async def _follow_to_end(api: ApiClient, bundle: Bundle, watch: RunWatch, on_progress, on_ended) -> protocol.RunComplete:
     """Follow the run on its stream until it completes, following it again when the stream breaks."""
     failures = 0
     while True:
@@ -119,7 +121,7 @@ async def _follow_to_end(api: ApiClient, bundle: Bundle, watch: RunWatch, on_pro
                 watch.results.clear()
                 watch.earlier_attempts.clear()
                 try:
-                    return await _follow_alive(stream, watch, on_progress)
+                    return await _follow_alive(stream, watch, on_progress, on_ended)
                 except PeerGone as exc:
                     log.warning("%s", exc)
                     # A node cut off by the network would hold up the next calls until the connect times out.
@@ -137,7 +139,7 @@ async def _follow_to_end(api: ApiClient, bundle: Bundle, watch: RunWatch, on_pro
         log.warning("lost the coordinator while following run %s; following it again", watch.run_id)
 
 
-async def _follow_alive(stream: EventStream, watch: RunWatch, on_progress) -> protocol.RunComplete:
+async def _follow_alive(stream: EventStream, watch: RunWatch, on_progress, on_ended) -> protocol.RunComplete:
     """Follow the run while pinging the coordinator; raise PeerGone when it stops responding.
 
     A run may send no event for minutes while a long test runs, so silence alone proves
@@ -148,7 +150,7 @@ async def _follow_alive(stream: EventStream, watch: RunWatch, on_progress) -> pr
 
         async def follow() -> None:
             try:
-                outcome.append(await _follow(stream, watch, on_progress))
+                outcome.append(await _follow(stream, watch, on_progress, on_ended))
             except Exception as exc:
                 outcome.append(exc)
             nursery.cancel_scope.cancel()
@@ -263,7 +265,7 @@ async def _upload(api: ApiClient, bundle: Bundle) -> None:
     log.info("uploaded bundle %s (%d bytes)", bundle.digest[:12], bundle.size)
 
 
-async def _follow(stream: EventStream, watch: RunWatch, on_progress) -> protocol.RunComplete:
+async def _follow(stream: EventStream, watch: RunWatch, on_progress, on_ended) -> protocol.RunComplete:
     while True:
         message = await stream.receive()
         match message:
@@ -274,11 +276,13 @@ async def _follow(stream: EventStream, watch: RunWatch, on_progress) -> protocol
                 watch.eta_basis = message.eta_basis
                 on_progress(watch, [tuple(pair) for pair in message.outcomes])
             case protocol.RunResults():
+                on_ended()
                 watch.results.extend(CaseResult.from_wire(r) for r in message.results)
                 for wire in message.earlier_attempts:
                     attempt = CaseResult.from_wire(wire)
                     watch.earlier_attempts.setdefault(attempt.case_id, []).append(attempt)
             case protocol.RunComplete():
+                on_ended()
                 return message
             case _:
                 raise ProtocolError(f"{stream.name} sent unexpected {message.KIND} while following a run")

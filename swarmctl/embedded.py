@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -49,11 +50,33 @@ def swarmctl_command() -> list[str]:
     return [sys.executable, "-m", "swarmctl"]
 
 
+@dataclass
+class EmbeddedCluster:
+    """The coordinator's address and the local executor processes of a running embedded default."""
+
+    address: tuple[str, int]
+    processes: list[trio.Process]
+    stopping: bool = False
+
+    def stop_executors(self) -> None:
+        """Send each executor SIGTERM, so that it leaves; leaving the context waits for them.
+
+        Called when the run ends, so the executors stop while the client reads the results.
+        Later calls send nothing, because a second SIGTERM makes an executor stop at once.
+        """
+        if self.stopping:
+            return
+        self.stopping = True
+        for process in self.processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+
+
 @asynccontextmanager
 async def embedded_cluster(
     home: Path, executors: int, *, verbose: bool = False, labels: dict[str, str] | None = None
-) -> AsyncIterator[tuple[str, int]]:
-    """Start a coordinator and ``executors`` local executor processes; yield its address."""
+) -> AsyncIterator[EmbeddedCluster]:
+    """Start a coordinator and ``executors`` local executor processes, and yield them."""
     # Imported here: executors and clients import this module for data_home and need no coordinator.
     from swarmctl.coordinator.node import Coordinator
     from swarmctl.coordinator.settings import CoordinatorSettings
@@ -73,15 +96,16 @@ async def embedded_cluster(
                 await _start_executor(home, port, f"local-{i + 1}", verbose, labels or {}, secret_path)
                 for i in range(executors)
             ]
+            cluster = EmbeddedCluster((LOOPBACK, port), processes)
             try:
-                yield LOOPBACK, port
+                yield cluster
             finally:
                 # A run still active here was interrupted (Ctrl-C); record that before the
                 # executors leave, so that its shards are not requeued with no executor left.
                 coordinator.interrupt_runs("swarmctl run was stopped")
                 address_file.unlink(missing_ok=True)
                 with trio.CancelScope(shield=True):
-                    await _stop_executors(processes)
+                    await _stop_executors(cluster)
                 nursery.cancel_scope.cancel()
 
 
@@ -186,10 +210,9 @@ async def _start_executor(
         )
 
 
-async def _stop_executors(processes: list[trio.Process]) -> None:
-    for process in processes:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
+async def _stop_executors(cluster: EmbeddedCluster) -> None:
+    cluster.stop_executors()
+    processes = cluster.processes
     with trio.move_on_after(EXECUTOR_STOP_GRACE_S):
         for process in processes:
             await process.wait()

@@ -160,21 +160,22 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
         raise UsageError(f"--executors {executors} is invalid: it must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="swarmctl-bundle-") as tmp:
-        bundle = build_bundle(suite_dir, Path(tmp))
-        suite = protocol.SuiteSpec(suite_kind, bundle.digest, str(path), python, tuple(pytest_args), timeout)
         display = ProgressDisplay(console, start_at)
 
         async with trio.open_nursery() as nursery:
             outcome: list = []
 
-            async def submit(addresses) -> None:
+            async def submit(addresses, on_ended: Callable[[], None] = lambda: None) -> None:
+                # In a worker thread: the embedded coordinator serves its starting executors meanwhile.
+                bundle = await trio.to_thread.run_sync(build_bundle, suite_dir, Path(tmp))
+                suite = protocol.SuiteSpec(suite_kind, bundle.digest, str(path), python, tuple(pytest_args), timeout)
                 outcome.append(
                     await submit_and_follow(
                         addresses, suite=suite, bundle=bundle, strategy=strategy, case_ids=case_ids,
                         deadline_s=deadline_s, priority=options.priority, retries=options.retries,
                         start_at=start_at, durations=durations, dependencies=dependencies, group=options.group,
                         requirements=requirements,
-                        on_progress=display.update, on_accepted=display.accepted,
+                        on_progress=display.update, on_accepted=display.accepted, on_ended=on_ended,
                     )
                 )
 
@@ -183,9 +184,11 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
                     if cluster:
                         await submit(parse_addresses(cluster))
                     else:
+                        # The executor processes start first, because importing swarmctl takes
+                        # them longer than building the bundle takes this process.
                         count = executors or os.cpu_count() or 1
-                        async with embedded_cluster(data_home(), count, verbose=verbose, labels=labels) as address:
-                            await submit([address])
+                        async with embedded_cluster(data_home(), count, verbose=verbose, labels=labels) as embedded:
+                            await submit([embedded.address], on_ended=embedded.stop_executors)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
