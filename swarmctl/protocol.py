@@ -383,7 +383,8 @@ class RunAccepted(Message):
 class RunProgress(Message):
     """How far a run is, with the outcomes recorded since the last progress frame.
 
-    The ETA fields are ``ProgressTracker.estimate`` at the time the frame was sent.
+    The ETA fields are ``ProgressTracker.recent_estimate`` when the frame was sent: estimated
+    at most every second, and aged by the time since in the frames between.
     """
 
     run_id: str

@@ -499,7 +499,7 @@ class Coordinator(FleetMixin, ClientMixin):
                 key = (run_id, shard_id, shard.attempt)
                 if key in self._released:
                     continue
-                unfinished = sum(1 for case in shard.cases if case not in run.done)
+                unfinished = self._progress_of(run).tests_left(shard_id)
                 if unfinished >= MIN_TESTS_TO_RELEASE:
                     candidates.append((unfinished, key, session))
         for unfinished, (run_id, shard_id, attempt), session in sorted(candidates, reverse=True)[:free]:
@@ -863,10 +863,10 @@ class Coordinator(FleetMixin, ClientMixin):
         tracker = self._progress_of(run)
         tracker.sync_shards(run.shards)
         free_slots = sum(s.view.free for s in self.executors.values() if s.view is not None)
-        eta = tracker.estimate(self.clock(), free_slots)
+        eta = tracker.recent_estimate(self.clock(), free_slots, ETA_INTERVAL_S)
         progress = protocol.RunProgress(
             run_id, run.status, run.total, len(run.done), len(self.registry), outcomes,
-            eta.eta_s, eta.low_s, eta.high_s, eta.basis, dict(tracker.counts), _activity(run),
+            eta.eta_s, eta.low_s, eta.high_s, eta.basis, dict(tracker.counts), tracker.running_by_executor(),
         )
         for client in watchers:
             client.send(progress)
@@ -901,6 +901,7 @@ class Coordinator(FleetMixin, ClientMixin):
                 self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {reason}")
 
 PROGRESS_INTERVAL_S = 0.25  # a run's outcomes are gathered this long before a RunProgress goes out
+ETA_INTERVAL_S = 1.0  # a run's ETA is estimated again at most this often; frames in between age the last one
 MAX_NODE_ID_CHARS = 200
 MAX_LABELS = 64
 MAX_LABEL_CHARS = 256
@@ -969,21 +970,6 @@ def _invalid_result_item(item: Any) -> str:
     except (ProtocolError, ValueError, TypeError) as exc:
         return str(exc)
     return ""
-
-
-def _activity(run: RunState) -> list[dict[str, Any]]:
-    """Describe what each executor runs of the run, one row per executor, for ``RunProgress.activity``."""
-    rows: dict[str, dict[str, Any]] = {}
-    for shard in sorted(run.shards.values(), key=lambda shard: shard.shard_id):
-        if shard.status is not ShardStatus.ASSIGNED or not shard.executor:
-            continue
-        pending = [idx for idx in shard.cases if idx not in run.done]
-        row = rows.setdefault(shard.executor, {"executor": shard.executor, "shards": 0, "current": [], "remaining": 0})
-        row["shards"] += 1
-        row["remaining"] += len(pending)
-        if pending:
-            row["current"].append(run.case_ids[pending[0]])
-    return [rows[executor] for executor in sorted(rows)]
 
 
 @dataclass

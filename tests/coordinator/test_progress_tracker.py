@@ -8,6 +8,8 @@ from swarmctl.coordinator.progress_tracker import (
     BASIS_DURATIONS,
     BASIS_RATE,
     BASIS_UNKNOWN,
+    UNKNOWN_ETA,
+    Eta,
     ExecutorActivity,
     ProgressTracker,
 )
@@ -315,3 +317,44 @@ def test_tracker_sync_shards_ends_older_attempt() -> None:
     tracker.sync_shards(shards)
 
     assert tracker.executors() == {}
+
+
+def test_tracker_running_by_executor() -> None:
+    tracker = history_tracker([1.0] * 8)
+    tracker.shard_started(2, 1, "exec-b", [5, 6, 7], now=0.0)
+    tracker.shard_started(0, 1, "exec-a", [0, 1, 2], now=0.0)
+    tracker.shard_started(1, 1, "exec-a", [3, 4], now=0.0)
+    tracker.record(tracker.case_ids[0], PASSED, 1.0, "exec-a", now=1.0)
+    tracker.record(tracker.case_ids[3], PASSED, 1.0, "exec-a", now=1.0)
+    tracker.record(tracker.case_ids[4], FAILED, 1.0, "exec-a", now=2.0)
+    tracker.shard_started(3, 1, "exec-c", [7], now=2.0)  # given back by shard 2 for an idle slot
+
+    assert tracker.running_by_executor() == [
+        {"executor": "exec-a", "shards": 2, "current": [tracker.case_ids[1]], "remaining": 2},
+        {"executor": "exec-b", "shards": 1, "current": [tracker.case_ids[5]], "remaining": 2},
+        {"executor": "exec-c", "shards": 1, "current": [tracker.case_ids[7]], "remaining": 1},
+    ]
+    assert [tracker.tests_left(shard_id) for shard_id in range(5)] == [2, 0, 2, 1, 0]
+
+
+def test_tracker_recent_estimate_ages() -> None:
+    tracker = history_tracker([10.0] * 4)
+    tracker.shard_started(0, 1, "exec-1", [0, 1, 2, 3], now=0.0)
+    first = tracker.recent_estimate(0.0, free_slots=0, max_age_s=1.0)
+    assert first.eta_s == pytest.approx(40.0)
+
+    tracker.record(tracker.case_ids[0], PASSED, 30.0, "exec-1", now=0.5)  # much slower than history
+    aged = tracker.recent_estimate(0.5, free_slots=0, max_age_s=1.0)
+    assert (aged.eta_s, aged.low_s, aged.high_s) == pytest.approx(
+        (first.eta_s - 0.5, first.low_s - 0.5, first.high_s - 0.5)
+    )
+    assert aged.basis == first.basis
+
+    fresh = tracker.recent_estimate(1.0, free_slots=0, max_age_s=1.0)
+    assert fresh == tracker.estimate(1.0, free_slots=0)
+    assert fresh.eta_s > first.eta_s  # the slow result counts once a new estimate is made
+
+
+def test_eta_aged_floors_at_zero() -> None:
+    assert Eta(2.0, 1.0, 3.0, BASIS_RATE).aged(2.5) == Eta(0.0, 0.0, 0.5, BASIS_RATE)
+    assert UNKNOWN_ETA.aged(5.0) == UNKNOWN_ETA
