@@ -127,6 +127,7 @@ class Coordinator(FleetMixin, ClientMixin):
         self._commits = self._synced = 0  # group commits so far, and how many of them are on disk
         self._sync_due = trio.Event()
         self._syncing = False  # a worker thread is syncing
+        self._checkpointing = False  # a worker thread is checkpointing
         # Group commit: the commands of one moment share a transaction. A single coordinator
         # also syncs it once (in a worker thread if the disk is slow). A replicated leader
         # needs no sync, because raft.db makes its commands durable.
@@ -262,6 +263,7 @@ class Coordinator(FleetMixin, ClientMixin):
         waiting, self._unsynced = self._unsynced, []
         for action in waiting:
             action()
+        self._checkpoint_if_due()
 
     async def _sync_loop(self) -> None:
         """Put group commits on disk in a worker thread, then send the acknowledgements that waited."""
@@ -277,6 +279,19 @@ class Coordinator(FleetMixin, ClientMixin):
             self._synced = max(self._synced, commits)
             for action in waiting:
                 action()
+            self._checkpoint_if_due()
+
+    def _checkpoint_if_due(self) -> None:
+        if self._wal.checkpoint_due and not self._checkpointing and self._nursery is not None:
+            self._checkpointing = True
+            self._nursery.start_soon(self._checkpoint)
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL into the database file in a worker thread, while the loop goes on committing."""
+        try:
+            await trio.to_thread.run_sync(self._wal.checkpoint)
+        finally:
+            self._checkpointing = False
 
     async def _handle(self, peer: Peer) -> None:
         hello = await read_hello(peer)

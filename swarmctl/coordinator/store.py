@@ -213,9 +213,10 @@ class WalSync:
     tens of milliseconds, and no executor gets work meanwhile. Here ``conn`` runs with
     ``synchronous=NORMAL`` and no automatic checkpoint, so COMMIT only writes to the WAL
     file, and ``sync`` fsyncs that file: every transaction committed before the call is
-    then as durable as under FULL. Once the WAL file grows past ``CHECKPOINT_WAL_BYTES``,
-    ``sync`` also runs a passive checkpoint from a connection of its own, which never
-    blocks the writer.
+    then as durable as under FULL. Once the WAL file has grown past
+    ``CHECKPOINT_WAL_BYTES``, ``checkpoint_due`` turns true, and ``checkpoint`` copies the
+    WAL into the database file from a connection of its own: a passive checkpoint, which
+    never blocks the writer, meant for a worker thread (copying 16 MiB takes milliseconds).
 
     Handing a sync to a thread costs some CPU, more than a fast disk's fsync takes, so
     ``slow`` tells the caller whether recent syncs averaged over ``SLOW_SYNC_S``.
@@ -232,10 +233,15 @@ class WalSync:
         conn.execute("PRAGMA journal_size_limit=0")
         self._checkpointer: sqlite3.Connection | None = None
         self.average_s = 0.0  # moving average of the time a sync took
+        self.wal_bytes = 0  # the WAL file's size at the last sync
 
     @property
     def slow(self) -> bool:
         return self.average_s > SLOW_SYNC_S
+
+    @property
+    def checkpoint_due(self) -> bool:
+        return self.wal_bytes >= CHECKPOINT_WAL_BYTES
 
     def sync(self) -> None:
         """Make every transaction committed so far durable; blocks for an fsync."""
@@ -247,22 +253,30 @@ class WalSync:
 
     def _sync(self) -> None:
         try:
-            try:
-                fd = os.open(self.wal, os.O_RDONLY)
-            except FileNotFoundError:
-                return  # closed: the last connection checkpointed the WAL into the database and synced it
-            try:
-                os.fsync(fd)
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-            if size >= CHECKPOINT_WAL_BYTES:
-                if self._checkpointer is None:
-                    self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                    self._checkpointer.execute("PRAGMA busy_timeout=5000")
-                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except (OSError, sqlite3.Error) as exc:
+            fd = os.open(self.wal, os.O_RDONLY)
+        except FileNotFoundError:
+            self.wal_bytes = 0
+            return  # closed: the last connection checkpointed the WAL into the database and synced it
+        except OSError as exc:
             raise StoreError(f"cannot write the state database {self.path} to disk: {exc}") from exc
+        try:
+            os.fsync(fd)
+            self.wal_bytes = os.fstat(fd).st_size
+        except OSError as exc:
+            raise StoreError(f"cannot write the state database {self.path} to disk: {exc}") from exc
+        finally:
+            os.close(fd)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the database file; one call at a time, in any thread."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._checkpointer.execute("PRAGMA busy_timeout=5000")
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the state database {self.path} to disk: {exc}") from exc
+        self.wal_bytes = 0  # the next sync measures the file again
 
     def close(self) -> None:
         if self._checkpointer is not None:

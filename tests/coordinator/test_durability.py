@@ -31,10 +31,13 @@ def test_wal_sync_checkpoints_a_large_wal(tmp_path: Path, monkeypatch: pytest.Mo
     before = path.stat().st_size
 
     wal.sync()  # under the threshold: the rows stay in the WAL file
+    assert not wal.checkpoint_due
     assert path.stat().st_size == before
 
     monkeypatch.setattr(store, "CHECKPOINT_WAL_BYTES", 1)
-    wal.sync()
+    assert wal.checkpoint_due
+    wal.checkpoint()
+    assert not wal.checkpoint_due  # until the next sync measures the file again
     assert path.stat().st_size >= before + 64 * 4096  # copied into the database file
     assert sqlite3.connect(path).execute("SELECT count(*) FROM filler").fetchone()[0] == 64
     wal.close()
@@ -115,6 +118,45 @@ async def test_fast_disk_syncs_on_the_loop(tmp_path: Path) -> None:
     assert threads and set(threads) == {threading.current_thread().name}
 
 
+async def test_checkpoint_runs_in_worker_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint copies megabytes: the loop commits and acknowledges meanwhile."""
+    monkeypatch.setattr(store, "CHECKPOINT_WAL_BYTES", 1)
+    coordinator = Coordinator(tmp_path)
+    wal = coordinator._wal
+    release = threading.Event()
+    threads: list[str] = []
+    real_checkpoint = wal.checkpoint
+
+    def blocked_checkpoint() -> None:
+        threads.append(threading.current_thread().name)
+        release.wait(10)
+        real_checkpoint()
+
+    wal.checkpoint = blocked_checkpoint
+    acknowledged: list[str] = []
+    async with trio.open_nursery() as nursery:
+        await coordinator.start_services(nursery, "127.0.0.1", 0)
+        coordinator.machine.apply(cmd.TokenRevoked("d" * 16, 1.0))
+        coordinator.when_committed(lambda: acknowledged.append("first"))
+        coordinator.flush()
+        with trio.fail_after(10):
+            while not threads:
+                await trio.sleep(0.01)
+        coordinator.machine.apply(cmd.TokenRevoked("e" * 16, 1.0))
+        coordinator.when_committed(lambda: acknowledged.append("second"))
+        coordinator.flush()
+        assert acknowledged == ["first", "second"]  # while the checkpoint waits
+        assert len(threads) == 1  # one checkpoint at a time
+        release.set()
+        with trio.fail_after(10):
+            while coordinator._checkpointing:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert threads[0] != threading.current_thread().name
+    reopened = store.connect(tmp_path / "state.db")
+    assert reopened.execute("SELECT count(*) FROM revoked_tokens").fetchone()[0] == 2
+
+
 def test_sync_time_decides_slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "state.db"
     conn = store.connect(path)
@@ -136,10 +178,13 @@ def test_wal_starts_over_after_a_checkpoint(tmp_path: Path, monkeypatch: pytest.
     wal = store.WalSync(conn, path)
     conn.execute("CREATE TABLE filler (data BLOB)")
     conn.executemany("INSERT INTO filler VALUES (?)", [(bytes(4096),)] * 100)
-    wal.sync()  # past the threshold: checkpoints
+    wal.sync()
+    assert wal.checkpoint_due
+    wal.checkpoint()
     assert wal.wal.stat().st_size >= 400 * 1024
 
     conn.execute("INSERT INTO filler VALUES (x'00')")  # the first write after the checkpoint starts the WAL over
     wal.sync()
     assert wal.wal.stat().st_size < 64 * 1024
+    assert not wal.checkpoint_due
     wal.close()
