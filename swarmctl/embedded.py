@@ -59,7 +59,7 @@ class EmbeddedCluster:
     stopping: bool = False
 
     def stop_executors(self) -> None:
-        """Send each executor SIGTERM, so that it leaves; leaving the context waits for them.
+        """Send each executor SIGTERM so that it leaves. Leaving ``embedded_cluster`` waits for them to exit.
 
         Called when the run ends, so the executors stop while the client reads the results.
         Later calls send nothing, because a second SIGTERM makes an executor stop at once.

@@ -166,7 +166,7 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
             outcome: list = []
 
             async def submit(addresses, on_ended: Callable[[], None] = lambda: None) -> None:
-                # In a worker thread: the embedded coordinator serves its starting executors meanwhile.
+                # Built in a worker thread, so that the embedded coordinator accepts its starting executors meanwhile.
                 bundle = await trio.to_thread.run_sync(build_bundle, suite_dir, Path(tmp))
                 suite = protocol.SuiteSpec(suite_kind, bundle.digest, str(path), python, tuple(pytest_args), timeout)
                 outcome.append(

@@ -916,7 +916,7 @@ class Coordinator(FleetMixin, ClientMixin):
                 self._finish(run, RunStatus.INTERRUPTED, 2, f"Interrupted: {reason}")
 
 PROGRESS_INTERVAL_S = 0.25  # a run's outcomes are gathered this long before a RunProgress goes out
-ETA_INTERVAL_S = 1.0  # a run's ETA is estimated again at most this often; frames in between age the last one
+ETA_INTERVAL_S = 1.0  # a run's ETA is estimated at most this often, and frames in between carry the last one aged
 MAX_NODE_ID_CHARS = 200
 MAX_LABELS = 64
 MAX_LABEL_CHARS = 256

@@ -419,7 +419,7 @@ class ProgressTracker:
         def seconds(expected: float) -> float:
             return calibration.seconds(expected, deviations)
 
-        # As calibration.seconds does, inlined: this runs for every running shard.
+        # This inlines calibration.seconds, because it runs for every running shard.
         current_left = [
             max(0.0, max(0.0, current_mean + deviations * current_spread) - spent)
             for _, spent, current_mean, current_spread, _, _ in blocks

@@ -253,22 +253,21 @@ class WalSync:
 
     def _sync(self) -> None:
         try:
-            fd = os.open(self.wal, os.O_RDONLY)
-        except FileNotFoundError:
-            self.wal_bytes = 0
-            return  # closed: the last connection checkpointed the WAL into the database and synced it
+            try:
+                fd = os.open(self.wal, os.O_RDONLY)
+            except FileNotFoundError:
+                self.wal_bytes = 0
+                return  # closed: the last connection checkpointed the WAL into the database and synced it
+            try:
+                os.fsync(fd)
+                self.wal_bytes = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot write the state database {self.path} to disk: {exc}") from exc
-        try:
-            os.fsync(fd)
-            self.wal_bytes = os.fstat(fd).st_size
-        except OSError as exc:
-            raise StoreError(f"cannot write the state database {self.path} to disk: {exc}") from exc
-        finally:
-            os.close(fd)
 
     def checkpoint(self) -> None:
-        """Copy the WAL's committed pages into the database file; one call at a time, in any thread."""
+        """Copy the WAL's committed pages into the database file. Run one call at a time, from any thread."""
         try:
             if self._checkpointer is None:
                 self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -40,7 +40,7 @@ def format_json_report(report: dict[str, Any]) -> str:
     also suits ``grep``.
     """
     outline = json.dumps({key: value for key, value in report.items() if key != "cases"}, ensure_ascii=False, indent=2)
-    encoder = json.JSONEncoder(ensure_ascii=False)  # one encoder: json.dumps with options makes one per call
+    encoder = json.JSONEncoder(ensure_ascii=False)  # reused, because json.dumps with options creates an encoder per call
     lines = [encoder.encode(case) for case in report["cases"]]
     cases = "[\n    " + ",\n    ".join(lines) + "\n  ]" if lines else "[]"
     return f'{outline.removesuffix("}").rstrip()},\n  "cases": {cases}\n}}\n'

@@ -119,7 +119,7 @@ async def test_fast_disk_syncs_on_the_loop(tmp_path: Path) -> None:
 
 
 async def test_checkpoint_runs_in_worker_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A checkpoint copies megabytes: the loop commits and acknowledges meanwhile."""
+    """A checkpoint copies megabytes, so the loop keeps committing and acknowledging meanwhile."""
     monkeypatch.setattr(store, "CHECKPOINT_WAL_BYTES", 1)
     coordinator = Coordinator(tmp_path)
     wal = coordinator._wal

@@ -14,7 +14,7 @@ NOT_FINITE = [math.inf, -math.inf, math.nan]
 
 
 @pytest.mark.parametrize("number", NOT_FINITE)
-def test_json_text_writes_null_for_non_finite(number: float) -> None:
+def test_json_text_nulls_non_finite(number: float) -> None:
     value = {"eta_s": number, "rows": [{"spent": [1.5, number]}], "name": "caf\u00e9"}
 
     text = json_text(value)
@@ -24,7 +24,7 @@ def test_json_text_writes_null_for_non_finite(number: float) -> None:
     assert "NaN" not in text
 
 
-def test_json_text_unchanged_for_finite_values() -> None:
+def test_json_text_plain_when_finite() -> None:
     progress = protocol.RunProgress("run-1", "running", 10, 4, 2, [["t.py::test_a", "passed"]], 12.5, 10.0, 15.0, "rate")
     value = message_json(progress)
 
@@ -32,11 +32,11 @@ def test_json_text_unchanged_for_finite_values() -> None:
 
 
 @pytest.mark.parametrize("number", NOT_FINITE)
-def test_json_response_writes_null_for_non_finite(number: float) -> None:
+def test_json_response_nulls_non_finite(number: float) -> None:
     response = JSONResponse({"ratio": number, "counts": {"passed": 3}})
 
     assert json.loads(response.body) == {"ratio": None, "counts": {"passed": 3}}
 
 
-def test_json_response_compact_for_finite_values() -> None:
+def test_json_response_compact_when_finite() -> None:
     assert JSONResponse({"ratio": 0.5, "ids": ["a", "b"]}).body == b'{"ratio":0.5,"ids":["a","b"]}'

@@ -161,7 +161,7 @@ def test_json_write_creates_folder(tmp_path):
     assert [entry.name for entry in path.parent.iterdir()] == ["report.json"]
 
 
-def test_json_file_has_one_line_per_case(tmp_path):
+def test_json_one_line_per_case(tmp_path):
     path = tmp_path / "report.json"
     results = [CaseResult(case_id, "failed", message="line one\nline two") for case_id in AWKWARD_IDS]
 
