@@ -779,6 +779,9 @@ def run_benchmark(args: argparse.Namespace, folder: Path, result: dict) -> None:
                 processes.stop(name)
         result["host_cpu_s"] = round(host_cpu, 1)
         hosts = read_host_stats(host_files)
+        if len(hosts) < len(host_files):
+            missing = len(host_files) - len(hosts)
+            result.setdefault("failure", f"{missing} executor hosts wrote no statistics file (killed, or crashed)")
         coordinator_log = processes.log("coordinator") if "coordinator" in processes.started else ""
         stop_profiler(profiler)
         sampler.stop()

@@ -20,8 +20,9 @@ executor has a cluster secret.
 The host measures on its side, with ``time.monotonic``: for each ``Assign``, the time since
 the ``ShardDone`` that freed the slot was sent (``assign_ms``) and since the slot's last test
 ended (``idle_ms``, which adds the send linger). It also counts frame bytes, acknowledged
-results and event-loop lag. It writes them to ``--stats-file`` every few seconds and when it
-stops (SIGTERM, SIGINT or ``--max-seconds``).
+results and event-loop lag. It writes them to ``--stats-file`` once, when it stops (SIGTERM,
+SIGINT or ``--max-seconds``): rewriting the growing file while it runs held the loop for
+milliseconds, which the assignments that waited behind it would have counted.
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ FAILURE_TEXT = (
     "def test_case():\n>       assert compute() == expected\nE       assert 41 == 42\n"
     "E        +  where 41 = compute()\n\ntest_load.py:12: AssertionError"
 )
-STATS_INTERVAL_S = 2.0
 LAG_PROBE_S = 0.05
 
 
@@ -438,11 +438,6 @@ async def serve(args: argparse.Namespace) -> None:
     host = Host(args)
     simulated = [SimulatedExecutor(host, args.first_index + i) for i in range(args.executors)]
 
-    async def write_stats_periodically() -> None:
-        while True:
-            await trio.sleep(STATS_INTERVAL_S)
-            host.write_stats()
-
     try:
         with trio.move_on_after(args.max_seconds):
             async with trio.open_nursery() as nursery:
@@ -456,7 +451,6 @@ async def serve(args: argparse.Namespace) -> None:
                 nursery.start_soon(stop_on_signal)
                 nursery.start_soon(host.sample_resources)
                 nursery.start_soon(host.probe_lag)
-                nursery.start_soon(write_stats_periodically)
                 for executor in simulated:
                     nursery.start_soon(executor.run)
                     await trio.sleep(args.connect_spacing_s)
