@@ -11,16 +11,19 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import platformdirs
 import trio
 
+from swarmctl.cluster.transport import listen
 from swarmctl.errors import UsageError
 from swarmctl.security import load_secret, write_secret
 
@@ -77,36 +80,56 @@ async def embedded_cluster(
     home: Path, executors: int, *, verbose: bool = False, labels: dict[str, str] | None = None
 ) -> AsyncIterator[EmbeddedCluster]:
     """Start a coordinator and ``executors`` local executor processes, and yield them."""
+    home.mkdir(parents=True, exist_ok=True)
+    with _exclusive(home), _log_to_file(home / "logs" / "coordinator.log"):
+        secret_path = _cluster_secret(home)
+        # The executors start before this process imports the coordinator, because they take
+        # longer to start: they connect to the listening socket and wait in its backlog.
+        sockets = listen(LOOPBACK, 0)
+        port = sockets[0].getsockname()[1]
+        cluster = EmbeddedCluster((LOOPBACK, port), [])
+        try:
+            for i in range(executors):
+                cluster.processes.append(
+                    await _start_executor(home, port, f"local-{i + 1}", verbose, labels or {}, secret_path)
+                )
+            async with _coordinator(home, port, sockets, secret_path) as coordinator:
+                address_file = home / ADDRESS_FILE
+                address_file.write_text(f"{LOOPBACK}:{port}\n")
+                try:
+                    yield cluster
+                finally:
+                    # A run still active here was interrupted (Ctrl-C); record that before the
+                    # executors leave, so that its shards are not requeued with no executor left.
+                    coordinator.interrupt_runs("swarmctl run was stopped")
+                    address_file.unlink(missing_ok=True)
+                    with trio.CancelScope(shield=True):
+                        await _stop_executors(cluster)
+        finally:
+            # Also when the coordinator failed to start: the executors must not outlive this process.
+            with trio.CancelScope(shield=True):
+                await _stop_executors(cluster)
+            for sock in sockets:
+                sock.close()
+
+
+@asynccontextmanager
+async def _coordinator(home: Path, port: int, sockets: list[socket.socket], secret_path: Path) -> AsyncIterator:
+    """Serve a coordinator on the listening ``sockets`` until the block ends, and yield it."""
     # Imported here: executors and clients import this module for data_home and need no coordinator.
     from swarmctl.coordinator.node import Coordinator
     from swarmctl.coordinator.settings import CoordinatorSettings
 
-    home.mkdir(parents=True, exist_ok=True)
-    with _exclusive(home), _log_to_file(home / "logs" / "coordinator.log"):
-        secret_path = _cluster_secret(home)
-        coordinator = Coordinator(
-            home, resume_runs=False, settings=CoordinatorSettings(unmatched_timeout_s=UNMATCHED_TIMEOUT_S),
-            secret=load_secret(secret_path),
-        )
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(coordinator.serve, LOOPBACK, 0)
-            address_file = home / ADDRESS_FILE
-            address_file.write_text(f"{LOOPBACK}:{port}\n")
-            processes = [
-                await _start_executor(home, port, f"local-{i + 1}", verbose, labels or {}, secret_path)
-                for i in range(executors)
-            ]
-            cluster = EmbeddedCluster((LOOPBACK, port), processes)
-            try:
-                yield cluster
-            finally:
-                # A run still active here was interrupted (Ctrl-C); record that before the
-                # executors leave, so that its shards are not requeued with no executor left.
-                coordinator.interrupt_runs("swarmctl run was stopped")
-                address_file.unlink(missing_ok=True)
-                with trio.CancelScope(shield=True):
-                    await _stop_executors(cluster)
-                nursery.cancel_scope.cancel()
+    coordinator = Coordinator(
+        home, resume_runs=False, settings=CoordinatorSettings(unmatched_timeout_s=UNMATCHED_TIMEOUT_S),
+        secret=load_secret(secret_path),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(coordinator.serve, LOOPBACK, port, sockets=sockets))
+        try:
+            yield coordinator
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 @contextmanager

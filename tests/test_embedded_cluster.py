@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import signal
 
-from swarmctl.embedded import EmbeddedCluster
+import psutil
+import pytest
+
+from swarmctl.embedded import ADDRESS_FILE, EmbeddedCluster, embedded_cluster
+from swarmctl.errors import SwarmError
 
 
 class RecordingProcess:
@@ -26,3 +30,15 @@ def test_stop_executors_signals_once() -> None:
 
     assert running.signals == [signal.SIGTERM]
     assert exited.signals == []
+
+
+async def test_failed_coordinator_stops_started_executors(tmp_path) -> None:
+    """The executors start before the coordinator, so its failure must stop them too."""
+    (tmp_path / "state.db").mkdir()  # a folder where the state database belongs: the coordinator cannot open it
+
+    with pytest.raises(SwarmError):
+        async with embedded_cluster(tmp_path, 2):
+            pass
+
+    assert [child for child in psutil.Process().children(recursive=True) if child.status() != psutil.STATUS_ZOMBIE] == []
+    assert not (tmp_path / ADDRESS_FILE).exists()

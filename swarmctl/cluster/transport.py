@@ -153,9 +153,13 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     http_app=None,
     websocket_app=None,
+    sockets: list[socket.socket] | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HOST:PORT, over TLS with ``ssl_context``; report the bound port through ``task_status``.
+
+    ``sockets`` are listening sockets from ``listen`` to serve instead of binding HOST:PORT,
+    so that clients can connect, and wait in the backlog, before the server starts.
 
     Each connection is routed by its first request. A WebSocket upgrade at ``/`` is a
     protocol connection: ``handler(Peer)`` runs for it. Another WebSocket upgrade goes to
@@ -163,7 +167,8 @@ async def serve(
     peer's address. Any other request goes to the ASGI application ``http_app`` under
     Hypercorn. Without them, those requests get 404.
     """
-    sockets = _listen(host, port)
+    if sockets is None:
+        sockets = listen(host, port)
     bound_port = sockets[0].getsockname()[1]
     listeners: list[trio.abc.Listener] = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
     if ssl_context is not None:
@@ -179,7 +184,7 @@ async def serve(
             sock.close()
 
 
-def _listen(host: str, port: int) -> list[socket.socket]:
+def listen(host: str, port: int) -> list[socket.socket]:
     """Bind and listen on every address of ``host`` (as ``trio.open_tcp_listeners`` does), all on one port."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import secrets
+import socket
 import sqlite3
 import ssl
 import time
@@ -173,16 +174,23 @@ class Coordinator(FleetMixin, ClientMixin):
     # --- serving ---------------------------------------------------------------------------
 
     async def serve(
-        self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None, task_status=trio.TASK_STATUS_IGNORED
+        self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+        sockets: list[socket.socket] | None = None, task_status=trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve executors, clients and the HTTP API on HOST:PORT, over TLS when ``ssl_context`` is given."""
+        """Serve executors, clients and the HTTP API on HOST:PORT, over TLS when ``ssl_context`` is given.
+
+        ``sockets`` are already listening on HOST:PORT (see ``transport.listen``), when given.
+        """
         try:
             async with trio.open_nursery() as nursery:
                 from swarmctl.coordinator.http_api import CoordinatorApi  # Starlette: only where a coordinator serves
 
                 api = CoordinatorApi(self)
                 bound_port = await nursery.start(
-                    partial(serve, self._handle, host, port, ssl_context=ssl_context, http_app=api, websocket_app=api.websocket)
+                    partial(
+                        serve, self._handle, host, port, ssl_context=ssl_context, http_app=api,
+                        websocket_app=api.websocket, sockets=sockets,
+                    )
                 )
                 await self.start_services(nursery, host, bound_port)
                 task_status.started(bound_port)
