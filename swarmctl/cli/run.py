@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -97,6 +98,7 @@ def run(
             RunOptions(retries, priority, delay, at, durations_from, group.value, labels),
             verbose,
             console,
+            partial(_report, console, junitxml, json_path),
         )
     except BaseException as exc:
         error = find_error(exc, SwarmError)
@@ -109,13 +111,16 @@ def run(
     if summary is None:
         console.print("[red]!!!!! Interrupted: the run was cancelled !!!!![/red]")
         raise typer.Exit(INTERRUPTED)
+    raise typer.Exit(summary.exit_code)
 
+
+def _report(console: Console, junitxml: Path | None, json_path: Path | None, summary, results, earlier_attempts) -> None:
+    """Print the final report and write the report files."""
     render_final_report(console, summary, results)
     if junitxml:
         write_junit(junitxml, summary, results, earlier_attempts)
     if json_path:
         write_json_report(json_path, summary, results)
-    raise typer.Exit(summary.exit_code)
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,7 @@ class RunOptions:
         return None
 
 
-async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, options, verbose, console):
+async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, options, verbose, console, report):
     if not cluster:
         configured = config_from_environment()
         cluster = configured.coordinators if configured is not None else None
@@ -178,6 +183,10 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
                         on_progress=display.update, on_accepted=display.accepted, on_ended=on_ended,
                     )
                 )
+                # Written while the embedded executors stop, in a thread so that the coordinator
+                # keeps handling their connections.
+                display.close()
+                await trio.to_thread.run_sync(report, *outcome[0])
 
             async def main() -> None:
                 with display:
@@ -278,6 +287,10 @@ class ProgressDisplay:
         return self
 
     def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Remove the live bar from the terminal; later calls do nothing."""
         if self.live:
             self.progress.stop()
 
