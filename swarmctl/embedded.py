@@ -124,12 +124,15 @@ async def _coordinator(home: Path, port: int, sockets: list[socket.socket], secr
         home, resume_runs=False, settings=CoordinatorSettings(unmatched_timeout_s=UNMATCHED_TIMEOUT_S),
         secret=load_secret(secret_path),
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(partial(coordinator.serve, LOOPBACK, port, sockets=sockets))
-        try:
-            yield coordinator
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(coordinator.serve, LOOPBACK, port, sockets=sockets))
+            try:
+                yield coordinator
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        coordinator.close()
 
 
 @contextmanager

@@ -280,7 +280,10 @@ async def _run_coordinator(
     tune_garbage_collection()
     if voters is None:
         coordinator = Coordinator(folder, settings=settings, secret=secret, advertise=advertise, limits=limits)
-        await coordinator.serve(host, port, ssl_context=ssl_context)
+        try:
+            await coordinator.serve(host, port, ssl_context=ssl_context)
+        finally:
+            coordinator.close()
     else:
         replica = Replica(
             folder, voters[1], voters[0], secret=secret, client_ssl=client_ssl, bundle_limits=limits.bundle(),

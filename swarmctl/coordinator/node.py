@@ -200,6 +200,16 @@ class Coordinator(FleetMixin, ClientMixin):
             if self._wal is not None:
                 self._wal.close()
 
+    def close(self) -> None:
+        """Close the databases that this coordinator opened, after which it cannot serve.
+
+        Closing the last connection to state.db copies its WAL into it, so that a copy or
+        backup of that one file contains every run.
+        """
+        self.logs.close()
+        if self._wal is not None:  # the state machine is this coordinator's own
+            self.machine.conn.close()
+
     async def start_services(self, nursery: trio.Nursery, host: str, port: int) -> None:
         """Start what runs beside the connections in ``nursery``: lease watch, gossip, timers of resumed runs."""
         self._nursery = nursery
