@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -155,4 +156,19 @@ def main() -> None:
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         raise SystemExit(2) from None
-    raise SystemExit(code or 0)
+    exit_now(code or 0)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush the output and the logs, then end the process with ``code`` at once.
+
+    The interpreter's own exit frees every object of every imported module one at a time:
+    about 70 ms after `swarmctl run`'s imports, spent in each process an embedded run waits for.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe or stream: nothing more can be written to it
+    os._exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -46,3 +47,20 @@ def test_named_command_imports_only_its_module():
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "['swarmctl.cli.up']"
+
+
+def test_exit_flushes_output_to_pipe():
+    completed = subprocess.run([sys.executable, "-m", "swarmctl", "--version"], capture_output=True, text=True)
+
+    assert completed.returncode == 0
+    assert completed.stdout.startswith("swarmctl ")
+
+
+def test_exit_keeps_error_code_and_message(tmp_path):
+    env = {**os.environ, "SWARMCTL_HOME": str(tmp_path / "empty")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "swarmctl", "report", "no-such-run"], capture_output=True, text=True, env=env
+    )
+
+    assert completed.returncode == 4
+    assert completed.stderr.startswith("swarmctl: error: no state database at ")
