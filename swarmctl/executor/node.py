@@ -282,8 +282,7 @@ class Executor:
                 case protocol.PrepareSuite():
                     self.jobs_send.send_nowait(Job(kind="prepare", run_id=message.run_id, suite=message.suite, collect=message.collect))
                 case protocol.Assign():
-                    self.held[(message.run_id, message.shard_id)] = message.attempt
-                    self.jobs_send.send_nowait(Job(kind="shard", run_id=message.run_id, suite=message.suite, assign=message))
+                    self._on_assign(message)
                 case protocol.ResultAck():
                     self.outbox.acknowledge(message.seq)
                 case protocol.ReleaseTests():
@@ -316,6 +315,19 @@ class Executor:
         if not message.interrupt:
             # An interrupted shard still reports its stopped test and ShardDone; a dropped one is forgotten.
             self.forget(message.run_id, message.shard_id, message.attempt)
+
+    def _on_assign(self, message: protocol.Assign) -> None:
+        """Queue an assigned shard attempt, unless this executor already runs or queues that attempt."""
+        key = (message.run_id, message.shard_id)
+        if self.held.get(key) == message.attempt:
+            # A new leader can repeat the attempt number that a deposed leader's uncommitted
+            # assignment gave this executor. Running it once is enough: tests of the new
+            # assignment that the old one lacked come back to the coordinator as missing.
+            log.info("run %s: shard %d attempt %d is already running here; ignoring its repeated assignment",
+                     message.run_id, message.shard_id, message.attempt)
+            return
+        self.held[key] = message.attempt
+        self.jobs_send.send_nowait(Job(kind="shard", run_id=message.run_id, suite=message.suite, assign=message))
 
     async def _send_loop(self, peer: Peer) -> None:
         while True:
