@@ -1,4 +1,4 @@
-"""Which modules a command line imports: only the named command's, or all of them."""
+"""The command line's entry point: which command modules it imports, and how the process exits."""
 
 from __future__ import annotations
 
