@@ -15,6 +15,13 @@ from swarmctl.coordinator.node import Coordinator
 from swarmctl.errors import StoreError
 
 
+def commit_with_ack(coordinator: Coordinator, token_id: str, acknowledged: list[str], name: str) -> None:
+    """Apply one command, ask for ``name`` in ``acknowledged`` once it is on disk, and commit it now."""
+    coordinator.machine.apply(cmd.TokenRevoked(token_id, 1.0))
+    coordinator.when_committed(lambda: acknowledged.append(name))
+    coordinator.flush()
+
+
 def test_wal_sync_commits_without_fsync(tmp_path: Path) -> None:
     conn = store.connect(tmp_path / "state.db")
     store.WalSync(conn, tmp_path / "state.db")
@@ -110,9 +117,7 @@ async def test_fast_disk_syncs_on_the_loop(tmp_path: Path) -> None:
     acknowledged: list[str] = []
     async with trio.open_nursery() as nursery:
         await coordinator.start_services(nursery, "127.0.0.1", 0)
-        coordinator.machine.apply(cmd.TokenRevoked("c" * 16, 1.0))
-        coordinator.when_committed(lambda: acknowledged.append("ack"))
-        coordinator.flush()
+        commit_with_ack(coordinator, "c" * 16, acknowledged, "ack")
         assert acknowledged == ["ack"]
         nursery.cancel_scope.cancel()
     assert threads and set(threads) == {threading.current_thread().name}
@@ -136,15 +141,11 @@ async def test_checkpoint_runs_in_worker_thread(tmp_path: Path, monkeypatch: pyt
     acknowledged: list[str] = []
     async with trio.open_nursery() as nursery:
         await coordinator.start_services(nursery, "127.0.0.1", 0)
-        coordinator.machine.apply(cmd.TokenRevoked("d" * 16, 1.0))
-        coordinator.when_committed(lambda: acknowledged.append("first"))
-        coordinator.flush()
+        commit_with_ack(coordinator, "d" * 16, acknowledged, "first")
         with trio.fail_after(10):
             while not threads:
                 await trio.sleep(0.01)
-        coordinator.machine.apply(cmd.TokenRevoked("e" * 16, 1.0))
-        coordinator.when_committed(lambda: acknowledged.append("second"))
-        coordinator.flush()
+        commit_with_ack(coordinator, "e" * 16, acknowledged, "second")
         assert acknowledged == ["first", "second"]  # while the checkpoint waits
         assert len(threads) == 1  # one checkpoint at a time
         release.set()
