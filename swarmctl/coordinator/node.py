@@ -63,9 +63,9 @@ RETRY_MAX_S = 30.0
 DEADLINE_MESSAGE = "not run: run deadline reached"
 DEADLINE_GRACE_S = 5.0  # stack dump (0.5 s) and SIGTERM grace (2 s) on the executor, plus slack
 # How long applied commands wait to be committed together. Acknowledgements wait this long
-# at most; assignments do not wait at all. Each COMMIT holds the event loop, and 10 ms
-# rather than 5 ms halves their number: in four runs of the load benchmark the assignment
-# latency p99 was 9.2 to 10.3 ms, against 10.7 ms in two runs with 5 ms.
+# at most; assignments do not wait at all. Each COMMIT blocks the event loop, and 10 ms
+# rather than 5 ms halves the number of COMMITs: in five runs of the load benchmark the
+# assignment latency p99 was 9.2 to 10.3 ms, against 10.7 and 10.8 ms in two runs with 5 ms.
 GROUP_COMMIT_S = 0.010
 GC_YOUNG_THRESHOLD = 10_000  # allocations between two collections of the youngest generation (Python: 700)
 
