@@ -40,5 +40,19 @@ async def test_failed_coordinator_stops_started_executors(tmp_path) -> None:
         async with embedded_cluster(tmp_path, 2):
             pass
 
-    assert [child for child in psutil.Process().children(recursive=True) if child.status() != psutil.STATUS_ZOMBIE] == []
+    assert executors_using(tmp_path) == []
     assert not (tmp_path / ADDRESS_FILE).exists()
+
+
+def executors_using(home) -> list[psutil.Process]:
+    """Return the running executor processes whose data folder is ``home``.
+
+    Matched by command line rather than as this process's children, because under
+    pytest-xdist other tests in the same worker process start children too.
+    """
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        command = process.info["cmdline"] or []
+        if process.info["status"] != psutil.STATUS_ZOMBIE and "executor" in command and str(home) in command:
+            found.append(process)
+    return found
