@@ -82,8 +82,7 @@ class CaseResult:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> CaseResult:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
+        unknown = data.keys() - _CASE_FIELD_SET
         if unknown:
             raise ValueError(f"unknown result fields: {sorted(unknown)}")
         values = dict(data)
@@ -96,6 +95,7 @@ class CaseResult:
 
 _CASE_FIELDS = tuple(f.name for f in dataclasses.fields(CaseResult))
 _SUBTEST_FIELDS = tuple(f.name for f in dataclasses.fields(Subtest))
+_CASE_FIELD_SET = frozenset(_CASE_FIELDS)
 
 
 @dataclass(slots=True)

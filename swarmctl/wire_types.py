@@ -41,12 +41,18 @@ def check_fields(kind: str, cls: type, values: dict[str, Any]) -> None:
             )
 
 
+@functools.cache
+def _shape(expected: Any) -> tuple[Any, tuple]:
+    """Return the origin and arguments of an annotation: computed once per annotation, not once per value."""
+    return typing.get_origin(expected), typing.get_args(expected)
+
+
 def _fits(value: Any, expected: Any) -> bool:
     if expected is Any:
         return True
-    origin = typing.get_origin(expected)
+    origin, args = _shape(expected)
     if origin in (Union, types.UnionType):
-        return any(_fits(value, member) for member in typing.get_args(expected))
+        return any(_fits(value, member) for member in args)
     if origin is typing.ClassVar:
         return True
     if expected is type(None):
@@ -58,7 +64,6 @@ def _fits(value: Any, expected: Any) -> bool:
     if origin is None:
         return isinstance(value, expected)
 
-    args = typing.get_args(expected)
     if origin is list:
         return isinstance(value, list) and (not args or all(_fits(item, args[0]) for item in value))
     if origin is tuple:
@@ -72,7 +77,12 @@ def _fits(value: Any, expected: Any) -> bool:
         if not isinstance(value, dict):
             return False
         key_type, value_type = args or (Any, Any)
-        return all(_fits(key, key_type) and _fits(item, value_type) for key, item in value.items())
+        # Results are lists of dicts of str to Any: their keys are checked without a call per key.
+        if key_type is str:
+            keys_fit = all(isinstance(key, str) for key in value)
+        else:
+            keys_fit = all(_fits(key, key_type) for key in value)
+        return keys_fit and (value_type is Any or all(_fits(item, value_type) for item in value.values()))
     return isinstance(value, origin)
 
 
