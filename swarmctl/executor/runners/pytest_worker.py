@@ -521,12 +521,14 @@ class ChildTracker:
                 pass
         reap(leftovers)
         self.fixture_owned &= set(alive)
-        self.known = set(descendants(os.getpid()))
+        self.known = set(descendants(os.getpid())) if leftovers or exited else set(alive)
         return described
 
 
 def descendants(pid):
     """Return the pids below ``pid``, read from /proc (empty where /proc lacks the data)."""
+    if pid == os.getpid() and not has_children():
+        return []  # the usual case after a test, found without reading /proc
     found = []
     pending = [pid]
     while pending:
@@ -536,6 +538,21 @@ def descendants(pid):
                 found.append(child)
                 pending.append(child)
     return found
+
+
+def has_children():
+    """Whether this process has a child process, running or exited, in one system call.
+
+    Orphans re-parented to this subreaper are its children too, so without a child there
+    is no descendant either.
+    """
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except (AttributeError, OSError):
+        pass  # no waitid here: assume there may be children
+    return True
 
 
 def direct_children(pid):
