@@ -66,8 +66,8 @@ async def submit_and_follow(
 ) -> tuple[RunSummary, list[CaseResult], dict[str, list[CaseResult]]]:
     """Upload the bundle, submit the run, and return its summary, results and earlier attempts when it ends.
 
-    ``on_ended`` is called when the coordinator starts sending the ended run's results,
-    possibly more than once. Cancelling this (Ctrl-C) cancels the run on the coordinator.
+    ``on_ended`` is called once every test has its final result, or at the latest when the
+    coordinator starts sending the ended run's results; possibly more than once. Cancelling this (Ctrl-C) cancels the run on the coordinator.
     """
     api = ApiClient.from_environment(addresses)
     await _upload(api, bundle)
@@ -275,6 +275,8 @@ async def _follow(stream: EventStream, watch: RunWatch, on_progress, on_ended) -
                 watch.eta_s, watch.eta_low_s, watch.eta_high_s = message.eta_s, message.eta_low_s, message.eta_high_s
                 watch.eta_basis = message.eta_basis
                 on_progress(watch, [tuple(pair) for pair in message.outcomes])
+                if message.total and message.done >= message.total:
+                    on_ended()  # no test is left to run
             case protocol.RunResults():
                 on_ended()
                 watch.results.extend(CaseResult.from_wire(r) for r in message.results)

@@ -46,3 +46,18 @@ async def test_follow_on_ended_without_results() -> None:
     await _follow(stream, RunWatch(run_id="run-2"), lambda w, new: None, lambda: ended.append(True))
 
     assert ended == [True]
+
+
+async def test_follow_on_ended_when_every_test_has_a_result() -> None:
+    """The last progress frame ends the run for the caller before the results are sent."""
+    stream = ScriptedStream([
+        protocol.RunProgress("run-3", "running", 2, 1, 2, [["t.py::test_0", "passed"]]),
+        protocol.RunProgress("run-3", "running", 2, 2, 2, [["t.py::test_1", "passed"]]),
+        protocol.RunComplete("run-3", 0, 0.5, 1_700_000_000.0, 0, "", ["exec-1"]),
+    ])
+    watch = RunWatch(run_id="run-3")
+    ended: list[int] = []  # tests done at each on_ended call
+
+    await _follow(stream, watch, lambda w, new: None, lambda: ended.append(watch.done))
+
+    assert ended == [2, 2]  # at the last progress frame, then at the end

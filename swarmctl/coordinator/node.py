@@ -754,6 +754,9 @@ class Coordinator(FleetMixin, ClientMixin):
             self._finish_complete(run, read_final_results(self.machine.conn, run.run_id))
             return
         self._finishing.add(run.run_id)
+        # Its client learns now that every test has its result, while the results are read:
+        # the embedded default stops its executors meanwhile.
+        self._send_progress(run.run_id)
         self._nursery.start_soon(self._finish_after_reading, run.run_id)
 
     async def _finish_after_reading(self, run_id: str) -> None:
