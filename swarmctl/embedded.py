@@ -8,13 +8,18 @@ later commands can read past runs.
 from __future__ import annotations
 
 import fcntl
+import gc
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -23,9 +28,13 @@ from pathlib import Path
 import platformdirs
 import trio
 
+from swarmctl.bundle import Bundle, BundleCache, iter_chunks
 from swarmctl.cluster.transport import listen
 from swarmctl.errors import UsageError
 from swarmctl.security import load_secret, write_secret
+
+if TYPE_CHECKING:
+    from swarmctl.protocol import SuiteSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +67,7 @@ class EmbeddedCluster:
     """The coordinator's address and the local executor processes of a running embedded default."""
 
     address: tuple[str, int]
-    processes: list[trio.Process]
+    processes: list  # trio.Process or ForkedProcess
     stopping: bool = False
 
     def stop_executors(self) -> None:
@@ -75,27 +84,212 @@ class EmbeddedCluster:
                 process.send_signal(signal.SIGTERM)
 
 
-@asynccontextmanager
-async def embedded_cluster(
-    home: Path, executors: int, *, verbose: bool = False, labels: dict[str, str] | None = None
-) -> AsyncIterator[EmbeddedCluster]:
-    """Start a coordinator and ``executors`` local executor processes, and yield them."""
-    home.mkdir(parents=True, exist_ok=True)
-    with _exclusive(home), _log_to_file(home / "logs" / "coordinator.log"):
-        secret_path = _cluster_secret(home)
-        # The executors start before this process imports the coordinator, because they take
-        # longer to start: they connect to the listening socket and wait in its backlog.
-        sockets = listen(LOOPBACK, 0)
-        port = sockets[0].getsockname()[1]
-        cluster = EmbeddedCluster((LOOPBACK, port), [])
+class LocalNodes:
+    """The parts of an embedded default that exist from before its coordinator starts until it ends.
+
+    They are the data folder's lock, the cluster secret, the coordinator's listening socket
+    and the executor processes. ``swarmctl run`` forks the executors before its event loop starts,
+    so they need no imports of their own and can start the suite's pytest worker at once;
+    ``embedded_cluster`` starts them as new processes when that was not done.
+    """
+
+    def __init__(self, home: Path, executors: int, *, verbose: bool = False, labels: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.count = executors
+        self.verbose = verbose
+        self.labels = labels or {}
+        self.processes: list = []  # trio.Process or ForkedProcess
+
+    def __enter__(self) -> LocalNodes:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._lock = _exclusive(self.home).__enter__()
         try:
-            for i in range(executors):
-                cluster.processes.append(
-                    await _start_executor(home, port, f"local-{i + 1}", verbose, labels or {}, secret_path)
+            self.secret_path = _cluster_secret(self.home)
+            # The executors connect to this socket as soon as they start and wait in its
+            # backlog until the coordinator serves it.
+            self.sockets = listen(LOOPBACK, 0)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        self.port = self.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            # Only an error before the event loop stopped them leaves executors running.
+            for process in self.processes:
+                if process.returncode is None and isinstance(process, ForkedProcess):
+                    process.stop_now()
+        finally:
+            for sock in self.sockets:
+                sock.close()
+            self._lock.__exit__(None, None, None)
+
+    def store_bundle(self, bundle: Bundle) -> None:
+        """Put a suite's bundle where the coordinator and the executors look for it."""
+        cache = BundleCache(self.home / "bundles")
+        if not cache.has_archive(bundle.digest):
+            cache.write_archive(bundle.digest, iter_chunks(bundle.path))
+
+    def fork_executors(self, prestart: SuiteSpec | None = None) -> bool:
+        """Start the executors as copies of this process; return False, starting none, where that is unsafe.
+
+        Forking is safe only before any thread or event loop starts. With ``prestart``, each
+        executor starts that suite's pytest worker before it connects; the bundle must be
+        stored already.
+        """
+        if not hasattr(os, "fork") or threading.active_count() > 1:
+            return False
+        # Frozen objects are left out of garbage collection: a collection in a copy would
+        # otherwise write to every page it shares with this process.
+        gc.freeze()
+        try:
+            for i in range(self.count):
+                self.processes.append(ForkedProcess(self._fork_executor(f"local-{i + 1}", prestart)))
+        finally:
+            gc.unfreeze()
+        return True
+
+    def _fork_executor(self, executor_id: str, prestart: SuiteSpec | None) -> int:
+        # Imported before the fork, so that the executors inherit the modules instead of importing them.
+        import swarmctl.executor.node  # noqa: F401
+        from swarmctl.cli import exit_now
+        from swarmctl.cli.up import executor_main
+
+        log_path = self._log_path(executor_id)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # else the copy would print again what this process buffered
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self._become_executor(log_path)
+                code = executor_main(
+                    self.home, f"{LOOPBACK}:{self.port}", executor_id, self.labels, self.secret_path,
+                    verbose=self.verbose, prestart=prestart,
                 )
-            async with _coordinator(home, port, sockets, secret_path) as coordinator:
-                address_file = home / ADDRESS_FILE
-                address_file.write_text(f"{LOOPBACK}:{port}\n")
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                # Never return into this process's code: its cleanup (the lock, the
+                # temporary bundle folder) belongs to the parent.
+                exit_now(code)
+        return pid
+
+    def _become_executor(self, log_path: Path) -> None:
+        """Give a forked executor a session of its own and its log file, and close the parent's sockets."""
+        # As for a started executor: Ctrl-C reaches the parent only, which then stops the
+        # executors in order instead of all of them dying mid-result.
+        os.setsid()
+        os.chdir(self.home)  # as a daemon does, it keeps no other folder in use
+        with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
+            os.dup2(devnull.fileno(), 0)
+            os.dup2(log_file.fileno(), 1)
+            if not self.verbose:
+                os.dup2(log_file.fileno(), 2)
+        for sock in self.sockets:
+            sock.close()
+        # This closes this process's descriptor only: the lock stays the parent's.
+        self._lock.file.close()
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+
+    async def spawn_executors(self) -> None:
+        """Start the executors as new ``swarmctl up --role executor`` processes."""
+        for i in range(self.count):
+            self.processes.append(await self._start_executor(f"local-{i + 1}"))
+
+    async def _start_executor(self, executor_id: str) -> trio.Process:
+        argv = [
+            *swarmctl_command(), "up", "--role", "executor", "--join", f"{LOOPBACK}:{self.port}", "--slots", "1",
+            "--id", executor_id, "--data-dir", str(self.home), "--secret-file", str(self.secret_path),
+        ]
+        if self.labels:
+            argv += ["--labels", ",".join(f"{key}={value}" for key, value in self.labels.items())]
+        with open(self._log_path(executor_id), "ab") as log_file:
+            return await trio.lowlevel.open_process(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=None if self.verbose else log_file,
+                start_new_session=True,  # see _become_executor
+            )
+
+    def _log_path(self, executor_id: str) -> Path:
+        log_dir = self.home / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        return log_dir / f"{executor_id}.log"
+
+
+class ForkedProcess:
+    """A forked executor, with the part of ``trio.Process`` that the embedded default uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    async def wait(self) -> int:
+        while not self._reap():
+            await _exited(self.pid)
+        return self.returncode
+
+    def stop_now(self) -> None:
+        """Stop it without an event loop: SIGINT, which stops its pytest worker too, then SIGKILL."""
+        self.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + EXECUTOR_STOP_GRACE_S
+        while not self._reap():
+            if time.monotonic() > deadline:
+                self.kill()
+                os.waitpid(self.pid, 0)
+                self.returncode = -signal.SIGKILL
+                return
+            time.sleep(0.02)
+
+    def _reap(self) -> bool:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == 0:
+                return False
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return True
+
+
+async def _exited(pid: int) -> None:
+    """Return once the child ``pid`` has exited (it stays a zombie until reaped), or soon."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        await trio.sleep(0.02)  # no pidfd on this system: poll
+        return
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+@asynccontextmanager
+async def embedded_cluster(nodes: LocalNodes) -> AsyncIterator[EmbeddedCluster]:
+    """Serve a coordinator on ``nodes``' socket, with its executors, and yield them.
+
+    The executors are started here unless ``nodes`` forked them already.
+    """
+    with _log_to_file(nodes.home / "logs" / "coordinator.log"):
+        cluster = EmbeddedCluster((LOOPBACK, nodes.port), nodes.processes)
+        try:
+            if not nodes.processes:
+                # They start before this process imports the coordinator, because they take longer to start.
+                await nodes.spawn_executors()
+            async with _coordinator(nodes.home, nodes.port, nodes.sockets, nodes.secret_path) as coordinator:
+                address_file = nodes.home / ADDRESS_FILE
+                address_file.write_text(f"{LOOPBACK}:{nodes.port}\n")
                 try:
                     yield cluster
                 finally:
@@ -109,8 +303,6 @@ async def embedded_cluster(
             # Also when the coordinator failed to start: the executors must not outlive this process.
             with trio.CancelScope(shield=True):
                 await _stop_executors(cluster)
-            for sock in sockets:
-                sock.close()
 
 
 @asynccontextmanager
@@ -211,29 +403,6 @@ def _cluster_secret(home: Path) -> Path:
         except FileExistsError:
             pass  # another process created it first
     return path
-
-
-async def _start_executor(
-    home: Path, port: int, executor_id: str, verbose: bool, labels: dict[str, str], secret_path: Path
-) -> trio.Process:
-    argv = [
-        *swarmctl_command(), "up", "--role", "executor", "--join", f"{LOOPBACK}:{port}", "--slots", "1",
-        "--id", executor_id, "--data-dir", str(home), "--secret-file", str(secret_path),
-    ]
-    if labels:
-        argv += ["--labels", ",".join(f"{key}={value}" for key, value in labels.items())]
-    log_dir = home / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"{executor_id}.log", "ab") as log_file:
-        return await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=None if verbose else log_file,
-            # Its own process group: Ctrl-C in the terminal reaches this process only, which
-            # then stops the executors in order instead of all of them dying mid-result.
-            start_new_session=True,
-        )
 
 
 async def _stop_executors(cluster: EmbeddedCluster) -> None:

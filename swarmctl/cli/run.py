@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from swarmctl import protocol
-from swarmctl.bundle import build_bundle
+from swarmctl.bundle import Bundle, build_bundle
 from swarmctl.cli import app, fail, find_error, setup_logging
 from swarmctl.client import RunWatch, submit_and_follow
 from swarmctl.cluster.transport import parse_addresses
@@ -29,7 +29,7 @@ from swarmctl.config import config_from_environment
 from swarmctl.coordinator.dependencies import resolve
 from swarmctl.duration_files import load_durations_file
 from swarmctl.durations import parse_duration, parse_start_time
-from swarmctl.embedded import data_home, embedded_cluster
+from swarmctl.embedded import LocalNodes, data_home, embedded_cluster
 from swarmctl.errors import SwarmError, UsageError
 from swarmctl.labels import parse_labels
 from swarmctl.manifest import is_command_suite, load_manifest
@@ -85,21 +85,22 @@ def run(
     setup_logging(verbose, quiet=not verbose)
     console = Console(highlight=False)
     try:
-        summary, results, earlier_attempts = trio.run(
-            _run,
-            path,
-            list(pytest_args or []),
-            cluster,
-            executors,
-            strategy.value,
-            python,
-            timeout,
-            deadline,
+        request = _check_request(
+            path, list(pytest_args or []), cluster, executors, strategy.value, python, timeout, deadline,
             RunOptions(retries, priority, delay, at, durations_from, group.value, labels),
-            verbose,
-            console,
-            partial(_report, console, junitxml, json_path),
         )
+        with tempfile.TemporaryDirectory(prefix="swarmctl-bundle-") as tmp:
+            report = partial(_report, console, junitxml, json_path)
+            if request.cluster:
+                outcome = trio.run(_run, request, verbose, console, report, Path(tmp))
+            else:
+                with LocalNodes(data_home(), request.executors, verbose=verbose, labels=request.labels) as nodes:
+                    # The bundle is built first, so that the forked executors start their pytest
+                    # workers at once, while this process starts the coordinator.
+                    bundle = build_bundle(request.suite_dir, Path(tmp))
+                    nodes.store_bundle(bundle)
+                    nodes.fork_executors(request.suite_spec(bundle) if request.suite_kind == "pytest" else None)
+                    outcome = trio.run(_run, request, verbose, console, report, Path(tmp), nodes, bundle)
     except BaseException as exc:
         error = find_error(exc, SwarmError)
         if error is not None:
@@ -108,6 +109,7 @@ def run(
             console.print("[red]!!!!! Interrupted !!!!![/red]")
             raise typer.Exit(INTERRUPTED) from None
         raise
+    summary = outcome[0]
     if summary is None:
         console.print("[red]!!!!! Interrupted: the run was cancelled !!!!![/red]")
         raise typer.Exit(INTERRUPTED)
@@ -143,7 +145,36 @@ class RunOptions:
         return None
 
 
-async def _run(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, options, verbose, console, report):
+@dataclass(frozen=True)
+class RunRequest:
+    """A checked ``swarmctl run`` command line."""
+
+    path: Path  # as the user gave it
+    suite_dir: Path
+    suite_kind: str
+    case_ids: list[str] | None
+    dependencies: dict | None
+    requirements: dict | None
+    pytest_args: list[str]
+    cluster: str | None
+    executors: int  # of the embedded default
+    labels: dict[str, str]
+    strategy: str
+    python: str
+    timeout: float | None
+    deadline_s: float | None
+    start_at: float | None
+    durations: dict | None
+    options: RunOptions
+
+    def suite_spec(self, bundle: Bundle) -> protocol.SuiteSpec:
+        return protocol.SuiteSpec(
+            self.suite_kind, bundle.digest, str(self.path), self.python, tuple(self.pytest_args), self.timeout
+        )
+
+
+def _check_request(path, pytest_args, cluster, executors, strategy, python, timeout, deadline, options) -> RunRequest:
+    """Check the command line before anything starts, and resolve its defaults."""
     if not cluster:
         configured = config_from_environment()
         cluster = configured.coordinators if configured is not None else None
@@ -163,47 +194,60 @@ async def _run(path, pytest_args, cluster, executors, strategy, python, timeout,
         raise UsageError("--executors applies to the embedded default only; a cluster runs on its own executors")
     if executors is not None and executors < 1:
         raise UsageError(f"--executors {executors} is invalid: it must be at least 1")
+    return RunRequest(
+        path, suite_dir, suite_kind, case_ids, dependencies, requirements, pytest_args, cluster,
+        executors or os.cpu_count() or 1, labels, strategy, python, timeout, deadline_s, start_at, durations, options,
+    )
 
-    with tempfile.TemporaryDirectory(prefix="swarmctl-bundle-") as tmp:
-        display = ProgressDisplay(console, start_at)
 
-        async with trio.open_nursery() as nursery:
-            outcome: list = []
+async def _run(request: RunRequest, verbose, console, report, tmp: Path, nodes: LocalNodes | None = None, bundle: Bundle | None = None):
+    """Submit the run, follow it and report it; return the summary (None if cancelled), results and earlier attempts.
 
-            async def submit(addresses, on_ended: Callable[[], None] = lambda: None) -> None:
+    On the embedded default, ``nodes`` and ``bundle`` are what ``run`` prepared before the
+    event loop. Without them, this function starts the executors and builds the bundle.
+    """
+    display = ProgressDisplay(console, request.start_at)
+    options = request.options
+
+    async with trio.open_nursery() as nursery:
+        outcome: list = []
+
+        async def submit(addresses, on_ended: Callable[[], None] = lambda: None) -> None:
+            nonlocal bundle
+            if bundle is None:
                 # Built in a worker thread, so that the embedded coordinator accepts its starting executors meanwhile.
-                bundle = await trio.to_thread.run_sync(build_bundle, suite_dir, Path(tmp))
-                suite = protocol.SuiteSpec(suite_kind, bundle.digest, str(path), python, tuple(pytest_args), timeout)
-                outcome.append(
-                    await submit_and_follow(
-                        addresses, suite=suite, bundle=bundle, strategy=strategy, case_ids=case_ids,
-                        deadline_s=deadline_s, priority=options.priority, retries=options.retries,
-                        start_at=start_at, durations=durations, dependencies=dependencies, group=options.group,
-                        requirements=requirements,
-                        on_progress=display.update, on_accepted=display.accepted, on_ended=on_ended,
-                    )
+                bundle = await trio.to_thread.run_sync(build_bundle, request.suite_dir, tmp)
+            outcome.append(
+                await submit_and_follow(
+                    addresses, suite=request.suite_spec(bundle), bundle=bundle, strategy=request.strategy,
+                    case_ids=request.case_ids, deadline_s=request.deadline_s, priority=options.priority,
+                    retries=options.retries, start_at=request.start_at, durations=request.durations,
+                    dependencies=request.dependencies, group=options.group, requirements=request.requirements,
+                    on_progress=display.update, on_accepted=display.accepted, on_ended=on_ended,
                 )
-                # Written while the embedded executors stop, in a thread so that the coordinator
-                # keeps handling their connections.
-                display.close()
-                await trio.to_thread.run_sync(report, *outcome[0])
+            )
+            # Written while the embedded executors stop, in a thread so that the coordinator
+            # keeps handling their connections.
+            display.close()
+            await trio.to_thread.run_sync(report, *outcome[0])
 
-            async def main() -> None:
-                with display:
-                    if cluster:
-                        await submit(parse_addresses(cluster))
-                    else:
-                        # The executor processes start first, because importing swarmctl takes
-                        # them longer than building the bundle takes this process.
-                        count = executors or os.cpu_count() or 1
-                        async with embedded_cluster(data_home(), count, verbose=verbose, labels=labels) as embedded:
+        async def main() -> None:
+            with display:
+                if request.cluster:
+                    await submit(parse_addresses(request.cluster))
+                elif nodes is not None:
+                    async with embedded_cluster(nodes) as embedded:
+                        await submit([embedded.address], on_ended=embedded.stop_executors)
+                else:
+                    with LocalNodes(data_home(), request.executors, verbose=verbose, labels=request.labels) as started:
+                        async with embedded_cluster(started) as embedded:
                             await submit([embedded.address], on_ended=embedded.stop_executors)
-                nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
 
-            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-            nursery.start_soon(main)
+        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+        nursery.start_soon(main)
 
-        return outcome[0] if outcome else (None, [], {})
+    return outcome[0] if outcome else (None, [], {})
 
 
 async def _cancel_on_signal(scope: trio.CancelScope) -> None:

@@ -9,9 +9,11 @@ import os
 import signal
 import socket
 import ssl
+import sys
 from enum import Enum
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 import typer
@@ -28,9 +30,13 @@ from swarmctl.limits import NAMES as LIMIT_NAMES, Limits, parse_limits
 from swarmctl.security import load_secret
 from swarmctl.tls import client_context, server_context, server_hosts
 
+if TYPE_CHECKING:
+    from swarmctl.protocol import SuiteSpec
+
 log = logging.getLogger(__name__)
 
 COORDINATOR_LOCK = "coordinator.lock"
+DRAIN_TIMEOUT = "60s"  # how long a SIGTERM lets an executor finish its tests
 
 
 class Role(str, Enum):
@@ -97,7 +103,7 @@ def up(
         help="Coordinator: the cluster CA key (ca.key, mode 0600), with which it issues its TLS certificate.",
     ),
     drain_timeout: str = typer.Option(
-        "60s", "--drain-timeout",
+        DRAIN_TIMEOUT, "--drain-timeout",
         help="Executor: on SIGTERM, how long to finish running tests before stopping anyway. A second SIGTERM, or SIGINT, stops at once.",
     ),
     limit: list[str] = typer.Option(
@@ -330,6 +336,30 @@ def _make_executor(
         executor_id=node_id or default_executor_id(), join=parse_addresses(join), slots=slots, labels=labels,
         data_dir=folder, secret=secret, token_file=token_file, ssl_context=ssl_context, bundle_limits=limits.bundle(),
     )
+
+
+def executor_main(
+    folder: Path, join: str, node_id: str, labels: dict[str, str], secret_file: Path, *, verbose: bool,
+    prestart: SuiteSpec | None = None,
+) -> int:
+    """Run a local executor of the embedded default in this (forked) process; return its exit code.
+
+    The same as ``swarmctl up --role executor`` with one slot and the default limits. With
+    ``prestart``, the executor starts that suite's pytest worker before it connects.
+    """
+    setup_logging(verbose)
+    try:
+        executor = _make_executor(folder, join, 1, labels, node_id, load_secret(secret_file), None, None, parse_limits(None, []))
+        if prestart is not None:
+            executor.prepare(prestart)
+        trio.run(_serve_executor, executor, parse_duration(DRAIN_TIMEOUT, "--drain-timeout"))
+    except BaseException as exc:
+        error = find_error(exc, SwarmError)
+        if error is None:
+            raise
+        print(f"swarmctl: error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
 
 
 async def _serve_executor(executor, drain_timeout: float) -> None:

@@ -200,6 +200,15 @@ class Executor:
                         await slot.shutdown()
                 nursery.cancel_scope.cancel()
 
+    def prepare(self, suite: protocol.SuiteSpec) -> None:
+        """Start a pytest worker of ``suite`` on each slot before any run asks for one.
+
+        A run of that suite then finds the workers collected: the embedded default calls this
+        so that its workers start while the coordinator is still starting.
+        """
+        for _ in self.slots:
+            self.jobs_send.send_nowait(Job(kind="prepare", run_id="", suite=suite.to_wire()))
+
     def drain(self, reason: str) -> None:
         """Take no new work, finish the held shards, then leave (``run`` returns)."""
         if self.draining:

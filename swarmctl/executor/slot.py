@@ -143,6 +143,11 @@ class Slot:
     async def _prepare(self, run_id: str, suite: protocol.SuiteSpec, collect: bool) -> None:
         if suite.kind == "command":
             return
+        warm = self._worker if self._worker is not None and self._worker.alive and self._worker_key == _key(suite) else None
+        if warm is not None and run_id:
+            # Its start is logged before the run began (the embedded default starts it early):
+            # this line shows in the run's logs which worker runs it.
+            log.info("slot %s: run %s reuses the warm pytest worker pid %d in %s", self.name, run_id, warm.process.pid, self._suite_dir)
         try:
             worker = await self._warm_worker(suite)
         except WorkerStartFailed as exc:
@@ -162,7 +167,7 @@ class Slot:
             )
 
     async def _warm_worker(self, suite: protocol.SuiteSpec) -> PytestWorker:
-        key = (suite.bundle, suite.python, suite.pytest_args)
+        key = _key(suite)
         if self._worker is not None and self._worker.alive and self._worker_key == key:
             return self._worker
         await self._discard_worker()
@@ -306,6 +311,11 @@ class Slot:
 def _manifest(suite_dir: Path):
     """Read a bundle's manifest once: an extracted bundle never changes (it is named by its digest)."""
     return load_manifest(suite_dir)
+
+
+def _key(suite: protocol.SuiteSpec) -> tuple:
+    """What a warm worker must have been started with to run ``suite``."""
+    return suite.bundle, suite.python, suite.pytest_args
 
 
 def pytest_argv(suite_dir: Path, user_args: tuple[str, ...], data_dir: Path) -> list[str]:

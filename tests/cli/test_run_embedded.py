@@ -8,7 +8,7 @@ import sys
 import psutil
 from rich.console import Console
 
-from swarmctl.cli.run import RunOptions, _run
+from swarmctl.cli.run import RunOptions, _check_request, _run
 from tests.conftest import generate_suite
 
 
@@ -24,7 +24,8 @@ async def test_report_written_while_executors_stop(tmp_path, monkeypatch) -> Non
 
     options = RunOptions(retries=0, priority=0, delay=None, at=None, durations_from=None, group="none", labels="")
     console = Console(file=io.StringIO())
-    summary, results, _ = await _run(suite, [], None, 2, "even", sys.executable, None, None, options, False, console, report)
+    request = _check_request(suite, [], None, 2, "even", sys.executable, None, None, options)
+    summary, results, _ = await _run(request, False, console, report, tmp_path)
 
     assert summary.exit_code == 0
     assert len(results) == 6

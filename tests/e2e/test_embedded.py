@@ -68,3 +68,26 @@ def test_embedded_ctrl_c_stops_everything(tmp_path, swarm_env, stop):
     for process in leftovers:
         process.kill()
     assert leftovers == []
+
+
+def test_embedded_workers_start_before_the_coordinator(tmp_path, swarm_env):
+    """Each executor starts its pytest worker before it connects, and the run uses that worker."""
+    suite = generate_suite(tmp_path / "suite", tests=20, files=2, sleep_ms=0)
+    collections = tmp_path / "collections.txt"
+    (suite / "conftest.py").write_text(
+        "import os\n\n\n"
+        "def pytest_collection_finish(session):\n"
+        f"    with open({str(collections)!r}, 'a') as record:\n"
+        "        record.write(f'{os.getpid()}\\n')\n"
+    )
+
+    process = run_swarmctl(["run", str(suite), "-n", "2"], swarm_env)
+
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "20 passed" in process.stdout
+    pids = collections.read_text().split()
+    assert len(pids) == len(set(pids)) == 2  # one worker per executor: none collected twice
+    for executor in ("local-1", "local-2"):
+        log = (Path(swarm_env["SWARMCTL_HOME"]) / "logs" / f"{executor}.log").read_text()
+        assert log.index("started pytest worker") < log.index("connected to"), log
+    assert leftover_processes(swarm_env["SWARMCTL_HOME"]) == []
