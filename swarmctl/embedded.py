@@ -70,18 +70,20 @@ class EmbeddedCluster:
     processes: list  # trio.Process or ForkedProcess
     stopping: bool = False
 
-    def stop_executors(self) -> None:
+    def stop_executors(self, *, at_once: bool = False) -> None:
         """Send each executor SIGTERM so that it leaves. Leaving ``embedded_cluster`` waits for them to exit.
 
         Called when the run ends, so the executors stop while the client reads the results.
-        Later calls send nothing, because a second SIGTERM makes an executor stop at once.
+        With ``at_once`` (the run was interrupted), SIGINT stops their running tests instead
+        of letting them finish their shards. Later calls send nothing, because a second
+        SIGTERM makes an executor stop at once.
         """
         if self.stopping:
             return
         self.stopping = True
         for process in self.processes:
             if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGINT if at_once else signal.SIGTERM)
 
 
 class LocalNodes:
@@ -406,7 +408,9 @@ def _cluster_secret(home: Path) -> Path:
 
 
 async def _stop_executors(cluster: EmbeddedCluster) -> None:
-    cluster.stop_executors()
+    # The run ended normally once every test had its result, and the executors have been
+    # asked to leave already. Otherwise it was interrupted: nothing of theirs is wanted.
+    cluster.stop_executors(at_once=True)
     processes = cluster.processes
     with trio.move_on_after(EXECUTOR_STOP_GRACE_S):
         for process in processes:

@@ -35,6 +35,16 @@ def test_stop_executors_signals_once() -> None:
     assert exited.signals == []
 
 
+def test_stop_executors_at_once_interrupts() -> None:
+    """An interrupted run's executors stop their tests instead of finishing their shards."""
+    running = RecordingProcess()
+    cluster = EmbeddedCluster(("127.0.0.1", 1), [running])
+
+    cluster.stop_executors(at_once=True)
+
+    assert running.signals == [signal.SIGINT]
+
+
 async def test_failed_coordinator_stops_started_executors(tmp_path) -> None:
     """The executors start before the coordinator, so its failure must stop them too."""
     (tmp_path / "state.db").mkdir()  # a folder where the state database belongs: the coordinator cannot open it

@@ -64,6 +64,11 @@ def test_embedded_ctrl_c_stops_everything(tmp_path, swarm_env, stop):
     assert run.returncode == 2, output
     assert "Interrupted" in output
     assert run_rows(home) == [("interrupted", 2)]
+    for executor in ("local-1", "local-2"):
+        # Stopped at once, instead of finishing the shards of a run that was interrupted.
+        log = (Path(home) / "logs" / f"{executor}.log").read_text()
+        assert "received SIGINT; stopping" in log, log
+        assert "draining" not in log, log
     leftovers = leftover_processes(home)
     for process in leftovers:
         process.kill()
