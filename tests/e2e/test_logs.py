@@ -89,7 +89,7 @@ def test_logs_shows_executor_lines(finished_run) -> None:
     assert process.returncode == 0, process.stderr
     # The worker started before the run (the embedded default starts it early); the run's
     # logs show which worker ran it.
-    worker_lines = [line for line in process.stdout.splitlines() if "reuses the warm pytest worker" in line]
+    worker_lines = [line for line in process.stdout.splitlines() if "uses pytest worker pid" in line]
     assert any(" local-1 INFO swarmctl.executor.slot: " in line for line in worker_lines)
 
 
@@ -111,12 +111,12 @@ def test_logs_executor_filter(finished_run) -> None:
 
 
 def test_logs_grep_filters(finished_run) -> None:
-    process = logs(["last", "--grep", "warm pytest worker"], finished_run)
+    process = logs(["last", "--grep", "uses pytest worker"], finished_run)
 
     assert process.returncode == 0, process.stderr
     executor_lines = process.stdout.partition("\n\ntests that printed output")[0].splitlines()
     assert executor_lines
-    assert all("warm pytest worker" in line for line in executor_lines)
+    assert all("uses pytest worker" in line for line in executor_lines)
 
 
 def test_logs_invalid_grep(finished_run) -> None:
@@ -139,7 +139,7 @@ def test_logs_follow_finished_run_exits(finished_run) -> None:
 
     assert process.returncode == 0, process.stderr
     assert time.monotonic() - started < 10
-    assert "warm pytest worker" in process.stdout
+    assert "uses pytest worker" in process.stdout
 
 
 def test_logs_without_logs_db(finished_run, tmp_path: Path) -> None:
