@@ -92,7 +92,7 @@ def run(
         with tempfile.TemporaryDirectory(prefix="swarmctl-bundle-") as tmp:
             report = partial(_report, console, junitxml, json_path)
             if request.cluster:
-                outcome = trio.run(_run, request, verbose, console, report, Path(tmp))
+                outcome = trio.run(_run, request, console, report, Path(tmp))
             else:
                 with LocalNodes(data_home(), request.executors, verbose=verbose, labels=request.labels) as nodes:
                     # The bundle is built first, so that the forked executors start their pytest
@@ -100,7 +100,7 @@ def run(
                     bundle = build_bundle(request.suite_dir, Path(tmp))
                     nodes.store_bundle(bundle)
                     nodes.fork_executors(request.suite_spec(bundle) if request.suite_kind == "pytest" else None)
-                    outcome = trio.run(_run, request, verbose, console, report, Path(tmp), nodes, bundle)
+                    outcome = trio.run(_run, request, console, report, Path(tmp), nodes, bundle)
     except BaseException as exc:
         error = find_error(exc, SwarmError)
         if error is not None:
@@ -200,11 +200,11 @@ def _check_request(path, pytest_args, cluster, executors, strategy, python, time
     )
 
 
-async def _run(request: RunRequest, verbose, console, report, tmp: Path, nodes: LocalNodes | None = None, bundle: Bundle | None = None):
+async def _run(request: RunRequest, console, report, tmp: Path, nodes: LocalNodes | None = None, bundle: Bundle | None = None):
     """Submit the run, follow it and report it; return the summary (None if cancelled), results and earlier attempts.
 
-    On the embedded default, ``nodes`` and ``bundle`` are what ``run`` prepared before the
-    event loop. Without them, this function starts the executors and builds the bundle.
+    On the embedded default, ``nodes`` is the data folder with its executors, which are
+    started here unless ``nodes`` forked them. Without ``bundle``, this function builds it.
     """
     display = ProgressDisplay(console, request.start_at)
     options = request.options
@@ -235,13 +235,9 @@ async def _run(request: RunRequest, verbose, console, report, tmp: Path, nodes: 
             with display:
                 if request.cluster:
                     await submit(parse_addresses(request.cluster))
-                elif nodes is not None:
+                else:
                     async with embedded_cluster(nodes) as embedded:
                         await submit([embedded.address], on_ended=embedded.stop_executors)
-                else:
-                    with LocalNodes(data_home(), request.executors, verbose=verbose, labels=request.labels) as started:
-                        async with embedded_cluster(started) as embedded:
-                            await submit([embedded.address], on_ended=embedded.stop_executors)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)

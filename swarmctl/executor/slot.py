@@ -143,7 +143,7 @@ class Slot:
     async def _prepare(self, run_id: str, suite: protocol.SuiteSpec, collect: bool) -> None:
         if suite.kind == "command":
             return
-        warm = self._worker if self._worker is not None and self._worker.alive and self._worker_key == _key(suite) else None
+        warm = self._warm_for(suite)
         if warm is not None and run_id:
             # Its start is logged before the run began (the embedded default starts it early):
             # this line shows in the run's logs which worker runs it.
@@ -166,10 +166,16 @@ class Slot:
                 )
             )
 
-    async def _warm_worker(self, suite: protocol.SuiteSpec) -> PytestWorker:
-        key = _key(suite)
-        if self._worker is not None and self._worker.alive and self._worker_key == key:
+    def _warm_for(self, suite: protocol.SuiteSpec) -> PytestWorker | None:
+        """Return this slot's worker if it is alive and was started for ``suite``, else None."""
+        if self._worker is not None and self._worker.alive and self._worker_key == _key(suite):
             return self._worker
+        return None
+
+    async def _warm_worker(self, suite: protocol.SuiteSpec) -> PytestWorker:
+        warm = self._warm_for(suite)
+        if warm is not None:
+            return warm
         await self._discard_worker()
         suite_dir = self._suite_dir = await self.executor.suite_dir(suite.bundle)
         log_path = self.executor.data_dir / "logs" / f"{self.executor.executor_id}-slot{self.index}.log"
@@ -180,7 +186,7 @@ class Slot:
             pytest_args=pytest_argv(suite_dir, suite.pytest_args, self.executor.data_dir),
             log_path=log_path,
         )
-        self._worker_key = key
+        self._worker_key = _key(suite)
         return self._worker
 
     async def _discard_worker(self) -> None:
