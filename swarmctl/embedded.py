@@ -19,11 +19,11 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 import trio
@@ -90,9 +90,9 @@ class LocalNodes:
     """The parts of an embedded default that exist from before its coordinator starts until it ends.
 
     They are the data folder's lock, the cluster secret, the coordinator's listening socket
-    and the executor processes. ``swarmctl run`` forks the executors before its event loop starts,
-    so they need no imports of their own and can start the suite's pytest worker at once;
-    ``embedded_cluster`` starts them as new processes when that was not done.
+    and the executor processes. ``swarmctl run`` forks the executors before its event loop
+    starts, so they need no imports of their own and start the suite's pytest worker at once.
+    When they were not forked, ``embedded_cluster`` starts them as new processes.
     """
 
     def __init__(self, home: Path, executors: int, *, verbose: bool = False, labels: dict[str, str] | None = None) -> None:
@@ -101,6 +101,9 @@ class LocalNodes:
         self.verbose = verbose
         self.labels = labels or {}
         self.processes: list = []  # trio.Process or ForkedProcess
+
+    def executor_ids(self) -> list[str]:
+        return [f"local-{i + 1}" for i in range(self.count)]
 
     def __enter__(self) -> LocalNodes:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -146,8 +149,8 @@ class LocalNodes:
         # otherwise write to every page it shares with this process.
         gc.freeze()
         try:
-            for i in range(self.count):
-                self.processes.append(ForkedProcess(self._fork_executor(f"local-{i + 1}", prestart)))
+            for executor_id in self.executor_ids():
+                self.processes.append(ForkedProcess(self._fork_executor(executor_id, prestart)))
         finally:
             gc.unfreeze()
         return True
@@ -199,8 +202,8 @@ class LocalNodes:
 
     async def spawn_executors(self) -> None:
         """Start the executors as new ``swarmctl up --role executor`` processes."""
-        for i in range(self.count):
-            self.processes.append(await self._start_executor(f"local-{i + 1}"))
+        for executor_id in self.executor_ids():
+            self.processes.append(await self._start_executor(executor_id))
 
     async def _start_executor(self, executor_id: str) -> trio.Process:
         argv = [

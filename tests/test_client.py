@@ -48,7 +48,7 @@ async def test_follow_on_ended_without_results() -> None:
     assert ended == [True]
 
 
-async def test_follow_on_ended_when_every_test_has_a_result() -> None:
+async def test_follow_on_ended_at_last_progress() -> None:
     """The last progress frame ends the run for the caller before the results are sent."""
     stream = ScriptedStream([
         protocol.RunProgress("run-3", "running", 2, 1, 2, [["t.py::test_0", "passed"]]),

@@ -201,9 +201,9 @@ class Executor:
                 nursery.cancel_scope.cancel()
 
     def prepare(self, suite: protocol.SuiteSpec) -> None:
-        """Start a pytest worker of ``suite`` on each slot before any run asks for one.
+        """Start a pytest worker of ``suite`` on each slot before any run requests one.
 
-        A run of that suite then finds the workers collected: the embedded default calls this
+        A run of that suite then finds the workers collected. The embedded default calls this
         so that its workers start while the coordinator is still starting.
         """
         for _ in self.slots:

@@ -541,7 +541,7 @@ def descendants(pid):
 
 
 def has_children():
-    """Whether this process has a child process, running or exited, in one system call.
+    """Return whether this process has a child process, running or exited, in one system call.
 
     Orphans re-parented to this subreaper are its children too, so without a child there
     is no descendant either.
