@@ -713,7 +713,8 @@ class BundleCache:
     """Bundle archives and their extracted folders under one root directory.
 
     Layout: ``<root>/archives/<digest>.tar.gz`` and ``<root>/suites/<digest>/``, with the
-    lock file ``<root>/suites/<digest>.lock`` next to each folder.
+    lock file ``<root>/suites/<digest>.lock`` next to each folder. Workers may cache
+    compiled modules under ``<root>/bytecode/``.
     """
 
     def __init__(self, root: Path, limits: BundleLimits | None = None) -> None:
@@ -721,6 +722,7 @@ class BundleCache:
         self.limits = limits or BundleLimits()
         self._archives = self.root / "archives"
         self._suites = self.root / "suites"
+        self.bytecode_dir = self.root / "bytecode"
 
     def archive_path(self, digest: str) -> Path:
         """Return where the archive of ``digest`` is stored, whether or not it exists."""

@@ -185,6 +185,7 @@ class Slot:
             suite_dir=suite_dir,
             pytest_args=pytest_argv(suite_dir, suite.pytest_args, self.executor.data_dir),
             log_path=log_path,
+            bytecode_dir=self.executor.bundles.bytecode_dir,
         )
         self._worker_key = _key(suite)
         return self._worker

@@ -94,12 +94,17 @@ def write_suite(folder: Path, files: dict[str, str]) -> Path:
 
 @asynccontextmanager
 async def started_worker(
-    suite: Path, log_path: Path, pytest_args: Sequence[str] = (), python: str = sys.executable
+    suite: Path,
+    log_path: Path,
+    pytest_args: Sequence[str] = (),
+    python: str = sys.executable,
+    bytecode_dir: Path | None = None,
 ) -> AsyncIterator[PytestWorker]:
     """Start a worker on ``suite`` and stop its process group when the block ends."""
     async with trio.open_nursery() as nursery:
         worker = await PytestWorker.start(
-            nursery, python=python, suite_dir=suite, pytest_args=list(pytest_args), log_path=log_path
+            nursery, python=python, suite_dir=suite, pytest_args=list(pytest_args), log_path=log_path,
+            bytecode_dir=bytecode_dir,
         )
         try:
             yield worker
@@ -360,6 +365,62 @@ async def test_pytest_worker_usage_error(tmp_path: Path) -> None:
 
     assert error.exit_code == 4
     assert "--no-such-option" in error.output
+
+
+# --- bytecode ---------------------------------------------------------------------------
+
+
+async def run_once(suite: Path, log_path: Path, bytecode_dir: Path) -> list[tuple[str, str]]:
+    async with started_worker(suite, log_path, bytecode_dir=bytecode_dir) as worker:
+        results, _ = await run_batch(worker, worker.collection.case_ids)
+    return [(result["case_id"], result["outcome"]) for result in results]
+
+
+async def test_pytest_worker_bytecode_cache_when_writing_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    # The test sees the setting as the user left it: only collection writes bytecode.
+    source = "import sys\n\ndef test_add():\n    assert sys.dont_write_bytecode and 1 + 1 == 2\n"
+    suite = write_suite(tmp_path / "suite", {"test_math.py": source})
+    bytecode = tmp_path / "bytecode"
+
+    assert await run_once(suite, tmp_path / "worker.log", bytecode) == [("test_math.py::test_add", "passed")]
+    rewritten = list(bytecode.rglob("test_math.*-pytest-*.pyc"))
+    assert [path.parent for path in rewritten] == [bytecode / suite.relative_to(suite.anchor)]
+    assert not list(suite.rglob("__pycache__"))
+    cached = rewritten[0].stat()
+
+    assert await run_once(suite, tmp_path / "worker.log", bytecode) == [("test_math.py::test_add", "passed")]
+    # Read, not written again: pytest replaces the file whenever it rewrites the module.
+    assert rewritten[0].stat().st_ino == cached.st_ino
+    assert rewritten[0].stat().st_mtime_ns == cached.st_mtime_ns
+
+
+async def test_pytest_worker_bytecode_cache_per_suite_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Extracted bundles give every file the same modification time, and these two sources
+    # have the same size too: their bytecode differs only in the folder it is kept under.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    bytecode = tmp_path / "bytecode"
+    outcomes = []
+    for name, expression in (("old", "1 + 1 == 2"), ("new", "1 + 1 == 3")):
+        suite = write_suite(tmp_path / name, {"test_math.py": f"def test_add():\n    assert {expression}\n"})
+        os.utime(suite / "test_math.py", (946684800, 946684800))
+        outcomes += await run_once(suite, tmp_path / "worker.log", bytecode)
+
+    assert outcomes == [("test_math.py::test_add", "passed"), ("test_math.py::test_add", "failed")]
+
+
+async def test_pytest_worker_bytecode_cache_when_writing_is_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    suite = write_suite(tmp_path / "suite", {"test_math.py": "def test_add():\n    assert 1 + 1 == 2\n"})
+    bytecode = tmp_path / "bytecode"
+
+    assert await run_once(suite, tmp_path / "worker.log", bytecode) == [("test_math.py::test_add", "passed")]
+    assert not bytecode.exists()
+    assert list((suite / "__pycache__").glob("test_math.*-pytest-*.pyc"))
 
 
 # --- describe_exit -----------------------------------------------------------------------

@@ -117,8 +117,13 @@ class PytestWorker:
         suite_dir: Path,
         pytest_args: Sequence[str],
         log_path: Path,
+        bytecode_dir: Path | None = None,
     ) -> PytestWorker:
-        """Start a worker and wait until it has collected the suite."""
+        """Start a worker and wait until it has collected the suite.
+
+        Where bytecode writing is turned off, the worker keeps the modules it compiles while
+        collecting under ``bytecode_dir`` (``BytecodeCache`` in the worker).
+        """
         commands_read, commands_write = os.pipe()
         events_read, events_write = os.pipe()
         argv = [
@@ -131,6 +136,7 @@ class PytestWorker:
             str(commands_read),
             "--output-cap",
             str(OUTPUT_CAP_CHARS),
+            *(["--bytecode-dir", str(bytecode_dir)] if bytecode_dir is not None else []),
             "--",
             *pytest_args,
         ]
@@ -152,8 +158,6 @@ class PytestWorker:
             for fd in (commands_read, commands_write, events_read, events_write):
                 os.close(fd)
             raise WorkerStartFailed(None, f"cannot start {python!r}: {exc}") from exc
-        finally:
-            pass
         processes.track(process.pid)
         os.close(commands_read)
         os.close(events_write)

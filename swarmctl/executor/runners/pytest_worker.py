@@ -1,6 +1,7 @@
 """The warm pytest worker: runs inside the suite's own interpreter, standard library only.
 
-The executor starts this file as ``PYTHON -c SOURCE --events-fd W --commands-fd R -- ARGS``
+The executor starts this file as
+``PYTHON -c SOURCE --events-fd W --commands-fd R --output-cap N [--bytecode-dir DIR] -- ARGS``
 with the suite folder as working directory. It runs ``pytest.main(ARGS)`` with a plugin that
 replaces pytest's run loop: after collection it sends the collected node ids, then runs the
 node ids it receives, one batch at a time, until told to stop. Each message is one line of
@@ -238,7 +239,7 @@ class OutputTail:
 
 
 class WorkerPlugin:
-    def __init__(self, channel, output_cap):
+    def __init__(self, channel, output_cap, bytecode_dir=None):
         self.channel = channel
         self.output_cap = output_cap
         self.config = None
@@ -247,6 +248,7 @@ class WorkerPlugin:
         self.reports = []
         self.children = ChildTracker()
         self.output_tail = OutputTail(channel, output_cap)
+        self.bytecode = BytecodeCache(bytecode_dir)
 
     def pytest_addoption(self, parser):
         # Declared here so that the setting is read the same way with or without pytest-timeout,
@@ -264,6 +266,12 @@ class WorkerPlugin:
         config.addinivalue_line(
             "markers", "swarm_requires(**labels): run only on a swarmctl executor that has these labels"
         )
+
+    def pytest_collection(self, session):
+        self.bytecode.start()
+
+    def pytest_collection_finish(self, session):
+        self.bytecode.stop()
 
     def pytest_deselected(self, items):
         self.deselected += len(items)
@@ -642,6 +650,34 @@ def die_with_parent():
     threading.Thread(target=watch, name="swarmctl-parent-watch", daemon=True).start()
 
 
+class BytecodeCache:
+    """Cache compiled modules under ``directory`` during collection where bytecode is off.
+
+    With PYTHONDONTWRITEBYTECODE (or ``python -B``) pytest rewrites the asserts of every
+    test module at each collection, which in a suite of thousands of tests is most of the
+    collection time. While the worker collects, it writes the bytecode under ``directory``,
+    in swarmctl's data folder, keeping what the setting is for: nothing is written into the
+    suite's environment or the user's folders. The suite folder's path names the bundle's
+    digest, so a test module's cached bytecode never outlives its source. Modules imported
+    before or after collection, and the tests themselves, see the setting unchanged.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.saved = None
+
+    def start(self):
+        if self.directory and sys.dont_write_bytecode and hasattr(sys, "pycache_prefix"):  # Python 3.8+
+            self.saved = (sys.pycache_prefix, sys.dont_write_bytecode)
+            sys.pycache_prefix = self.directory
+            sys.dont_write_bytecode = False
+
+    def stop(self):
+        if self.saved is not None:
+            sys.pycache_prefix, sys.dont_write_bytecode = self.saved
+            self.saved = None
+
+
 def not_collected(nodeid):
     return {
         "case_id": nodeid,
@@ -661,6 +697,7 @@ def main(argv):
     events_fd = int(options[options.index("--events-fd") + 1])
     commands_fd = int(options[options.index("--commands-fd") + 1])
     output_cap = int(options[options.index("--output-cap") + 1])
+    bytecode_dir = options[options.index("--bytecode-dir") + 1] if "--bytecode-dir" in options else None
 
     die_with_parent()
 
@@ -690,10 +727,12 @@ def main(argv):
         sys.stderr.flush()
         os._exit(3)
 
-    # Run before pytest's own loop, which would run every collected test at once.
+    # Run before pytest's own loop, which would run every collected test at once, and
+    # before its collection.
     WorkerPlugin.pytest_runtestloop = pytest.hookimpl(tryfirst=True)(WorkerPlugin.pytest_runtestloop)
+    WorkerPlugin.pytest_collection = pytest.hookimpl(tryfirst=True)(WorkerPlugin.pytest_collection)
     channel = Channel(events_fd, commands_fd)
-    plugin = WorkerPlugin(channel, output_cap)
+    plugin = WorkerPlugin(channel, output_cap, bytecode_dir)
     code = pytest.main(pytest_args, plugins=[plugin])
     sys.stdout.flush()
     sys.stderr.flush()
