@@ -11,7 +11,8 @@ One invocation does all of this inside a temporary folder:
    runners use its interpreter, so they run the same code.
 3. For each suite, run plain pytest, ``pytest -n WORKERS`` and
    ``swarmctl run SUITE -n WORKERS`` in turn, ``--repeat`` times, and take the median
-   wall-clock time of each whole command.
+   wall-clock time of each whole command. swarmctl keeps one data folder per suite, and
+   its first run, with the folder empty, is timed apart and left out of the median.
 4. Compare the outcome of every node id in swarmctl's JSON report with the outcomes
    that plain pytest reported, recorded by a small plugin.
 5. Write bench/results/xdist.json and print a table.
@@ -374,8 +375,27 @@ def bench_suite(suite: Suite, index: int, work: Path, python: Path, args: argpar
     if not reference:
         print(f"  plain pytest recorded no outcomes (exit code {warm.exit_code}); see {runs_dir / 'reference.log'}")
 
-    timings: dict[str, list[Timing]] = {"plain": [], "xdist": [], "swarmctl": []}
+    # swarmctl keeps its data folder between runs, as pytest keeps __pycache__ beside the
+    # suite. The first run, with an empty folder as on a fresh machine, is timed on its own
+    # and left out of the medians, like plain pytest's reference run.
+    swarmctl_env = clean_env(SWARMCTL_HOME=str(runs_dir / "swarmctl-home"))
     mismatches: list[dict] = []
+
+    def run_swarmctl(repeat: int) -> Timing:
+        report_path = runs_dir / f"swarmctl-{repeat}.json"
+        swarmctl = swarmctl_command() + [
+            "run", str(suite.path), "-n", str(args.workers), "--json", str(report_path), "--python", str(python),
+        ]
+        timing = run_timed(swarmctl, work, swarmctl_env, runs_dir / f"swarmctl-{repeat}.log")
+        # Every run's report is checked, so an outcome that changes between runs shows up.
+        for mismatch in compare_outcomes(reference, read_json(report_path)):
+            mismatches.append({"repeat": repeat, **mismatch})
+        return timing
+
+    print(f"{suite.name}: first swarmctl run, with an empty data folder")
+    first = run_swarmctl(0)
+
+    timings: dict[str, list[Timing]] = {"plain": [], "xdist": [], "swarmctl": []}
     for repeat in range(1, args.repeat + 1):
         print(f"{suite.name}: repeat {repeat} of {args.repeat}")
         # The timed plain runs load the plugin too, so every plain run does the same work.
@@ -384,17 +404,7 @@ def bench_suite(suite: Suite, index: int, work: Path, python: Path, args: argpar
             run_timed(plain + ["-p", PLUGIN_MODULE], suite.path, plain_env, runs_dir / f"plain-{repeat}.log")
         )
         timings["xdist"].append(run_timed(xdist, suite.path, clean_env(), runs_dir / f"xdist-{repeat}.log"))
-
-        report_path = runs_dir / f"swarmctl-{repeat}.json"
-        swarmctl = swarmctl_command() + [
-            "run", str(suite.path), "-n", str(args.workers), "--json", str(report_path), "--python", str(python),
-        ]
-        swarmctl_env = clean_env(SWARMCTL_HOME=str(runs_dir / f"swarmctl-home-{repeat}"))
-        timings["swarmctl"].append(run_timed(swarmctl, work, swarmctl_env, runs_dir / f"swarmctl-{repeat}.log"))
-
-        # Every repeat's report is checked, so an outcome that changes between runs shows up.
-        for mismatch in compare_outcomes(reference, read_json(report_path)):
-            mismatches.append({"repeat": repeat, **mismatch})
+        timings["swarmctl"].append(run_swarmctl(repeat))
 
     plain_s = median_seconds(timings["plain"])
     xdist_s = median_seconds(timings["xdist"])
@@ -405,13 +415,17 @@ def bench_suite(suite: Suite, index: int, work: Path, python: Path, args: argpar
         "plain_s": plain_s,
         "xdist_s": xdist_s,
         "swarmctl_s": swarmctl_s,
+        "swarmctl_first_s": _round(first.seconds),
         "ratio_swarmctl_over_xdist": ratio(swarmctl_s, xdist_s),
         "ratio_swarmctl_over_plain": ratio(swarmctl_s, plain_s),
         "results_equal": bool(reference) and not mismatches,
         "mismatches": mismatches[:MAX_MISMATCHES],
         "mismatch_count": len(mismatches),
         "runs_s": {runner: [_round(t.seconds) for t in runs] for runner, runs in timings.items()},
-        "exit_codes": {runner: [t.exit_code for t in runs] for runner, runs in timings.items()},
+        "exit_codes": {
+            **{runner: [t.exit_code for t in runs] for runner, runs in timings.items()},
+            "swarmctl_first": first.exit_code,
+        },
     }
 
 
@@ -424,7 +438,9 @@ def _round(seconds: float | None) -> float | None:
 
 
 def print_table(suites: list[dict]) -> None:
-    header = ("suite", "tests", "plain s", "xdist s", "swarmctl s", "swarmctl/xdist", "swarmctl/plain", "equal")
+    header = (
+        "suite", "tests", "plain s", "xdist s", "swarmctl s", "first swarmctl s", "swarmctl/xdist", "swarmctl/plain", "equal",
+    )
     rows = [header]
     for suite in suites:
         rows.append((
@@ -433,6 +449,7 @@ def print_table(suites: list[dict]) -> None:
             _format(suite["plain_s"], 2),
             _format(suite["xdist_s"], 2),
             _format(suite["swarmctl_s"], 2),
+            _format(suite["swarmctl_first_s"], 2),
             _format(suite["ratio_swarmctl_over_xdist"], 2),
             _format(suite["ratio_swarmctl_over_plain"], 2),
             "yes" if suite["results_equal"] else f"NO ({suite['mismatch_count']})",
