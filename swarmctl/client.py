@@ -67,7 +67,8 @@ async def submit_and_follow(
     """Upload the bundle, submit the run, and return its summary, results and earlier attempts when it ends.
 
     ``on_ended`` is called once every test has its final result, or at the latest when the
-    coordinator starts sending the ended run's results; possibly more than once. Cancelling this (Ctrl-C) cancels the run on the coordinator.
+    coordinator starts sending the ended run's results, and possibly more than once.
+    Cancelling this (Ctrl-C) cancels the run on the coordinator.
     """
     api = ApiClient.from_environment(addresses)
     await _upload(api, bundle)

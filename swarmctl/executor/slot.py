@@ -147,7 +147,10 @@ class Slot:
         if warm is not None and run_id:
             # Its start is logged before the run began (the embedded default starts it early):
             # this line shows in the run's logs which worker runs it.
-            log.info("slot %s: run %s uses pytest worker pid %d, started before the run in %s", self.name, run_id, warm.process.pid, self._suite_dir)
+            log.info(
+                "slot %s: run %s uses pytest worker pid %d, started before the run in %s",
+                self.name, run_id, warm.process.pid, self._suite_dir,
+            )
         try:
             worker = await self._warm_worker(suite)
         except WorkerStartFailed as exc:

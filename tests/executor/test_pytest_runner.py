@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from swarmctl.bundle import _ENTRY_MTIME
 from swarmctl.executor.runners.pytest_runner import (
     PytestWorker,
     WorkerStartFailed,
@@ -369,19 +370,16 @@ async def test_pytest_worker_usage_error(tmp_path: Path) -> None:
 
 # --- bytecode ---------------------------------------------------------------------------
 
-
 async def run_once(suite: Path, log_path: Path, bytecode_dir: Path) -> list[tuple[str, str]]:
     async with started_worker(suite, log_path, bytecode_dir=bytecode_dir) as worker:
         results, _ = await run_batch(worker, worker.collection.case_ids)
     return [(result["case_id"], result["outcome"]) for result in results]
 
 
-async def test_pytest_worker_bytecode_cache_when_writing_is_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_pytest_worker_bytecode_writing_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    # The test sees the setting as the user left it: only collection writes bytecode.
-    source = "import sys\n\ndef test_add():\n    assert sys.dont_write_bytecode and 1 + 1 == 2\n"
+    # While the test runs, the setting is as the user set it: only collection writes bytecode.
+    source = "import sys\n\ndef test_add():\n    assert sys.dont_write_bytecode\n    assert 1 + 1 == 2\n"
     suite = write_suite(tmp_path / "suite", {"test_math.py": source})
     bytecode = tmp_path / "bytecode"
 
@@ -397,7 +395,7 @@ async def test_pytest_worker_bytecode_cache_when_writing_is_off(
     assert rewritten[0].stat().st_mtime_ns == cached.st_mtime_ns
 
 
-async def test_pytest_worker_bytecode_cache_per_suite_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_pytest_worker_bytecode_per_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Extracted bundles give every file the same modification time, and these two sources
     # have the same size too: their bytecode differs only in the folder it is kept under.
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
@@ -405,15 +403,13 @@ async def test_pytest_worker_bytecode_cache_per_suite_folder(tmp_path: Path, mon
     outcomes = []
     for name, expression in (("old", "1 + 1 == 2"), ("new", "1 + 1 == 3")):
         suite = write_suite(tmp_path / name, {"test_math.py": f"def test_add():\n    assert {expression}\n"})
-        os.utime(suite / "test_math.py", (946684800, 946684800))
+        os.utime(suite / "test_math.py", (_ENTRY_MTIME, _ENTRY_MTIME))
         outcomes += await run_once(suite, tmp_path / "worker.log", bytecode)
 
     assert outcomes == [("test_math.py::test_add", "passed"), ("test_math.py::test_add", "failed")]
 
 
-async def test_pytest_worker_bytecode_cache_when_writing_is_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_pytest_worker_bytecode_writing_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     suite = write_suite(tmp_path / "suite", {"test_math.py": "def test_add():\n    assert 1 + 1 == 2\n"})
     bytecode = tmp_path / "bytecode"
