@@ -217,11 +217,14 @@ async def _run(request: RunRequest, console, report, tmp: Path, nodes: LocalNode
             if bundle is None:
                 # Built in a worker thread, so that the embedded coordinator accepts its starting executors meanwhile.
                 bundle = await trio.to_thread.run_sync(build_bundle, request.suite_dir, tmp)
+            # Read again here, so that a --delay counts from the submission and not from before
+            # the embedded coordinator started.
+            start_at = options.start_at()
             outcome.append(
                 await submit_and_follow(
                     addresses, suite=request.suite_spec(bundle), bundle=bundle, strategy=request.strategy,
                     case_ids=request.case_ids, deadline_s=request.deadline_s, priority=options.priority,
-                    retries=options.retries, start_at=request.start_at, durations=request.durations,
+                    retries=options.retries, start_at=start_at, durations=request.durations,
                     dependencies=request.dependencies, group=options.group, requirements=request.requirements,
                     on_progress=display.update, on_accepted=display.accepted, on_ended=on_ended,
                 )
